@@ -1,0 +1,142 @@
+"""Assemble the gateway: the request's path reads top to bottom.
+
+    ObserveMiddleware (request id, drain refusal, access log, metrics)
+    └─ Router
+       ├─ /healthz /readyz /metrics                           no key
+       └─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
+
+Each API route gets its own middleware chain (the body validator differs per route), so the
+limiter only ever sees authenticated, well-formed requests: bad input spends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+from service.asgi import send_json
+from service.deps import Services
+from service.errors import error_body
+from service.limiter import create_limiter
+from service.middleware.auth import AuthMiddleware
+from service.middleware.body import BodyMiddleware
+from service.middleware.observe import ObserveMiddleware
+from service.middleware.ratelimit import RateLimitMiddleware
+from service.registry.keys import KeyRegistry
+from service.registry.reload import RegistryHolder
+from service.routes.chat import ChatCompletions
+from service.routes.health import Healthz, Metrics, Readyz
+from service.routes.images import ImageGeneration
+from service.routes.models import ListModels
+from service.routes.vision import VisionAnalyze
+from service.settings import Settings
+from service.sse import StreamSet
+from service.upstream.client import create_upstream_client
+from service import validation
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("service")
+
+DEFAULT_VISION_MODEL = "grok-4-1-fast-non-reasoning"
+DEFAULT_IMAGE_MODEL = "grok-2-image-1212"
+
+
+def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
+    """Build the ASGI app. Resources open in its lifespan and close when it ends."""
+    services = Services(
+        settings=settings,
+        limiter=create_limiter(
+            settings.redis_url,
+            failure_mode=settings.failure_mode,
+            lease_seconds=settings.lease_seconds,
+            redis_timeout=settings.redis_timeout,
+            pool_size=settings.redis_pool_size,
+        ),
+        registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
+        streams=StreamSet(settings.keepalive_seconds),
+    )
+
+    def api(route: ASGIApp, validate: validation.Validator | None) -> ASGIApp:
+        app = RateLimitMiddleware(route, services.limiter)
+        if validate is not None:
+            app = BodyMiddleware(app, validate, settings.max_body_bytes)
+        return AuthMiddleware(app, services.registry)
+
+    images = api(
+        ImageGeneration(services),
+        functools.partial(validation.image_generation, default_model=DEFAULT_IMAGE_MODEL),
+    )
+    routes = [
+        Route("/healthz", Healthz(), methods=["GET", "HEAD"]),
+        Route("/readyz", Readyz(services), methods=["GET", "HEAD"]),
+        Route("/metrics", Metrics(), methods=["GET"]),
+        Route(
+            "/api/v1/chat/completions",
+            api(ChatCompletions(services), validation.chat_completion),
+            methods=["POST"],
+        ),
+        Route("/api/v1/images/generate", images, methods=["POST"]),
+        Route("/api/v1/images/generations", images, methods=["POST"]),
+        Route(
+            "/api/v1/vision/analyze",
+            api(
+                VisionAnalyze(services),
+                functools.partial(validation.vision_analysis, default_model=DEFAULT_VISION_MODEL),
+            ),
+            methods=["POST"],
+        ),
+        Route("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
+    ]
+    router = Router(routes=routes, default=_not_found, lifespan=_lifespan(services))
+    app = ObserveMiddleware(router, services.lifecycle, log_prompts=settings.log_prompts)
+    app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
+    return app
+
+
+def create_app_from_env() -> ASGIApp:
+    """App factory for worker processes (GATEWAY_WORKERS > 1): settings from the environment."""
+    from service.observability.logging import configure_logging
+    from service.registry.keys import load_registry
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings, load_registry(settings.keys_file))
+
+
+def _lifespan(services: Services):  # noqa: ANN202 - Starlette's lifespan type is loose
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: object) -> AsyncIterator[None]:
+        services.client = create_upstream_client(services.settings)
+        await services.limiter.start()
+        services.registry.start()
+        services.streams.start()
+        log.info(
+            "gateway ready: upstream %s, limiter %s, %d keys",
+            services.settings.xai_base_url,
+            services.limiter.ready()[1],
+            len(services.registry.current),
+        )
+        try:
+            yield
+        finally:
+            await services.streams.aclose()
+            await services.registry.aclose()
+            await services.limiter.aclose()
+            await services.client.aclose()
+
+    return lifespan
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    body = error_body(
+        f"Unknown path {scope['path']!r}. The API lives under /api/v1 "
+        "(chat/completions, images/generations, vision/analyze, models).",
+        type="invalid_request_error",
+        code="not_found",
+    )
+    await send_json(send, 404, body)

@@ -1,0 +1,34 @@
+"""What the routes share: settings, the upstream client, the limiter, the registry, streams.
+
+Built by `service.app.create_app`; the lifespan opens the resources and closes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from service.lifecycle import LIFECYCLE, Lifecycle
+from service.limiter.base import Limiter
+from service.registry.reload import RegistryHolder
+from service.settings import Settings
+from service.sse import StreamSet
+from service.upstream.call import UpstreamPolicy
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    limiter: Limiter
+    registry: RegistryHolder
+    streams: StreamSet
+    lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)
+    client: httpx.AsyncClient | None = None  # opened in the lifespan
+
+    @property
+    def upstream_policy(self) -> UpstreamPolicy:
+        return UpstreamPolicy(
+            first_byte_timeout=self.settings.first_byte_timeout,
+            retries=self.settings.upstream_retries,
+        )

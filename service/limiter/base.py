@@ -1,0 +1,68 @@
+"""The limiter's contract: admit a request against a policy, release it when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from service.limiter.policy import LimitPolicy
+
+RejectReason = Literal[
+    "rate_limit_exceeded", "tokens_limit_exceeded", "concurrency_limit_exceeded"
+]
+
+
+class LimiterUnavailable(Exception):
+    """The limiter store cannot be reached and the failure mode is `closed`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """The most restrictive window of one kind (requests or tokens) after a decision."""
+
+    limit: int
+    remaining: int
+    reset_seconds: float  # until this window starts afresh
+    policy: str = ""  # e.g. "600;w=60" for the IETF RateLimit-Policy field
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome of one admission.
+
+    A refused decision spent nothing. An admitted one must be passed back to `release`
+    exactly once, whatever happens to the request.
+    """
+
+    allowed: bool
+    reason: RejectReason | None = None
+    retry_after: int = 0  # whole seconds, >= 1 when refused
+    requests: WindowState | None = None
+    tokens: WindowState | None = None
+    lease: str | None = None  # concurrency lease id, when the policy caps concurrency
+    store: str = "memory"  # which store admitted it: "redis" or "memory"
+    extra: dict = field(default_factory=dict)
+
+
+class Limiter(Protocol):
+    """Counts requests, tokens and concurrent slots per key (and per tenant)."""
+
+    mode: str  # "redis", "memory", or "local-fallback" while Redis is unreachable
+
+    async def start(self) -> None:
+        """Open connections and background tasks (lease refresh, recovery probe)."""
+
+    async def aclose(self) -> None:
+        """Stop background tasks and close connections."""
+
+    async def admit(self, policy: LimitPolicy) -> Decision:
+        """Check every limit, then consume one request unit and a slot, atomically.
+
+        Raises LimiterUnavailable when the store is down and the failure mode is `closed`.
+        """
+
+    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
+        """Free the concurrency slot and charge `tokens` to the token windows."""
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether this replica can serve, and a one-line description for /readyz."""

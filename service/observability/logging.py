@@ -1,0 +1,45 @@
+"""JSON logs on stdout: one object per line, for the gateway's own lines and uvicorn's.
+
+The access log (logger `service.access`) already writes a JSON object as its message; it is
+passed through with its timestamp and level added. Nothing here ever sees a key or a prompt
+unless LOG_PROMPTS is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ts = f"{ts}.{int(record.msecs):03d}Z"
+        if record.name == "service.access":
+            return f'{{"ts":"{ts}","level":"info","logger":"access",{record.getMessage()[1:]}'
+        line = {
+            "ts": ts,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Route every logger (ours and uvicorn's) to stdout as JSON lines."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # uvicorn's access log would duplicate ours, without key ids.
+    logging.getLogger("uvicorn.access").disabled = True

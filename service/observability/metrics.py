@@ -1,0 +1,62 @@
+"""Prometheus metrics: one module-level registry of the gateway's series.
+
+Label values are bounded: key ids come from the key registry (operator-controlled), statuses
+and reasons from fixed sets. With several workers per pod, set PROMETHEUS_MULTIPROC_DIR
+(the CLI does it for GATEWAY_WORKERS > 1) and prometheus-client aggregates across processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter(
+    "gateway_requests_total", "API requests answered, by key id and status", ["key_id", "status"]
+)
+REJECTIONS = Counter(
+    "gateway_rejections_total", "Requests refused by the gateway itself, by reason", ["reason"]
+)
+ACTIVE_STREAMS = Gauge(
+    "gateway_active_streams", "SSE streams being relayed now", multiprocess_mode="livesum"
+)
+TTFB = Histogram(
+    "gateway_ttfb_seconds", "Time from request to first response byte", buckets=_LATENCY_BUCKETS
+)
+DURATION = Histogram(
+    "gateway_request_duration_seconds", "Time from request to last byte", buckets=_DURATION_BUCKETS
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total", "Upstream failures, by kind", ["kind"]
+)
+LIMITER_STORE_ERRORS = Counter(
+    "gateway_limiter_store_errors_total", "Errors talking to the limiter store (Redis)"
+)
+LIMITER_FALLBACK = Gauge(
+    "gateway_limiter_fallback_active",
+    "1 while this replica counts on local in-memory limits because Redis is unreachable",
+    multiprocess_mode="max",
+)
+KEY_RELOADS = Counter(
+    "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]
+)
+
+
+def render() -> tuple[bytes, str]:
+    """Return the exposition body and its content type (multiprocess-aware)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

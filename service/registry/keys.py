@@ -1,0 +1,193 @@
+"""The key registry: a TOML file of SHA-256 key digests, their tenants and their limits.
+
+Loading validates everything and parses rate strings once, so a request only hashes its key
+and looks the digest up. Errors name the file and the entry at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.limiter.policy import LimitPolicy, Window, parse_rates
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_LIMIT_FIELDS = {"requests", "tokens", "concurrent"}
+_KEY_FIELDS = {"id", "tenant", "sha256", "models", "disabled", *_LIMIT_FIELDS}
+
+
+class RegistryError(ValueError):
+    """The key file is missing, unparsable or invalid; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One tenant key, as the gateway knows it (never the secret itself)."""
+
+    id: str
+    tenant: str | None
+    digest: str
+    models: frozenset[str] | None
+    policy: LimitPolicy
+
+
+class KeyRegistry:
+    """Immutable lookup from a presented secret to its ApiKey."""
+
+    def __init__(self, keys: list[ApiKey], source: str = "") -> None:
+        self.source = source
+        self._by_digest = {key.digest: key for key in keys}
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def lookup(self, secret: str) -> ApiKey | None:
+        """The key whose digest matches `secret`, or None (unknown or disabled)."""
+        digest = hash_key(secret)
+        # The dict finds the candidate by digest (timing there reveals nothing about the
+        # secret: SHA-256 preimages are out of reach); the final check is constant-time.
+        key = self._by_digest.get(digest)
+        if key is not None and hmac.compare_digest(key.digest, digest):
+            return key
+        return None
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_key_secret() -> str:
+    """A fresh random key string: 'gk-' and 256 bits of URL-safe randomness."""
+    return "gk-" + secrets.token_urlsafe(32)
+
+
+def load_registry(path: str | Path) -> KeyRegistry:
+    """Read and validate the key file. Raises RegistryError naming the file and entry."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read key file: {exc.strerror or exc}") from None
+    return parse_registry(raw, source=str(path))
+
+
+def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"defaults", "tenants", "keys"}
+    if unknown:
+        raise RegistryError(f"{source}: unknown section(s) {sorted(unknown)}")
+
+    defaults = _limits(_table(doc, "defaults", source), f"{source} [defaults]")
+    tenants = {}
+    for name, table in _table(doc, "tenants", source).items():
+        where = f"{source} [tenants.{name}]"
+        if not isinstance(table, dict):
+            raise RegistryError(f"{where}: must be a table")
+        if set(table) - {"requests"}:
+            raise RegistryError(f"{where}: only 'requests' is allowed for a tenant")
+        tenants[name] = _limits(table, where).get("requests", ())
+
+    entries = doc.get("keys", [])
+    if not isinstance(entries, list):
+        raise RegistryError(f"{source}: 'keys' must be an array of tables ([[keys]])")
+    keys: list[ApiKey] = []
+    seen_ids: set[str] = set()
+    seen_digests: set[str] = set()
+    for index, entry in enumerate(entries):
+        key = _parse_key(entry, index, source, defaults, tenants)
+        if key is None:
+            continue
+        if key.id in seen_ids:
+            raise RegistryError(f"{source}: keys[{index}]: duplicate id {key.id!r}")
+        if key.digest in seen_digests:
+            raise RegistryError(f"{source}: keys[{index}] ({key.id}): duplicate sha256")
+        seen_ids.add(key.id)
+        seen_digests.add(key.digest)
+        keys.append(key)
+    return KeyRegistry(keys, source)
+
+
+def _table(doc: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise RegistryError(f"{source}: [{name}] must be a table")
+    return value
+
+
+def _limits(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate and parse the limit fields present in `table`."""
+    parsed: dict[str, Any] = {}
+    for name in ("requests", "tokens"):
+        if name in table:
+            try:
+                parsed[name] = parse_rates(table[name])
+            except ValueError as exc:
+                raise RegistryError(f"{where}: {name}: {exc}") from None
+    if "concurrent" in table:
+        value = table["concurrent"]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise RegistryError(f"{where}: concurrent must be a positive integer")
+        parsed["concurrent"] = value
+    return parsed
+
+
+def _parse_key(
+    entry: Any,
+    index: int,
+    source: str,
+    defaults: dict[str, Any],
+    tenants: dict[str, tuple[Window, ...]],
+) -> ApiKey | None:
+    where = f"{source}: keys[{index}]"
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: must be a table")
+    key_id = entry.get("id")
+    if not isinstance(key_id, str) or not _ID.match(key_id):
+        raise RegistryError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    where = f"{where} ({key_id})"
+    unknown = set(entry) - _KEY_FIELDS
+    if unknown:
+        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+        raise RegistryError(f"{where}: sha256 must be 64 hex characters (the key's SHA-256)")
+    tenant = entry.get("tenant")
+    if tenant is not None and (not isinstance(tenant, str) or not _ID.match(tenant)):
+        raise RegistryError(f"{where}: tenant must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    models = entry.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)
+    ):
+        raise RegistryError(f"{where}: models must be a list of model names")
+    disabled = entry.get("disabled", False)
+    if not isinstance(disabled, bool):
+        raise RegistryError(f"{where}: disabled must be true or false")
+    own = _limits(entry, where)
+    if disabled:
+        return None
+    limits = {**defaults, **own}
+    policy = LimitPolicy(
+        key_id=key_id,
+        tenant=tenant,
+        requests=limits.get("requests", ()),
+        tenant_requests=tenants.get(tenant, ()) if tenant else (),
+        tokens=limits.get("tokens", ()),
+        concurrent=limits.get("concurrent"),
+    )
+    return ApiKey(
+        id=key_id,
+        tenant=tenant,
+        digest=digest.lower(),
+        models=frozenset(models) if models is not None else None,
+        policy=policy,
+    )

@@ -1,0 +1,97 @@
+"""POST /api/v1/chat/completions: streamed through as SSE, or answered whole.
+
+A request with image content that asks to stream gets the vision fallback of the seed
+document: one non-streaming upstream call, the complete response, `X-Stream-Fallback: true`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.asgi import send_json
+from service.context import RequestContext
+from service.deps import Services
+from service.errors import ApiError
+from service.routes.completion import STREAM_FALLBACK, call_json, parse_completion
+from service.sse import DONE, SSE_HEADERS, completion_as_chunk, relay_sse
+from service.upstream.call import open_upstream
+from service.validation import has_image_content
+from starlette.types import Receive, Scope, Send
+
+CHAT_PATH = "chat/completions"
+
+
+class ChatCompletions:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        body = ctx.payload
+        assert body is not None
+        try:
+            if body.get("stream") is not True:
+                raw = await call_json(self.services, ctx, "POST", CHAT_PATH, body)
+                await send_json(send, 200, raw)
+            elif has_image_content(body["messages"]):
+                await answer_without_streaming(self.services, ctx, body, send)
+            else:
+                await self._stream(ctx, body, receive, send)
+        except ApiError as error:
+            ctx.reason = ctx.reason or error.code
+            await error.send(send)
+
+    async def _stream(
+        self, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        services = self.services
+        assert services.client is not None
+        options = body.get("stream_options") or {}
+        client_wants_usage = options.get("include_usage") is True
+        # Always ask for usage, to charge token budgets; the relay drops it if unwanted.
+        upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        content = json.dumps(upstream_body, separators=(",", ":")).encode()
+        upstream = await open_upstream(
+            services.client,
+            "POST",
+            CHAT_PATH,
+            services.upstream_policy,
+            content,
+            accept="text/event-stream",
+        )
+        result = await relay_sse(
+            upstream,
+            receive,
+            send,
+            services.streams,
+            client_wants_usage=client_wants_usage,
+            idle_timeout=services.settings.idle_timeout,
+        )
+        if result.usage_tokens is not None:
+            ctx.tokens = result.usage_tokens
+        else:
+            # No usage arrived (client left, upstream dropped): charge an estimate of what
+            # was spent rather than nothing — ~4 bytes a prompt token, ~1 token an event.
+            ctx.tokens = ctx.body_size // 4 + result.events
+            ctx.tokens_estimated = True
+        if result.disconnected:
+            ctx.reason = "client_disconnected"
+
+
+async def answer_without_streaming(
+    services: Services, ctx: RequestContext, body: dict[str, Any], send: Send
+) -> None:
+    """The vision stream fallback: one non-streaming call, answered whole (JSON or one event)."""
+    upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    raw = await call_json(services, ctx, "POST", CHAT_PATH, upstream_body)
+    ctx.stream_fallback = True
+    ctx.response_headers.append(STREAM_FALLBACK)
+    if services.settings.vision_fallback == "json":
+        await send_json(send, 200, raw)
+        return
+    options = body.get("stream_options") or {}
+    event = completion_as_chunk(parse_completion(raw), options.get("include_usage") is True)
+    assert event.endswith(DONE)
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    await send({"type": "http.response.body", "body": event, "more_body": False})

@@ -1,0 +1,57 @@
+"""Non-streaming upstream calls shared by chat, vision and images: call, read, charge tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from service.context import RequestContext
+from service.deps import Services
+from service.errors import ApiError
+from service.upstream.call import open_upstream
+from service.upstream.errors import upstream_unreachable
+
+STREAM_FALLBACK = (b"x-stream-fallback", b"true")
+
+
+async def call_json(
+    services: Services, ctx: RequestContext, method: str, path: str, body: dict[str, Any] | None
+) -> bytes:
+    """Make a non-streaming upstream call and return its JSON body; charge its usage."""
+    assert services.client is not None
+    content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+    response = await open_upstream(
+        services.client, method, path, services.upstream_policy, content
+    )
+    try:
+        raw = await response.aread()
+    except httpx.HTTPError as exc:
+        raise upstream_unreachable(f"reading the response failed ({type(exc).__name__})") from None
+    finally:
+        await response.aclose()
+    ctx.tokens = _total_tokens(raw)
+    return raw
+
+
+def _total_tokens(raw: bytes) -> int:
+    if b'"usage"' not in raw:
+        return 0
+    try:
+        usage = json.loads(raw).get("usage") or {}
+        return int(usage.get("total_tokens") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def parse_completion(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ApiError(
+            502, "The upstream sent a malformed completion.", code="upstream_error", type="server_error"
+        )
+    return doc

@@ -1,0 +1,54 @@
+"""GET /healthz, /readyz and /metrics: no key needed."""
+
+from __future__ import annotations
+
+import json
+
+from service.asgi import send_json
+from service.deps import Services
+from service.observability.metrics import render
+from starlette.types import Receive, Scope, Send
+
+
+class Healthz:
+    """Liveness: the process serves."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, b'{"status":"ok"}')
+
+
+class Readyz:
+    """Readiness: 503 while draining, or when the limiter cannot serve (closed mode, Redis down)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self.services
+        if services.lifecycle.draining:
+            status, doc = 503, {"status": "draining"}
+        else:
+            ok, limiter = services.limiter.ready()
+            status = 200 if ok else 503
+            doc = {
+                "status": "ready" if ok else "unavailable",
+                "limiter": limiter,
+                "keys": len(services.registry.current),
+                "active_streams": len(services.streams),
+            }
+        await send_json(send, status, json.dumps(doc).encode())
+
+
+class Metrics:
+    """Prometheus exposition of this process (or of all workers, in multiprocess mode)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, content_type = render()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,55 @@
+"""POST /api/v1/vision/analyze: an image and a prompt in, a chat.completion out. Never streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.asgi import send_json
+from service.context import RequestContext
+from service.deps import Services
+from service.errors import ApiError
+from service.routes.chat import CHAT_PATH, answer_without_streaming
+from service.routes.completion import call_json
+from starlette.types import Receive, Scope, Send
+
+_OWN_FIELDS = ("image_url", "prompt", "detail")
+
+
+def vision_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages for a vision request (its own `messages`, or image + prompt)."""
+    if "messages" in body:
+        return body["messages"]
+    image: dict[str, Any] = {"url": body["image_url"]}
+    if body.get("detail"):
+        image["detail"] = body["detail"]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": image},
+                {"type": "text", "text": body.get("prompt", "Describe this image.")},
+            ],
+        }
+    ]
+
+
+class VisionAnalyze:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        body = ctx.payload
+        assert body is not None
+        chat_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
+        chat_body["messages"] = vision_messages(body)
+        try:
+            if body.get("stream") is True:
+                await answer_without_streaming(self.services, ctx, chat_body, send)
+            else:
+                chat_body.pop("stream", None)
+                raw = await call_json(self.services, ctx, "POST", CHAT_PATH, chat_body)
+                await send_json(send, 200, raw)
+        except ApiError as error:
+            ctx.reason = ctx.reason or error.code
+            await error.send(send)

@@ -1,0 +1,182 @@
+"""Every environment variable the gateway reads, parsed and validated in one place.
+
+`Settings.from_env()` raises ConfigError with one line naming the variable at fault; the CLI
+prints that line and exits non-zero, so a bad deployment never half-starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    xai_api_key: str = ""
+    xai_base_url: str = "https://api.x.ai/v1"
+    redis_url: str | None = None
+    redis_timeout: float = 0.25
+    redis_pool_size: int = 32
+    keys_file: str = ""
+    keys_reload_seconds: float = 2.0
+    failure_mode: str = "local"
+    max_body_bytes: int = 20 * 1024 * 1024
+    lease_seconds: float = 30.0
+    vision_fallback: str = "json"
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0
+    idle_timeout: float = 120.0
+    upstream_retries: int = 2
+    upstream_max_connections: int = 10000
+    keepalive_seconds: float = 15.0
+    drain_delay: float = 5.0
+    shutdown_grace: float = 60.0
+    workers: int = 1
+    log_level: str = "info"
+    log_prompts: bool = False
+    demo: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, demo: bool = False) -> Settings:
+        """Read and validate the environment. Raises ConfigError on the first bad value."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        settings = cls(
+            host=r.get("GATEWAY_HOST", str, cls.host),
+            port=r.get("GATEWAY_PORT", _port, cls.port),
+            xai_api_key=r.get("XAI_API_KEY", str, ""),
+            xai_base_url=r.get("XAI_BASE_URL", _http_url, cls.xai_base_url),
+            redis_url=r.get("REDIS_URL", _redis_url, None),
+            redis_timeout=r.get("REDIS_TIMEOUT_SECONDS", _positive_float, cls.redis_timeout),
+            redis_pool_size=r.get("REDIS_POOL_SIZE", _positive_int, cls.redis_pool_size),
+            keys_file=r.get("GATEWAY_KEYS_FILE", str, ""),
+            keys_reload_seconds=r.get(
+                "GATEWAY_KEYS_RELOAD_SECONDS", _positive_float, cls.keys_reload_seconds
+            ),
+            failure_mode=r.get("RATE_LIMIT_FAILURE_MODE", _choice("local", "closed"), "local"),
+            max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
+            lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, cls.lease_seconds),
+            vision_fallback=r.get("VISION_STREAM_FALLBACK", _choice("json", "sse"), "json"),
+            connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, cls.connect_timeout),
+            first_byte_timeout=r.get(
+                "UPSTREAM_FIRST_BYTE_TIMEOUT", _positive_float, cls.first_byte_timeout
+            ),
+            idle_timeout=r.get("UPSTREAM_IDLE_TIMEOUT", _positive_float, cls.idle_timeout),
+            upstream_retries=r.get("UPSTREAM_RETRIES", _non_negative_int, cls.upstream_retries),
+            upstream_max_connections=r.get(
+                "UPSTREAM_MAX_CONNECTIONS", _positive_int, cls.upstream_max_connections
+            ),
+            keepalive_seconds=r.get("SSE_KEEPALIVE_SECONDS", _positive_float, cls.keepalive_seconds),
+            drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, cls.drain_delay),
+            shutdown_grace=r.get(
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, cls.shutdown_grace
+            ),
+            workers=r.get("GATEWAY_WORKERS", _positive_int, cls.workers),
+            log_level=r.get(
+                "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"), "info"
+            ),
+            log_prompts=r.get("LOG_PROMPTS", _bool, False),
+            demo=demo,
+        )
+        if not demo:
+            if not settings.xai_api_key:
+                raise ConfigError("XAI_API_KEY is required (or run with --demo)")
+            if not settings.keys_file:
+                raise ConfigError("GATEWAY_KEYS_FILE is required (or run with --demo)")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError("must be a port number between 1 and 65535")
+    return port
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number of seconds")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return raw.lower()
+
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in _REDIS_SCHEMES)}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("has no host")
+    return raw

@@ -1,0 +1,107 @@
+"""Rewrite every upstream failure into the OpenAI error shape, keeping the upstream's message.
+
+The xAI API answers errors as `{"code": "...", "error": "message"}`, and a wrong API key can
+come back as 400. Tenants never see the gateway's own credential problems in detail: those
+become 502 `upstream_auth_failed` and the upstream's text goes to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from service.errors import ApiError
+from service.observability.metrics import UPSTREAM_ERRORS
+
+log = logging.getLogger("service.upstream")
+
+_CLIENT_CODES = {
+    400: "invalid_request_error",
+    404: "model_not_found",
+    409: "conflict",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+}
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an upstream error body, whatever its shape."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or "no message"
+    if isinstance(doc, dict):
+        error = doc.get("error")
+        if isinstance(error, dict):  # OpenAI shape
+            return str(error.get("message") or error)
+        if isinstance(error, str):  # xAI shape
+            return error
+        for name in ("message", "detail", "code"):
+            if isinstance(doc.get(name), str):
+                return doc[name]
+    return str(doc)[:500]
+
+
+def _is_credential_error(status: int, message: str) -> bool:
+    if status in (401, 403):
+        return True
+    lowered = message.lower()
+    return status == 400 and "api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)
+
+
+def normalise_upstream_error(
+    status: int, body: bytes, retry_after: str | None = None
+) -> ApiError:
+    """The ApiError a client gets for an upstream error response."""
+    message = upstream_message(body)
+    if _is_credential_error(status, message):
+        UPSTREAM_ERRORS.labels("auth").inc()
+        log.error("upstream rejected the gateway's API key (HTTP %d): %s", status, message)
+        return ApiError(
+            502,
+            "The upstream API rejected the gateway's credentials; the operator must fix the "
+            "gateway's XAI_API_KEY.",
+            code="upstream_auth_failed",
+            type="server_error",
+        )
+    if status == 429:
+        UPSTREAM_ERRORS.labels("rate_limited").inc()
+        seconds = _retry_after_seconds(retry_after)
+        return ApiError(
+            429,
+            f"Upstream rate limit: {message}",
+            code="upstream_rate_limited",
+            type="rate_limit_error",
+            headers=[(b"retry-after", str(seconds).encode())],
+        )
+    if 400 <= status < 500:
+        UPSTREAM_ERRORS.labels("client_error").inc()
+        return ApiError(status, message, code=_CLIENT_CODES.get(status, "upstream_client_error"))
+    UPSTREAM_ERRORS.labels("server_error").inc()
+    return ApiError(
+        502,
+        f"Upstream error (HTTP {status}): {message}",
+        code="upstream_error",
+        type="server_error",
+    )
+
+
+def upstream_unreachable(detail: str) -> ApiError:
+    UPSTREAM_ERRORS.labels("unreachable").inc()
+    return ApiError(
+        502, f"Upstream unreachable: {detail}", code="upstream_error", type="server_error"
+    )
+
+
+def upstream_timeout(detail: str) -> ApiError:
+    UPSTREAM_ERRORS.labels("timeout").inc()
+    return ApiError(504, f"Upstream timeout: {detail}", code="upstream_timeout", type="server_error")
+
+
+def _retry_after_seconds(value: str | None) -> int:
+    try:
+        return max(1, int(float(value))) if value else 1
+    except ValueError:
+        return 1

@@ -1,0 +1,91 @@
+"""Shared fixtures: real simulator and redis-server processes, started once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support.processes import (
+    Proc,
+    RedisServer,
+    redis_server_binary,
+    start_redis,
+    start_simulator,
+)
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Proc:
+    proc = start_simulator()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    """A private redis-server on a free port. Skips without the binary, except under CI=true."""
+    if redis_server_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required under CI=true")
+        pytest.skip("redis-server not installed")
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+# --- the gateway under test -------------------------------------------------------------
+
+MAIN_SECRET = "gk-test-main-0123456789"
+MODELS_SECRET = "gk-test-models-0123456789"
+MODEL = "grok-4-1-fast-non-reasoning"
+
+
+def keys_toml(*entries: str, defaults: str = 'requests = "100000/minute"') -> str:
+    """A key file: `[defaults]` then the given `[[keys]]` entries."""
+    return f"[defaults]\n{defaults}\n\n" + "\n".join(entries)
+
+
+def key_entry(key_id: str, secret: str, extra: str = "", tenant: str | None = None) -> str:
+    from tests.support.processes import digest
+
+    tenant_line = f'tenant = "{tenant}"\n' if tenant else ""
+    return f'[[keys]]\nid = "{key_id}"\n{tenant_line}sha256 = "{digest(secret)}"\n{extra}\n'
+
+
+def gateway_env(simulator: Proc, keys_file: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "XAI_API_KEY": "xai-test-upstream-key",
+        "XAI_BASE_URL": f"{simulator.url}/v1",
+        "GATEWAY_KEYS_FILE": keys_file,
+        "GATEWAY_DRAIN_DELAY_SECONDS": "0",
+        "UPSTREAM_RETRIES": "1",
+        "LOG_LEVEL": "info",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def gateway(simulator: Proc, tmp_path_factory: pytest.TempPathFactory) -> Proc:
+    """One gateway (memory limits) on the shared simulator, for tests that change nothing."""
+    from tests.support.processes import start_gateway
+
+    keys = tmp_path_factory.mktemp("keys") / "keys.toml"
+    keys.write_text(
+        keys_toml(
+            key_entry("main", MAIN_SECRET, tenant="acme"),
+            key_entry("models-only", MODELS_SECRET, extra=f'models = ["{MODEL}"]'),
+        )
+    )
+    proc = start_gateway(gateway_env(simulator, str(keys), SSE_KEEPALIVE_SECONDS="0.3"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sim_reset(simulator: Proc) -> Proc:
+    import httpx
+
+    httpx.post(f"{simulator.url}/sim/reset")
+    return simulator

@@ -1,0 +1,201 @@
+"""The key registry: parsing, digests, `keys new`, and reload without dropping anything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from service.registry.keys import RegistryError, hash_key, parse_registry
+from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
+from tests.support.processes import digest, start_gateway
+
+D1 = digest("one")
+D2 = digest("two")
+
+
+def registry(text: str):
+    return parse_registry(text.encode(), "keys.toml")
+
+
+def test_lookup_finds_a_key_by_its_secret_and_nothing_else():
+    reg = registry(f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n')
+    assert reg.lookup("one").id == "a"
+    assert reg.lookup("two") is None
+    assert reg.lookup(D1) is None  # the digest itself is not a key
+
+
+def test_digest_is_case_insensitive_in_the_file():
+    reg = registry(f'[[keys]]\nid = "a"\nsha256 = "{D1.upper()}"\n')
+    assert reg.lookup("one").id == "a"
+
+
+def test_defaults_apply_unless_a_key_sets_its_own():
+    reg = registry(
+        f"""
+[defaults]
+requests = "60/minute"
+concurrent = 4
+tokens = "1000/hour"
+
+[tenants.acme]
+requests = "1000/minute;5000/day"
+
+[[keys]]
+id = "a"
+tenant = "acme"
+sha256 = "{D1}"
+requests = "600/minute;10000/day"
+
+[[keys]]
+id = "b"
+sha256 = "{D2}"
+"""
+    )
+    a, b = reg.lookup("one").policy, reg.lookup("two").policy
+    assert [(w.limit, w.seconds) for w in a.requests] == [(600, 60), (10000, 86400)]
+    assert [(w.limit, w.seconds) for w in a.tenant_requests] == [(1000, 60), (5000, 86400)]
+    assert a.concurrent == 4 and a.tokens[0].limit == 1000
+    assert [(w.limit, w.seconds) for w in b.requests] == [(60, 60)]
+    assert b.tenant_requests == ()
+
+
+def test_disabled_key_is_refused():
+    reg = registry(f'[[keys]]\nid = "a"\nsha256 = "{D1}"\ndisabled = true\n')
+    assert reg.lookup("one") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[[keys]\nid=", "not valid TOML"),
+        ('[[keys]]\nid = "a"\nsha256 = "abc"\n', "keys[0] (a): sha256 must be 64 hex"),
+        (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\nrequests = "lots"\n', "keys[0] (a): requests"),
+        (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\nconcurrent = 0\n', "concurrent must be"),
+        (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\nrequest = "1/second"\n', "unknown field"),
+        (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n[[keys]]\nid = "a"\nsha256 = "{D2}"\n', "dup"),
+        (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n[[keys]]\nid = "b"\nsha256 = "{D1}"\n', "dup"),
+        ('[defaults]\nrequests = "5/fortnight"\n', "[defaults]: requests"),
+        (f'[[keys]]\nid = "bad id!"\nsha256 = "{D1}"\n', "keys[0]: id must be"),
+    ],
+)
+def test_invalid_file_is_refused_naming_the_entry(text, fragment):
+    with pytest.raises(RegistryError) as raised:
+        registry(text)
+    assert fragment in str(raised.value)
+    assert str(raised.value).startswith("keys.toml")
+
+
+def test_keys_new_prints_a_secret_once_and_an_entry_that_loads():
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "new", "--id", "acme-prod", "--tenant", "acme"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    secret = done.stderr.split("shown once, give it to the tenant): ")[1].split()[0]
+    reg = registry(done.stdout)
+    key = reg.lookup(secret)
+    assert key.id == "acme-prod" and key.tenant == "acme"
+    assert secret not in done.stdout
+    assert hash_key(secret) in done.stdout
+
+
+def test_keys_new_refuses_a_bad_id():
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "new", "--id", "no spaces"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "id must be" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- reload, with a real gateway process ------------------------------------------------
+
+
+def _status(gw, secret: str) -> int:
+    return httpx.post(
+        f"{gw.url}/api/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    ).status_code
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def reloading_gateway(simulator, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(keys_toml(key_entry("main", MAIN_SECRET)))
+    gw = start_gateway(gateway_env(simulator, str(keys), GATEWAY_KEYS_RELOAD_SECONDS="0.2"))
+    yield gw, keys
+    gw.stop()
+
+
+def test_key_added_to_the_file_works_without_a_restart(reloading_gateway):
+    gw, keys = reloading_gateway
+    assert _status(gw, "gk-new-key") == 401
+    keys.write_text(keys_toml(key_entry("main", MAIN_SECRET), key_entry("new", "gk-new-key")))
+    assert _wait_for(lambda: _status(gw, "gk-new-key") == 200)
+
+
+def test_key_removed_from_the_file_is_revoked(reloading_gateway):
+    gw, keys = reloading_gateway
+    keys.write_text(keys_toml(key_entry("other", "gk-other")))
+    assert _wait_for(lambda: _status(gw, MAIN_SECRET) == 401)
+
+
+def test_broken_new_file_is_refused_and_the_old_keys_stay(reloading_gateway):
+    gw, keys = reloading_gateway
+    keys.write_text("[[keys]\nthis is not toml")
+    time.sleep(0.8)
+    assert _status(gw, MAIN_SECRET) == 200
+    assert "reload (change) refused" in gw.read_output()
+
+
+def test_sighup_reloads_the_file(simulator, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(keys_toml(key_entry("main", MAIN_SECRET)))
+    # Polling far apart, so only the signal can explain a fast reload.
+    gw = start_gateway(gateway_env(simulator, str(keys), GATEWAY_KEYS_RELOAD_SECONDS="600"))
+    try:
+        keys.write_text(keys_toml(key_entry("main", MAIN_SECRET), key_entry("n", "gk-hup")))
+        os.kill(gw.popen.pid, signal.SIGHUP)
+        assert _wait_for(lambda: _status(gw, "gk-hup") == 200, timeout=3)
+    finally:
+        gw.stop()
+
+
+def test_reload_does_not_drop_a_stream_in_flight(reloading_gateway):
+    gw, keys = reloading_gateway
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x"}],
+        "stream": True,
+        "sim": {"chunks": 8, "delay_ms": 100},
+    }
+    with httpx.stream(
+        "POST",
+        f"{gw.url}/api/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {MAIN_SECRET}"},
+        timeout=10,
+    ) as response:
+        keys.write_text(keys_toml(key_entry("other", "gk-other")))  # revokes the key mid-stream
+        raw = response.read()
+    assert raw.endswith(b"data: [DONE]\n\n")
