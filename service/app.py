@@ -16,6 +16,10 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import validation
 from service.asgi import send_json
 from service.deps import Services
 from service.errors import error_body
@@ -34,9 +38,6 @@ from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import create_upstream_client
-from service import validation
-from starlette.routing import Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("service")
 
@@ -106,7 +107,7 @@ def create_app_from_env() -> ASGIApp:
     return create_app(settings, load_registry(settings.keys_file))
 
 
-def _lifespan(services: Services):  # noqa: ANN202 - Starlette's lifespan type is loose
+def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
         services.client = create_upstream_client(services.settings)

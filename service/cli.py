@@ -111,9 +111,9 @@ def _serve_workers(settings: Settings) -> int:
 
 
 def _run_demo(settings: Settings) -> int:
-    from service.demo import run_demo
-
     import uvloop
+
+    from service.demo import run_demo
 
     return uvloop.run(run_demo(settings))
 
@@ -150,4 +150,3 @@ def _toml_entry(key_id: str, tenant: str | None, digest: str) -> str:
         lines.append(f'tenant = "{tenant}"')
     lines.append(f'sha256 = "{digest}"')
     return "\n".join(lines) + "\n"
-

@@ -18,7 +18,8 @@ from service.lifecycle import LIFECYCLE
 from service.registry.keys import hash_key, new_key_secret, parse_registry
 from service.server import GatewayServer, uvicorn_config
 from service.settings import Settings
-from service.simulator.app import SimulatorConfig, create_app as create_simulator
+from service.simulator.app import SimulatorConfig
+from service.simulator.app import create_app as create_simulator
 
 DEMO_LIMITS = """
 [defaults]
@@ -73,10 +74,10 @@ async def run_demo(settings: Settings) -> int:
         f"  base URL : {base}\n"
         f"  demo key : {secret}\n\n"
         f"  export GROK_GATEWAY_KEY={secret}\n"
-        f"  curl -N {base}/chat/completions -H \"Authorization: Bearer $GROK_GATEWAY_KEY\" "
+        f'  curl -N {base}/chat/completions -H "Authorization: Bearer $GROK_GATEWAY_KEY" '
         "-H 'Content-Type: application/json' \\\n"
-        "    -d '{\"model\": \"grok-4-1-fast-non-reasoning\", \"stream\": true, "
-        "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n",
+        '    -d \'{"model": "grok-4-1-fast-non-reasoning", "stream": true, '
+        '"messages": [{"role": "user", "content": "Hello"}]}\'\n',
         flush=True,
     )
     try:

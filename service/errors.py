@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from service.asgi import send_json
 from starlette.types import Send
+
+from service.asgi import send_json
 
 
 class ApiError(Exception):

@@ -50,7 +50,9 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def uvicorn_config(app: object, host: str, port: int, grace: float, log_level: str) -> uvicorn.Config:
+def uvicorn_config(
+    app: object, host: str, port: int, grace: float, log_level: str
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,

@@ -79,7 +79,9 @@ class Settings:
             upstream_max_connections=r.get(
                 "UPSTREAM_MAX_CONNECTIONS", _positive_int, cls.upstream_max_connections
             ),
-            keepalive_seconds=r.get("SSE_KEEPALIVE_SECONDS", _positive_float, cls.keepalive_seconds),
+            keepalive_seconds=r.get(
+                "SSE_KEEPALIVE_SECONDS", _positive_float, cls.keepalive_seconds
+            ),
             drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, cls.drain_delay),
             shutdown_grace=r.get(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, cls.shutdown_grace

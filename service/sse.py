@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from starlette.types import Receive, Send
 
-from service.context import RequestContext
 from service.errors import sse_error_event
 from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
-from starlette.types import Receive, Send
 
 log = logging.getLogger("service.sse")
 
@@ -173,7 +172,9 @@ async def relay_sse(
     if error is not None:
         UPSTREAM_ERRORS.labels("mid_stream").inc()
         log.warning("stream ended with an error: %s", error)
-        await send({"type": "http.response.body", "body": sse_error_event(error), "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": sse_error_event(error), "more_body": True}
+        )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return result
 

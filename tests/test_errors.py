@@ -157,9 +157,7 @@ def test_upstream_auth_failure_is_502_upstream_auth_failed(gateway, status):
     assert_error(post(gateway, chat(fault="status", status=status)), 502, "upstream_auth_failed")
 
 
-def test_upstream_rejecting_the_gateway_key_with_400_is_502_and_hides_the_key(
-    simulator, tmp_path
-):
+def test_upstream_rejecting_the_gateway_key_with_400_is_502_and_hides_the_key(simulator, tmp_path):
     sim = start_simulator("--api-key", "the-right-key")
     keys = tmp_path / "keys.toml"
     keys.write_text(keys_toml(key_entry("main", MAIN_SECRET)))

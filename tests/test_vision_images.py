@@ -33,9 +33,7 @@ def sse_fallback_gateway(simulator, tmp_path_factory):
     proc.stop()
 
 
-def test_vision_endpoint_asked_to_stream_answers_whole_with_the_fallback_header(
-    gateway, sim_reset
-):
+def test_vision_endpoint_asked_to_stream_answers_whole_with_the_fallback_header(gateway, sim_reset):
     response = httpx.post(
         f"{gateway.url}/api/v1/vision/analyze",
         json={"image_url": IMAGE, "prompt": "What is this?", "stream": True},

@@ -7,9 +7,7 @@ from typing import Literal, Protocol
 
 from service.limiter.policy import LimitPolicy
 
-RejectReason = Literal[
-    "rate_limit_exceeded", "tokens_limit_exceeded", "concurrency_limit_exceeded"
-]
+RejectReason = Literal["rate_limit_exceeded", "tokens_limit_exceeded", "concurrency_limit_exceeded"]
 
 
 class LimiterUnavailable(Exception):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from service.asgi import header
 from service.errors import invalid_api_key
 from service.registry.reload import RegistryHolder
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class AuthMiddleware:
@@ -17,16 +18,12 @@ class AuthMiddleware:
         ctx = scope["gateway"]
         raw = header(scope, b"authorization")
         if raw is None:
-            error = invalid_api_key(
-                "Missing API key. Send it as 'Authorization: Bearer <key>'."
-            )
+            error = invalid_api_key("Missing API key. Send it as 'Authorization: Bearer <key>'.")
         else:
             scheme, _, token = raw.strip().partition(b" ")
             token = token.strip()
             if scheme.lower() != b"bearer" or not token:
-                error = invalid_api_key(
-                    "Malformed Authorization header. Expected 'Bearer <key>'."
-                )
+                error = invalid_api_key("Malformed Authorization header. Expected 'Bearer <key>'.")
             else:
                 key = self.registry.current.lookup(token.decode("latin-1"))
                 if key is not None:

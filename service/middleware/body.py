@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from service.asgi import header
 from service.errors import ApiError, bad_request
 from service.validation import Validator
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class BodyMiddleware:

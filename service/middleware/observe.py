@@ -15,12 +15,13 @@ import re
 from time import perf_counter
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from service.asgi import header
 from service.context import RequestContext
 from service.errors import ApiError
 from service.lifecycle import Lifecycle
 from service.observability import metrics
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger("service")

@@ -7,10 +7,11 @@ whatever happens to the request, and charges the tokens the route recorded.
 
 from __future__ import annotations
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from service.errors import ApiError
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 _MESSAGES = {
     "rate_limit_exceeded": "Rate limit reached for requests",

@@ -37,9 +37,7 @@ TTFB = Histogram(
 DURATION = Histogram(
     "gateway_request_duration_seconds", "Time from request to last byte", buckets=_DURATION_BUCKETS
 )
-UPSTREAM_ERRORS = Counter(
-    "gateway_upstream_errors_total", "Upstream failures, by kind", ["kind"]
-)
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures, by kind", ["kind"])
 LIMITER_STORE_ERRORS = Counter(
     "gateway_limiter_store_errors_total", "Errors talking to the limiter store (Redis)"
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
@@ -17,7 +19,6 @@ from service.routes.completion import STREAM_FALLBACK, call_json, parse_completi
 from service.sse import DONE, SSE_HEADERS, completion_as_chunk, relay_sse
 from service.upstream.call import open_upstream
 from service.validation import has_image_content
-from starlette.types import Receive, Scope, Send
 
 CHAT_PATH = "chat/completions"
 

@@ -22,9 +22,7 @@ async def call_json(
     """Make a non-streaming upstream call and return its JSON body; charge its usage."""
     assert services.client is not None
     content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-    response = await open_upstream(
-        services.client, method, path, services.upstream_policy, content
-    )
+    response = await open_upstream(services.client, method, path, services.upstream_policy, content)
     try:
         raw = await response.aread()
     except httpx.HTTPError as exc:
@@ -52,6 +50,9 @@ def parse_completion(raw: bytes) -> dict[str, Any]:
         doc = None
     if not isinstance(doc, dict):
         raise ApiError(
-            502, "The upstream sent a malformed completion.", code="upstream_error", type="server_error"
+            502,
+            "The upstream sent a malformed completion.",
+            code="upstream_error",
+            type="server_error",
         )
     return doc

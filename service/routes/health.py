@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import Receive, Scope, Send
+
 from service.asgi import send_json
 from service.deps import Services
 from service.observability.metrics import render
-from starlette.types import Receive, Scope, Send
 
 
 class Healthz:

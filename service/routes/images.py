@@ -6,12 +6,13 @@ for, the response says so with `X-Stream-Fallback: true`.
 
 from __future__ import annotations
 
+from starlette.types import Receive, Scope, Send
+
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
 from service.routes.completion import STREAM_FALLBACK, call_json
-from starlette.types import Receive, Scope, Send
 
 
 class ImageGeneration:

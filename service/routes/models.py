@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import Receive, Scope, Send
+
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
 from service.routes.completion import call_json
-from starlette.types import Receive, Scope, Send
 
 
 class ListModels:

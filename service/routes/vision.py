@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
 from service.routes.chat import CHAT_PATH, answer_without_streaming
 from service.routes.completion import call_json
-from starlette.types import Receive, Scope, Send
 
 _OWN_FIELDS = ("image_url", "prompt", "detail")
 

@@ -50,9 +50,7 @@ async def open_upstream(
             async with asyncio.timeout(policy.first_byte_timeout):
                 response = await client.send(request, stream=True)
         except TimeoutError:
-            raise upstream_timeout(
-                f"no response within {policy.first_byte_timeout:g}s"
-            ) from None
+            raise upstream_timeout(f"no response within {policy.first_byte_timeout:g}s") from None
         except httpx.TimeoutException as exc:
             # The aiohttp transport maps some refused/dropped connections to ConnectTimeout.
             if attempt < policy.retries:

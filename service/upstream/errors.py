@@ -48,12 +48,12 @@ def _is_credential_error(status: int, message: str) -> bool:
     if status in (401, 403):
         return True
     lowered = message.lower()
-    return status == 400 and "api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)
+    return (
+        status == 400 and "api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)
+    )
 
 
-def normalise_upstream_error(
-    status: int, body: bytes, retry_after: str | None = None
-) -> ApiError:
+def normalise_upstream_error(status: int, body: bytes, retry_after: str | None = None) -> ApiError:
     """The ApiError a client gets for an upstream error response."""
     message = upstream_message(body)
     if _is_credential_error(status, message):
@@ -97,7 +97,9 @@ def upstream_unreachable(detail: str) -> ApiError:
 
 def upstream_timeout(detail: str) -> ApiError:
     UPSTREAM_ERRORS.labels("timeout").inc()
-    return ApiError(504, f"Upstream timeout: {detail}", code="upstream_timeout", type="server_error")
+    return ApiError(
+        504, f"Upstream timeout: {detail}", code="upstream_timeout", type="server_error"
+    )
 
 
 def _retry_after_seconds(value: str | None) -> int:
