@@ -54,39 +54,38 @@ class Settings:
         """Read and validate the environment. Raises ConfigError on the first bad value."""
         env = os.environ if env is None else env
         r = _Reader(env)
+        d = cls()  # the defaults (with slots, class attributes are descriptors, not values)
         settings = cls(
-            host=r.get("GATEWAY_HOST", str, cls.host),
-            port=r.get("GATEWAY_PORT", _port, cls.port),
+            host=r.get("GATEWAY_HOST", str, d.host),
+            port=r.get("GATEWAY_PORT", _port, d.port),
             xai_api_key=r.get("XAI_API_KEY", str, ""),
-            xai_base_url=r.get("XAI_BASE_URL", _http_url, cls.xai_base_url),
+            xai_base_url=r.get("XAI_BASE_URL", _http_url, d.xai_base_url),
             redis_url=r.get("REDIS_URL", _redis_url, None),
-            redis_timeout=r.get("REDIS_TIMEOUT_SECONDS", _positive_float, cls.redis_timeout),
-            redis_pool_size=r.get("REDIS_POOL_SIZE", _positive_int, cls.redis_pool_size),
+            redis_timeout=r.get("REDIS_TIMEOUT_SECONDS", _positive_float, d.redis_timeout),
+            redis_pool_size=r.get("REDIS_POOL_SIZE", _positive_int, d.redis_pool_size),
             keys_file=r.get("GATEWAY_KEYS_FILE", str, ""),
             keys_reload_seconds=r.get(
-                "GATEWAY_KEYS_RELOAD_SECONDS", _positive_float, cls.keys_reload_seconds
+                "GATEWAY_KEYS_RELOAD_SECONDS", _positive_float, d.keys_reload_seconds
             ),
             failure_mode=r.get("RATE_LIMIT_FAILURE_MODE", _choice("local", "closed"), "local"),
-            max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
-            lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, cls.lease_seconds),
+            max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, d.max_body_bytes),
+            lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, d.lease_seconds),
             vision_fallback=r.get("VISION_STREAM_FALLBACK", _choice("json", "sse"), "json"),
-            connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, cls.connect_timeout),
+            connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, d.connect_timeout),
             first_byte_timeout=r.get(
-                "UPSTREAM_FIRST_BYTE_TIMEOUT", _positive_float, cls.first_byte_timeout
+                "UPSTREAM_FIRST_BYTE_TIMEOUT", _positive_float, d.first_byte_timeout
             ),
-            idle_timeout=r.get("UPSTREAM_IDLE_TIMEOUT", _positive_float, cls.idle_timeout),
-            upstream_retries=r.get("UPSTREAM_RETRIES", _non_negative_int, cls.upstream_retries),
+            idle_timeout=r.get("UPSTREAM_IDLE_TIMEOUT", _positive_float, d.idle_timeout),
+            upstream_retries=r.get("UPSTREAM_RETRIES", _non_negative_int, d.upstream_retries),
             upstream_max_connections=r.get(
-                "UPSTREAM_MAX_CONNECTIONS", _positive_int, cls.upstream_max_connections
+                "UPSTREAM_MAX_CONNECTIONS", _positive_int, d.upstream_max_connections
             ),
-            keepalive_seconds=r.get(
-                "SSE_KEEPALIVE_SECONDS", _positive_float, cls.keepalive_seconds
-            ),
-            drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, cls.drain_delay),
+            keepalive_seconds=r.get("SSE_KEEPALIVE_SECONDS", _positive_float, d.keepalive_seconds),
+            drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, d.drain_delay),
             shutdown_grace=r.get(
-                "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, cls.shutdown_grace
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, d.shutdown_grace
             ),
-            workers=r.get("GATEWAY_WORKERS", _positive_int, cls.workers),
+            workers=r.get("GATEWAY_WORKERS", _positive_int, d.workers),
             log_level=r.get(
                 "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"), "info"
             ),

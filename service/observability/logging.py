@@ -41,5 +41,7 @@ def configure_logging(level: str = "info") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # httpx logs every upstream call at INFO: noise, and work on the hot path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's access log would duplicate ours, without key ids.
     logging.getLogger("uvicorn.access").disabled = True
