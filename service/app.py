@@ -37,7 +37,7 @@ from service.routes.models import ListModels
 from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
-from service.upstream.client import create_upstream_client
+from service.upstream.client import Upstream
 
 log = logging.getLogger("service")
 
@@ -110,7 +110,7 @@ def create_app_from_env() -> ASGIApp:
 def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
-        services.client = create_upstream_client(services.settings)
+        services.upstream = Upstream(services.settings)
         await services.limiter.start()
         services.registry.start()
         services.streams.start()
@@ -126,7 +126,7 @@ def _lifespan(services: Services):
             await services.streams.aclose()
             await services.registry.aclose()
             await services.limiter.aclose()
-            await services.client.aclose()
+            await services.upstream.aclose()
 
     return lifespan
 

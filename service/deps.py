@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
-
 from service.lifecycle import LIFECYCLE, Lifecycle
 from service.limiter.base import Limiter
 from service.registry.reload import RegistryHolder
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.call import UpstreamPolicy
+from service.upstream.client import Upstream
 
 
 @dataclass(slots=True)
@@ -24,7 +23,7 @@ class Services:
     registry: RegistryHolder
     streams: StreamSet
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)
-    client: httpx.AsyncClient | None = None  # opened in the lifespan
+    upstream: Upstream | None = None  # opened in the lifespan
 
     @property
     def upstream_policy(self) -> UpstreamPolicy:

@@ -47,19 +47,19 @@ class ChatCompletions:
         self, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send
     ) -> None:
         services = self.services
-        assert services.client is not None
+        assert services.upstream is not None
         options = body.get("stream_options") or {}
         client_wants_usage = options.get("include_usage") is True
         # Always ask for usage, to charge token budgets; the relay drops it if unwanted.
         upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
         content = json.dumps(upstream_body, separators=(",", ":")).encode()
         upstream = await open_upstream(
-            services.client,
+            services.upstream,
             "POST",
             CHAT_PATH,
             services.upstream_policy,
             content,
-            accept="text/event-stream",
+            accept=b"text/event-stream",
         )
         result = await relay_sse(
             upstream,

@@ -20,9 +20,11 @@ async def call_json(
     services: Services, ctx: RequestContext, method: str, path: str, body: dict[str, Any] | None
 ) -> bytes:
     """Make a non-streaming upstream call and return its JSON body; charge its usage."""
-    assert services.client is not None
+    assert services.upstream is not None
     content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-    response = await open_upstream(services.client, method, path, services.upstream_policy, content)
+    response = await open_upstream(
+        services.upstream, method, path, services.upstream_policy, content
+    )
     try:
         raw = await response.aread()
     except httpx.HTTPError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from service.upstream.client import Upstream
 from service.upstream.errors import (
     normalise_upstream_error,
     upstream_timeout,
@@ -32,23 +33,20 @@ class UpstreamPolicy:
 
 
 async def open_upstream(
-    client: httpx.AsyncClient,
+    upstream: Upstream,
     method: str,
     path: str,
     policy: UpstreamPolicy,
     body: bytes | None = None,
-    accept: str = "application/json",
+    accept: bytes = b"application/json",
 ) -> httpx.Response:
-    """Send the request and return the response with its body unread (stream=True)."""
-    headers = {"accept": accept}
-    if body is not None:
-        headers["content-type"] = "application/json"
+    """Send the request and return the response with its body unread."""
     attempt = 0
     while True:
-        request = client.build_request(method, path, content=body, headers=headers)
+        request = upstream.request(method, path, body, accept)
         try:
             async with asyncio.timeout(policy.first_byte_timeout):
-                response = await client.send(request, stream=True)
+                response = await upstream.send(request)
         except TimeoutError:
             raise upstream_timeout(f"no response within {policy.first_byte_timeout:g}s") from None
         except httpx.TimeoutException as exc:
