@@ -21,7 +21,7 @@ class WindowState:
     limit: int
     remaining: int
     reset_seconds: float  # until this window starts afresh
-    policy: str = ""  # e.g. "600;w=60" for the IETF RateLimit-Policy field
+    window_seconds: int = 0  # the window's length, for the IETF RateLimit-Policy field
 
 
 @dataclass(slots=True)

@@ -1,0 +1,46 @@
+"""REDIS_URL to a redis-py asyncio client, with short timeouts and a blocking pool.
+
+redis-py's default async pool raises MaxConnectionsError past 100 concurrent commands instead
+of waiting; a BlockingConnectionPool of modest size waits (up to the timeout) and measured
+faster here than hundreds of connections. Timeouts are short so a slow Redis never stalls a
+request: the failover decides what happens instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+
+def connect(url: str, timeout: float = 0.25, pool_size: int = 32) -> Redis:
+    """A client for `redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`.
+
+    Sentinel: `redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]`.
+    Raises ValueError for anything else.
+    """
+    parts = urlsplit(url)
+    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if parts.scheme in ("redis", "rediss", "unix"):
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=timeout, **common
+        )
+        return Redis(connection_pool=pool)
+    if parts.scheme == "redis+cluster":
+        plain = url.replace("redis+cluster://", "redis://", 1)
+        return RedisCluster.from_url(plain, max_connections=pool_size, **common)  # type: ignore[return-value]
+    if parts.scheme == "redis+sentinel":
+        hosts = []
+        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = netloc.partition(":")
+            hosts.append((host, int(port or 26379)))
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ValueError("redis+sentinel:// needs the service name: .../service_name[/db]")
+        password = unquote(parts.password) if parts.password else None
+        sentinel = Sentinel(hosts, sentinel_kwargs=common, password=password, **common)
+        db = int(path[1]) if len(path) > 1 else 0
+        return sentinel.master_for(path[0], db=db, max_connections=pool_size)
+    raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")

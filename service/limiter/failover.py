@@ -1,0 +1,110 @@
+"""What happens when Redis is unreachable: RATE_LIMIT_FAILURE_MODE.
+
+`local`: count on this replica's memory, report it (readiness body, a gauge, one log line
+per transition), probe Redis every second and go back to it by itself. `closed`: refuse
+with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
+requests don't wait on it: only the probe does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+
+from service.limiter.base import Decision, LimiterUnavailable
+from service.limiter.memory_store import MemoryLimiter
+from service.limiter.policy import LimitPolicy
+from service.limiter.redis_store import RedisLimiter
+from service.observability.metrics import LIMITER_FALLBACK, LIMITER_STORE_ERRORS
+
+log = logging.getLogger("service.limiter")
+
+STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_PROBE_SECONDS = 1.0
+
+
+class FailoverLimiter:
+    def __init__(self, redis: RedisLimiter, memory: MemoryLimiter, failure_mode: str) -> None:
+        self.redis = redis
+        self.memory = memory
+        self.failure_mode = failure_mode
+        self.down = False
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def mode(self) -> str:
+        if not self.down:
+            return "redis"
+        return "local-fallback" if self.failure_mode == "local" else "unavailable"
+
+    async def start(self) -> None:
+        await self.redis.start()
+        try:
+            await self.redis.ping()
+        except STORE_ERRORS as exc:
+            self._went_down(exc)
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self.redis.aclose()
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.down:
+            return True, "redis"
+        if self.failure_mode == "local":
+            return True, "local fallback: redis unreachable, counting per replica"
+        return False, "redis unreachable"
+
+    async def admit(self, policy: LimitPolicy) -> Decision:
+        if not self.down:
+            try:
+                return await self.redis.admit(policy)
+            except STORE_ERRORS as exc:
+                self._went_down(exc)
+        if self.failure_mode == "closed":
+            raise LimiterUnavailable("redis unreachable")
+        return self.memory.admit_now(policy)
+
+    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
+        if decision.store == "memory":
+            self.memory.release_now(policy, decision, tokens)
+            return
+        if self.down:
+            return  # the lease expires by itself; the tokens are lost with the outage
+        try:
+            await self.redis.release(policy, decision, tokens)
+        except STORE_ERRORS as exc:
+            self._went_down(exc)
+
+    def _went_down(self, exc: BaseException) -> None:
+        LIMITER_STORE_ERRORS.inc()
+        if self.down:
+            return
+        self.down = True
+        LIMITER_FALLBACK.set(1 if self.failure_mode == "local" else 0)
+        then = (
+            "counting on this replica's memory"
+            if self.failure_mode == "local"
+            else "refusing requests with 503"
+        )
+        log.warning("redis unreachable (%s: %s): %s", type(exc).__name__, exc, then)
+        self._probe = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        while True:
+            await asyncio.sleep(_PROBE_SECONDS)
+            try:
+                await self.redis.ping()
+            except STORE_ERRORS:
+                LIMITER_STORE_ERRORS.inc()
+                continue
+            self.down = False
+            LIMITER_FALLBACK.set(0)
+            log.warning("redis reachable again: shared counting resumed")
+            return

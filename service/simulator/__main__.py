@@ -1,0 +1,45 @@
+"""`python -m service.simulator --port 8081`: serve the simulated xAI API."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from service.simulator.app import SimulatorConfig, create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m service.simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
+    parser.add_argument("--delay-ms", type=float, default=0, help="spacing between chunks")
+    parser.add_argument("--first-byte-delay-ms", type=float, default=0)
+    parser.add_argument("--api-key", help="accept only this key (others get xAI's 400)")
+    parser.add_argument("--fault", help="default fault for every request (see README)")
+    parser.add_argument("--fault-after", type=int, default=2)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args()
+    config = SimulatorConfig(
+        chunks=args.chunks,
+        delay_ms=args.delay_ms,
+        first_byte_delay_ms=args.first_byte_delay_ms,
+        api_key=args.api_key,
+        fault=args.fault,
+        fault_after=args.fault_after,
+    )
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=args.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()
