@@ -100,6 +100,7 @@ class FailoverLimiter:
         while True:
             await asyncio.sleep(_PROBE_SECONDS)
             try:
+                await self.redis.reset_connections()
                 await self.redis.ping()
             except STORE_ERRORS:
                 LIMITER_STORE_ERRORS.inc()

@@ -164,6 +164,12 @@ class RedisLimiter:
     async def ping(self) -> None:
         await self.redis.ping()
 
+    async def reset_connections(self) -> None:
+        """Drop pooled connections (after an outage they point at a server that is gone)."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
+
     def _compiled(self, policy: LimitPolicy) -> tuple[Plan, list[str], list[int | str]]:
         compiled = self._plans.get(policy)
         if compiled is None:
