@@ -24,8 +24,10 @@ def connect(url: str, timeout: float = 0.25, pool_size: int = 32) -> Redis:
     parts = urlsplit(url)
     common = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if parts.scheme in ("redis", "rediss", "unix"):
+        # Waiting for a free pooled connection during a burst is not a Redis failure: it
+        # gets a longer bound than one command.
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=timeout, **common
+            url, max_connections=pool_size, timeout=max(1.0, 4 * timeout), **common
         )
         return Redis(connection_pool=pool)
     if parts.scheme == "redis+cluster":
