@@ -87,10 +87,7 @@ def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
 
 
 def _serve_workers(settings: Settings) -> int:
-    from uvicorn.supervisors import Multiprocess
-
-    from service.lifecycle import LIFECYCLE
-    from service.server import GatewayServer, uvicorn_config
+    from service.server import run_workers, uvicorn_config
 
     # prometheus-client aggregates the workers' series through files in this directory.
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -104,9 +101,7 @@ def _serve_workers(settings: Settings) -> int:
     )
     config.factory = True
     config.workers = settings.workers
-    server = GatewayServer(config, LIFECYCLE, settings.drain_delay)
-    sock = config.bind_socket()
-    Multiprocess(config, target=server.run, sockets=[sock]).run()
+    run_workers(config)
     return 0
 
 

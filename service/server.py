@@ -14,8 +14,9 @@ import time
 from types import FrameType
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
-from service.lifecycle import Lifecycle
+from service.lifecycle import LIFECYCLE, Lifecycle
 
 log = logging.getLogger("service")
 
@@ -68,3 +69,23 @@ def uvicorn_config(
         server_header=False,
         date_header=True,
     )
+
+
+class GatewayProcess(multiprocess.Process):
+    """A uvicorn worker process that runs GatewayServer (graceful drain) instead of Server."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            from service.settings import Settings
+
+            drain = Settings.from_env().drain_delay  # the worker inherits the environment
+            self._server = GatewayServer(self.config, LIFECYCLE, drain)
+        return self._server
+
+
+def run_workers(config: uvicorn.Config) -> None:
+    """Serve with `config.workers` processes sharing one socket (uvicorn's supervisor)."""
+    multiprocess.Process = GatewayProcess  # type: ignore[misc]  # the supervisor's factory
+    sock = config.bind_socket()
+    multiprocess.Multiprocess(config, sockets=[sock]).run()

@@ -125,3 +125,21 @@ def test_health_and_readiness_need_no_key(gateway):
     ready = httpx.get(f"{gateway.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+def test_two_workers_aggregate_metrics_and_exit_0(simulator, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(keys_toml(key_entry("main", MAIN_SECRET)))
+    gw = start_gateway(gateway_env(simulator, str(keys), GATEWAY_WORKERS="2"))
+    try:
+        for _ in range(6):
+            response = httpx.post(
+                f"{gw.url}/api/v1/chat/completions",
+                json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+                headers={"Authorization": f"Bearer {MAIN_SECRET}"},
+            )
+            assert response.status_code == 200
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert 'gateway_requests_total{key_id="main",status="200"} 6.0' in metrics
+    finally:
+        assert gw.stop() == 0
