@@ -1,0 +1,196 @@
+"""Every shipped deployment file is checked: the kustomize base, compose, the Dockerfile.
+
+No Docker engine or cluster runs here: manifests are rendered with `kubectl kustomize` and
+validated offline against the Kubernetes schemas (strict: unknown fields are errors).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.settings import Settings
+from tests.support.processes import REPO
+
+K8S_VERSION = "1.32"
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[tuple[str, str], dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is required under CI=true")
+        pytest.skip("kubectl not installed")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "deploy/k8s")], capture_output=True, text=True, check=True
+    ).stdout
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered)}
+
+
+def container(manifests, kind="Deployment", name="grok-gateway") -> dict:
+    return manifests[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_every_manifest_validates_strictly_against_the_schemas(manifests):
+    assert len(manifests) >= 10
+    for doc in manifests.values():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_misspelt_field(manifests):
+    broken = copy.deepcopy(manifests[("Deployment", "grok-gateway")])
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_probes_hit_the_apps_health_paths_on_its_port(manifests):
+    gateway = container(manifests)
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert ports["http"] == Settings().port == 8000
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = manifests[("Service", "grok-gateway")]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+
+
+def test_deployment_runs_at_least_two_hardened_replicas_with_resources(manifests):
+    deployment = manifests[("Deployment", "grok-gateway")]["spec"]
+    assert deployment["replicas"] >= 2
+    gateway = container(manifests)
+    assert set(gateway["resources"]) == {"requests", "limits"}
+    security = gateway["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert deployment["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert deployment["template"]["spec"]["topologySpreadConstraints"]
+
+
+def test_grace_period_covers_the_drain_delay_and_the_stream_grace(manifests):
+    config = manifests[("ConfigMap", "grok-gateway-config")]["data"]
+    pod = manifests[("Deployment", "grok-gateway")]["spec"]["template"]["spec"]
+    pre_stop = container(manifests)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    needed = pre_stop + float(config["GATEWAY_DRAIN_DELAY_SECONDS"])
+    needed += float(config["GATEWAY_SHUTDOWN_GRACE_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > needed
+
+
+def test_configmap_settings_are_ones_the_app_reads_and_valid():
+    source = (REPO / "service/settings.py").read_text()
+    config = yaml.safe_load((REPO / "deploy/k8s/configmap.yaml").read_text())["data"]
+    for name in config:
+        assert f'"{name}"' in source, name
+    Settings.from_env({**config, "XAI_API_KEY": "k"})  # parses without ConfigError
+
+
+def test_keys_file_path_matches_the_secret_mount(manifests):
+    config = manifests[("ConfigMap", "grok-gateway-config")]["data"]
+    mount = next(m for m in container(manifests)["volumeMounts"] if m["name"] == "keys")
+    assert config["GATEWAY_KEYS_FILE"] == mount["mountPath"] + "/keys.toml"
+    secret = manifests[("Secret", "grok-gateway-keys")]["stringData"]["keys.toml"]
+    from service.registry.keys import parse_registry
+
+    assert len(parse_registry(secret.encode())) == 1
+
+
+def test_hpa_and_pdb_target_the_gateway(manifests):
+    hpa = manifests[("HorizontalPodAutoscaler", "grok-gateway")]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "grok-gateway",
+    }
+    assert hpa["minReplicas"] >= 2
+    pdb = manifests[("PodDisruptionBudget", "grok-gateway")]["spec"]
+    labels = manifests[("Deployment", "grok-gateway")]["spec"]["template"]["metadata"]["labels"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_only_gateway_pods_reach_redis(manifests):
+    policy = manifests[("NetworkPolicy", "grok-gateway-redis")]["spec"]
+    redis_labels = manifests[("StatefulSet", "grok-gateway-redis")]["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"] == redis_labels["metadata"]["labels"]
+    (rule,) = policy["ingress"]
+    gateway_labels = manifests[("Deployment", "grok-gateway")]["spec"]["template"]["metadata"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": gateway_labels["labels"]}}]
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    config = manifests[("ConfigMap", "grok-gateway-config")]["data"]
+    assert "grok-gateway-redis:6379" in config["REDIS_URL"]
+
+
+# --- compose ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "compose.yaml").read_text())
+
+
+def test_compose_builds_from_this_repo_and_runs_its_modules(compose):
+    services = compose["services"]
+    assert {"redis", "simulator", "gateway-1", "gateway-2", "lb"} <= set(services)
+    for name in ("simulator", "gateway-1", "gateway-2"):
+        assert services[name]["build"] == "."
+    assert (REPO / "Dockerfile").exists()
+    assert services["simulator"]["entrypoint"] == ["python", "-m", "service.simulator"]
+    assert (REPO / "service/simulator/__main__.py").exists()
+
+
+def test_compose_replicas_share_redis_and_use_the_simulator(compose):
+    services = compose["services"]
+    sim_port = services["simulator"]["command"][
+        services["simulator"]["command"].index("--port") + 1
+    ]
+    for name in ("gateway-1", "gateway-2"):
+        env = services[name]["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["XAI_BASE_URL"] == f"http://simulator:{sim_port}/v1"
+        Settings.from_env({**env})  # every value is valid
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_load_balancer_publishes_the_gateway_port(compose):
+    lb = compose["services"]["lb"]
+    assert lb["ports"] == ["8000:8000"]
+    conf = (REPO / "deploy/compose/nginx.conf").read_text()
+    assert "server gateway-1:8000;" in conf and "server gateway-2:8000;" in conf
+    assert "proxy_buffering off;" in conf
+
+
+def test_compose_demo_key_file_matches_its_documented_secret(compose):
+    mount = compose["services"]["gateway-1"]["volumes"][0]
+    source = mount.split(":")[0]
+    text = (REPO / source).read_text()
+    secret = re.search(r"The demo key is:\s+(\S+)", text).group(1)
+    assert hashlib.sha256(secret.encode()).hexdigest() in text
+
+
+# --- Dockerfile -------------------------------------------------------------------------
+
+
+def test_dockerfile_is_multistage_pinned_non_root_and_runs_the_readme_command():
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert len(bases) >= 2
+    assert all(re.match(r"python:3\.11\.\d+-slim", b) for b in bases)
+    user = next(line for line in lines if line.startswith("USER "))
+    assert not user.split()[1].startswith(("root", "0"))
+    assert "EXPOSE 8000" in lines
+    assert any(line.startswith("HEALTHCHECK") for line in lines)
+    assert 'ENTRYPOINT ["python", "-m", "service"]' in lines
+    assert "python -m service --demo" in (REPO / "README.md").read_text()
+    assert ".git" in (REPO / ".dockerignore").read_text().splitlines()
