@@ -1,0 +1,177 @@
+"""The benchmark's table, plot and BENCHMARKS.md, with each target checked against the floor."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+COLUMNS = (
+    ("target", "target", "{}"),
+    ("scenario", "scenario", "{}"),
+    ("conc", "concurrency", "{}"),
+    ("streams/s", "streams_per_s", "{:.0f}"),
+    ("TTFB p50 ms", "ttfb_p50_ms", "{:.1f}"),
+    ("TTFB p99 ms", "ttfb_p99_ms", "{:.1f}"),
+    ("total p50 ms", "total_p50_ms", "{:.1f}"),
+    ("total p99 ms", "total_p99_ms", "{:.1f}"),
+    ("failed", "failed", "{}"),
+    ("CPU s/1k", "cpu_s_per_1000", "{:.2f}"),
+    ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+    ("Redis scripts/req", "redis_scripts_per_request", "{:.2f}"),
+    ("Redis cmds/req", "redis_commands_per_request", "{:.1f}"),
+)
+
+
+def _cell(result: dict, key: str, fmt: str) -> str:
+    value = result.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def table(results: list[dict]) -> str:
+    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    rows = ["| " + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS) + " |" for r in results]
+    return "\n".join([header, rule, *rows])
+
+
+def print_table(results: list[dict]) -> None:
+    print(table(results))
+
+
+def _find(results: list[dict], target: str, scenario: str) -> dict | None:
+    return next((r for r in results if r["target"] == target and r["scenario"] == scenario), None)
+
+
+def checks(results: list[dict]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each of issue #5's targets; None where not measured."""
+    out: list[tuple[str, str, bool | None]] = []
+    for scenario in ("burst", "realistic"):
+        floor, gateway = (
+            _find(results, "floor", scenario),
+            _find(results, "gateway-redis", scenario),
+        )
+        if floor and gateway and floor["streams_per_s"]:
+            ratio = gateway["streams_per_s"] / floor["streams_per_s"]
+            out.append(
+                (
+                    f"{scenario}: gateway (Redis) >= 80% of the floor's streams/s",
+                    f"{ratio:.0%} ({gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f})",
+                    ratio >= 0.8,
+                )
+            )
+    floor, gateway = _find(results, "floor", "ttft@50"), _find(results, "gateway-redis", "ttft@50")
+    if floor and gateway:
+        p50 = gateway["ttfb_p50_ms"] - floor["ttfb_p50_ms"]
+        p99 = gateway["ttfb_p99_ms"] - floor["ttfb_p99_ms"]
+        out.append(("TTFB p50 added at 50 concurrent <= 1 ms", f"{p50:+.2f} ms", p50 <= 1))
+        out.append(("TTFB p99 added at 50 concurrent <= 5 ms", f"{p99:+.2f} ms", p99 <= 5))
+    scripts = [r["redis_scripts_per_request"] for r in results if "redis_scripts_per_request" in r]
+    if scripts:
+        worst = max(scripts)
+        out.append(("Redis round trips per request <= 2", f"{worst:.2f} at most", worst <= 2))
+    floor, gateway = (
+        _find(results, "floor", "idle-streams"),
+        _find(results, "gateway-redis", "idle-streams"),
+    )
+    if floor and gateway:
+        ratio = gateway["peak_rss_mb"] / floor["peak_rss_mb"]
+        out.append(
+            (
+                "peak RSS with the open streams <= 1.5x the floor's",
+                f"{ratio:.2f}x ({gateway['peak_rss_mb']:.0f} vs {floor['peak_rss_mb']:.0f} MB)",
+                ratio <= 1.5,
+            )
+        )
+    failed = sum(r["failed"] for r in results)
+    out.append(("zero failed or truncated streams", str(failed), failed == 0))
+    return out
+
+
+def write_plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for target in dict.fromkeys(r["target"] for r in results):
+        points = sorted(
+            (r["concurrency"], r["streams_per_s"], r["ttfb_p50_ms"])
+            for r in results
+            if r["target"] == target
+            and (r["scenario"].startswith("curve@") or r["scenario"] in ("ttft@50", "realistic"))
+        )
+        if not points:
+            continue
+        xs = [p[0] for p in points]
+        left.plot(xs, [p[1] for p in points], marker="o", label=target)
+        right.plot(xs, [p[2] for p in points], marker="o", label=target)
+    for axis, title in ((left, "streams/s"), (right, "TTFB p50 (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent streams (20 chunks, 20 ms apart)")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _versions() -> str:
+    names = ("starlette", "uvicorn", "httpx", "httpx-aiohttp", "aiohttp", "redis", "uvloop")
+    found = []
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return ", ".join(found)
+
+
+def write_markdown(results: list[dict], meta: dict, image: str) -> str:
+    rows = "\n".join(
+        f"| {name} | {measured} | {'met' if met else 'MISSED' if met is False else '-'} |"
+        for name, measured, met in checks(results)
+    )
+    cpu = platform.processor() or platform.machine()
+    return f"""# Benchmarks
+
+Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with `{meta["command"]}`
+({meta["seconds"]} s). Machine: {psutil.cpu_count()} cores ({cpu}), \
+{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}, Python \
+{platform.python_version()}; {_versions()}.
+
+All processes share this machine's cores on loopback: the simulator (upstream), the target,
+the load generator (its own process) and, for the Redis target, redis-server. Targets run one
+at a time in the same run; compare ratios, not absolute figures across runs.
+
+- **floor**: bare pass-through on the same stack (Starlette + uvicorn + httpx on the aiohttp
+  transport, written idiomatically: `client.send(stream=True)` into a `StreamingResponse`),
+  no auth, limits, parsing, logs or metrics.
+- **gateway-memory / gateway-redis**: the gateway with auth, body validation, every limit kind
+  on (request windows, tenant window, tokens, concurrency leases), JSON access log and
+  metrics; in-memory limits, or Redis (own redis-server). `-2w`: `GATEWAY_WORKERS=2`.
+
+## Targets (issue #5)
+
+| target | measured | |
+| --- | --- | --- |
+{rows}
+
+## Figures
+
+{table(results)}
+
+CPU s/1k = CPU seconds of the target's process tree per 1,000 completed streams.
+Redis scripts/req = script calls (`INFO commandstats`: evalsha + eval) per request: one round
+trip to admit, one to release (a release with no lease and no token usage sends nothing).
+Open streams also have their concurrency lease refreshed every lease/3 seconds (10 s by
+default) by one pipelined round trip per process carrying one refresh per open stream, which
+shows as extra script calls on long streams, not as extra round trips per request.
+Redis cmds/req counts every command Redis executed, the scripts' own GET/INCR/ZADD included.
+
+![throughput and TTFB against concurrency]({image})
+"""
