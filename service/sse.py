@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ log = logging.getLogger("service.sse")
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+_FINISH_SECONDS = 1.0
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -125,8 +127,9 @@ async def relay_sse(
     result = RelayResult(completed=False, disconnected=False, usage_tokens=None, events=0)
     error: str | None = None
     buffer = b""
+    chunks = upstream.aiter_raw()
     try:
-        async for data in upstream.aiter_raw():
+        async for data in chunks:
             if buffer:
                 data = buffer + data
             end = data.rfind(b"\n\n")
@@ -165,7 +168,8 @@ async def relay_sse(
         streams.close(stream)
         watcher.cancel()
         ACTIVE_STREAMS.dec()
-        await upstream.aclose()
+        if not result.completed:
+            await upstream.aclose()
     if stream.disconnected:
         result.disconnected = True
         return result
@@ -176,7 +180,26 @@ async def relay_sse(
             {"type": "http.response.body", "body": sse_error_event(error), "more_body": True}
         )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if result.completed:
+        await _finish(upstream, chunks)
     return result
+
+
+async def _finish(upstream: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Read the upstream response to its end after [DONE], then close it.
+
+    The chunked terminator follows [DONE] at once; reading it lets the connection go back
+    to the pool. Closing before it would close the connection: a new TCP (and TLS)
+    handshake for the next request.
+    """
+    try:
+        async with asyncio.timeout(_FINISH_SECONDS):
+            async for _ in chunks:
+                pass  # nothing should follow [DONE]; whatever does is not relayed
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    finally:
+        await upstream.aclose()
 
 
 async def _watch_disconnect(receive: Receive, stream: _Stream, task: asyncio.Task | None) -> None:
