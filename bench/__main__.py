@@ -101,6 +101,7 @@ def measure(target: Proc, scenario: Scenario, redis: Proc | None) -> dict:
     cpu_before = target.cpu_seconds()
     with PeakRss(target) as rss:
         result = load(target.url, scenario)
+        time.sleep(0.5)  # the last releases and log lines land after the clients finish
     cpu = target.cpu_seconds() - cpu_before
     calls_after = redis_calls(redis)
     completed = max(1, result["completed"])

@@ -48,6 +48,7 @@ async def run_demo(settings: Settings) -> int:
             access_log=False,
             log_config=None,
             log_level="warning",
+            timeout_keep_alive=75,
         )
     )
     # Only the gateway handles signals; the simulator stops when the gateway has drained.

@@ -122,11 +122,13 @@ end
 return 1
 """
 
-# KEYS: concurrency set; ARGV: lease_ms, lease_id
+# KEYS: concurrency set; ARGV: lease_ms, lease ids... (XX: a lease already expired stays gone)
 REFRESH = """
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[2])
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 1
 """
@@ -223,16 +225,19 @@ class RedisLimiter:
         interval = self.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            leases = list(self._leases.items())
-            if not leases:
+            by_set: dict[str, list[str]] = {}
+            for lease, zset in list(self._leases.items()):
+                by_set.setdefault(zset, []).append(lease)
+            if not by_set:
                 continue
             try:
+                # One round trip for all of this process's leases: one script call per key.
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for lease, zset in leases:
-                        await self._refresh(keys=[zset], args=[self.lease_ms, lease], client=pipe)
+                    for zset, leases in by_set.items():
+                        await self._refresh(keys=[zset], args=[self.lease_ms, *leases], client=pipe)
                     await pipe.execute()
             except Exception as exc:  # the leases expire by themselves if this keeps failing
-                log.warning("could not refresh %d concurrency leases: %s", len(leases), exc)
+                log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
 
 
 def _state(values: list[int]) -> WindowState | None:

@@ -38,6 +38,7 @@ def main() -> None:
         lifespan="off",
         access_log=False,
         log_level=args.log_level,
+        timeout_keep_alive=75,  # like real APIs; uvicorn's 5 s default races pooled clients
     )
 
 
