@@ -28,7 +28,7 @@ class Settings:
     xai_api_key: str = ""
     xai_base_url: str = "https://api.x.ai/v1"
     redis_url: str | None = None
-    redis_timeout: float = 0.25
+    redis_timeout: float = 1.0
     redis_pool_size: int = 32
     keys_file: str = ""
     keys_reload_seconds: float = 2.0

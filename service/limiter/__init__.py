@@ -12,7 +12,7 @@ def create_limiter(
     redis_url: str | None,
     failure_mode: str = "local",
     lease_seconds: float = 30.0,
-    redis_timeout: float = 0.25,
+    redis_timeout: float = 1.0,
     pool_size: int = 32,
     key_prefix: str = "gw",
 ) -> Limiter:

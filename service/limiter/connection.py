@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 
-def connect(url: str, timeout: float = 0.25, pool_size: int = 32) -> Redis:
+def connect(url: str, timeout: float = 1.0, pool_size: int = 32) -> Redis:
     """A client for `redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`.
 
     Sentinel: `redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]`.
