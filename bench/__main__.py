@@ -185,7 +185,12 @@ def main() -> int:
         for proc in reversed(procs):
             proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    meta = {"command": command, "seconds": round(time.time() - started, 1), "quick": args.quick}
+    meta = {
+        "command": command,
+        "seconds": round(time.time() - started, 1),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print_table(results)
     write_plot(results, args.out / "bench.png")

@@ -164,8 +164,9 @@ def test_upstream_rejecting_the_gateway_key_with_400_is_502_and_hides_the_key(si
     gw = start_gateway(gateway_env(sim, str(keys), XAI_API_KEY="the-wrong-key"))
     try:
         error = assert_error(post(gw, chat()), 502, "upstream_auth_failed")
-        assert "the-wrong-key" not in error["message"]
-        assert "xa" not in error["message"].split("XAI_API_KEY")[0].lower().split()
+        # xAI's own message quotes part of the key ("xa***"): it goes to the log, not here.
+        assert "Incorrect API key" not in error["message"]
+        assert "***" not in error["message"] and "the-wrong-key" not in error["message"]
     finally:
         gw.stop()
         sim.stop()
