@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from service.limiter import LimiterUnavailable, create_limiter
 from service.limiter.connection import connect
+from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
 from tests.support.processes import REPO, start_redis
@@ -28,17 +29,28 @@ def policy(requests="1000/hour", conc=None, tokens="", key=None) -> LimitPolicy:
     )
 
 
-@pytest.fixture
-async def limiter(redis_server):
-    lim = RedisLimiter(connect(redis_server.url), lease_seconds=30)
+# Admit and release run over the multiplexed connection (redis:// and unix:// URLs) or
+# through redis-py's scripts (TLS, Sentinel, Cluster): both are tested.
+CLIENTS = ["multiplexed", "redis-py"]
+
+
+def make_limiter(url: str, client: str, timeout: float = 1.0, **kwargs) -> RedisLimiter:
+    multiplexed = MultiplexedConnection.from_url(url, timeout) if client == "multiplexed" else None
+    return RedisLimiter(connect(url, timeout), multiplexed=multiplexed, **kwargs)
+
+
+@pytest.fixture(params=CLIENTS)
+async def limiter(request, redis_server):
+    lim = make_limiter(redis_server.url, request.param, lease_seconds=30)
     await lim.start()
     yield lim
     await lim.aclose()
 
 
-async def test_2000_concurrent_admissions_admit_exactly_1000(redis_server):
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_2000_concurrent_admissions_admit_exactly_1000(redis_server, client):
     # A generous timeout: this test is about exactness, not about a busy machine's latency.
-    limiter = RedisLimiter(connect(redis_server.url, timeout=5), lease_seconds=30)
+    limiter = make_limiter(redis_server.url, client, timeout=5, lease_seconds=30)
     p = policy("1000/hour")
     decisions = await asyncio.gather(*(limiter.admit(p) for _ in range(2000)))
     await limiter.aclose()
@@ -47,12 +59,12 @@ async def test_2000_concurrent_admissions_admit_exactly_1000(redis_server):
 
 _WORKER = """
 import asyncio, sys
-from service.limiter.connection import connect
+from service.limiter import create_limiter
 from service.limiter.policy import LimitPolicy, parse_rates
-from service.limiter.redis_store import RedisLimiter
 
 async def main(url, key):
-    lim = RedisLimiter(connect(url, timeout=5), 30)
+    lim = create_limiter(url, redis_timeout=5)
+    await lim.start()
     p = LimitPolicy(key_id=key, tenant=None, requests=parse_rates("1000/hour"))
     decisions = await asyncio.gather(*(lim.admit(p) for _ in range(500)))
     print(sum(d.allowed for d in decisions))
@@ -85,15 +97,19 @@ async def commandstats(url: str) -> dict[str, int]:
 
 
 def count_round_trips(limiter: RedisLimiter) -> list[str]:
-    """Record each command the limiter's client sends (one entry per round trip)."""
+    """Record each command the limiter's clients send (one entry per round trip)."""
     sent: list[str] = []
-    original = limiter.redis.execute_command
 
-    async def counting(*args, **kwargs):
-        sent.append(str(args[0]))
-        return await original(*args, **kwargs)
+    def counting(original):
+        async def call(*args, **kwargs):
+            sent.append(str(args[0]))
+            return await original(*args, **kwargs)
 
-    limiter.redis.execute_command = counting
+        return call
+
+    limiter.redis.execute_command = counting(limiter.redis.execute_command)
+    if limiter.multiplexed is not None:
+        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
     return sent
 
 
@@ -118,12 +134,13 @@ async def test_release_without_lease_or_tokens_sends_nothing(limiter):
     assert sent == []
 
 
-async def test_a_dead_replicas_slot_frees_itself_within_the_lease(redis_server):
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_dead_replicas_slot_frees_itself_within_the_lease(redis_server, client):
     p = policy(conc=1)
-    dying = RedisLimiter(connect(redis_server.url), lease_seconds=1)
+    dying = make_limiter(redis_server.url, client, lease_seconds=1)
     assert (await dying.admit(p)).allowed
     await dying.aclose()  # gone without releasing, like a killed process
-    survivor = RedisLimiter(connect(redis_server.url), lease_seconds=1)
+    survivor = make_limiter(redis_server.url, client, lease_seconds=1)
     assert not (await survivor.admit(p)).allowed
     await asyncio.sleep(1.2)
     assert (await survivor.admit(p)).allowed

@@ -25,9 +25,15 @@ def create_limiter(
         return memory
     from service.limiter.connection import connect
     from service.limiter.failover import FailoverLimiter
+    from service.limiter.multiplexed import MultiplexedConnection
     from service.limiter.redis_store import RedisLimiter
 
-    redis = RedisLimiter(connect(redis_url, redis_timeout, pool_size), lease_seconds, key_prefix)
+    redis = RedisLimiter(
+        connect(redis_url, redis_timeout, pool_size),
+        lease_seconds,
+        key_prefix,
+        multiplexed=MultiplexedConnection.from_url(redis_url, redis_timeout),
+    )
     return FailoverLimiter(redis, memory, failure_mode)
 
 

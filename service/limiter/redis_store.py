@@ -12,6 +12,9 @@ over-admit: Redis runs each script atomically.
 Concurrency slots are leases in a sorted set (member = lease id, score = expiry). Expired
 leases are purged at admission, so a replica that died frees its slots within the lease
 time; live ones are refreshed by one pipelined round trip per process every lease/3.
+
+Admit and release go over the process's multiplexed connection when there is one (see
+`multiplexed`), else through redis-py's scripts; everything else uses redis-py.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import uuid
 from redis.asyncio import Redis
 
 from service.limiter.base import Decision, WindowState
+from service.limiter.multiplexed import MultiplexedConnection, MultiplexedScript
 from service.limiter.plan import Plan, build_plan
 from service.limiter.policy import LimitPolicy
 
@@ -139,12 +143,23 @@ class RedisLimiter:
 
     mode = "redis"
 
-    def __init__(self, redis: Redis, lease_seconds: float = 30.0, prefix: str = "gw") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        lease_seconds: float = 30.0,
+        prefix: str = "gw",
+        multiplexed: MultiplexedConnection | None = None,
+    ) -> None:
         self.redis = redis
+        self.multiplexed = multiplexed
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.prefix = prefix
-        self._admit = redis.register_script(ADMIT)
-        self._release = redis.register_script(RELEASE)
+        if multiplexed is not None:
+            self._admit = MultiplexedScript(multiplexed, ADMIT)
+            self._release = MultiplexedScript(multiplexed, RELEASE)
+        else:
+            self._admit = redis.register_script(ADMIT)
+            self._release = redis.register_script(RELEASE)
         self._refresh = redis.register_script(REFRESH)
         self._plans: dict[LimitPolicy, tuple[Plan, list[str], list[int | str]]] = {}
         self._leases: dict[str, str] = {}  # lease id -> concurrency set, held by this process
@@ -158,16 +173,23 @@ class RedisLimiter:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self.multiplexed is not None:
+            await self.multiplexed.aclose()
         await self.redis.aclose()
 
     def ready(self) -> tuple[bool, str]:
         return True, "redis"
 
     async def ping(self) -> None:
+        """Check the connection admissions use (and open it, so the first request needn't)."""
+        if self.multiplexed is not None:
+            await self.multiplexed.execute("PING")
         await self.redis.ping()
 
     async def reset_connections(self) -> None:
         """Drop pooled connections (after an outage they point at a server that is gone)."""
+        if self.multiplexed is not None:
+            await self.multiplexed.aclose()
         pool = getattr(self.redis, "connection_pool", None)
         if pool is not None:
             await pool.disconnect()

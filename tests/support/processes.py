@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,14 +121,18 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-def start_redis(port: int | None = None) -> RedisServer:
-    """Start a private redis-server (no persistence) on a free port and wait for PING."""
+def start_redis(port: int | None = None, extra: Sequence[str] = ()) -> RedisServer:
+    """Start a private redis-server (no persistence) on a free port and wait for PING.
+
+    `extra`: more server arguments, e.g. `("--requirepass", "secret")`.
+    """
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("redis-server is not installed")
     port = port or free_port()
+    options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
     popen = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -137,7 +141,7 @@ def start_redis(port: int | None = None) -> RedisServer:
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
             s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
+            if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                 return RedisServer(popen, port)
         time.sleep(0.05)
     popen.kill()

@@ -1,0 +1,204 @@
+"""One Redis connection per process, shared by every request: commands written as they come,
+replies matched to callers in order (the design of ioredis's and Lettuce's connections).
+
+redis-py checks a connection out of its pool, wraps the call in retry and timeout layers and
+packs it in Python for every command: ~140 us of CPU per admit + release here. When a wave of
+streams starts together, each admission waits behind the others' client CPU (+3 to +5 ms TTFB
+p50 at 50 concurrent streams). On this connection a command is one buffered write and one
+future resolved by hiredis's parser: ~3x less CPU, and replies come back as Redis answers
+(`python -m bench.admissions`).
+
+It serves the limiter's two scripts for `redis://` and `unix://` URLs; TLS, Sentinel and
+Cluster, the lease refresh and the health probe stay on redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
+from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+def pack_command(*args: str | int | bytes) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        reply = asyncio.get_running_loop().create_future()
+        self.waiting.append(reply)
+        self.transport.write(packed)  # type: ignore[union-attr]
+        return reply
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.waiting
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.transport.close()  # type: ignore[union-attr]
+                self._fail(ConnectionError(f"bad reply from Redis: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            future = waiting.popleft()
+            if future.done():  # its caller timed out or was cancelled
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"connection to Redis lost ({exc or 'closed'})"))
+
+    def _fail(self, error: Exception) -> None:
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+class MultiplexedConnection:
+    """A lazily (re)connected, shared Redis connection. Raises redis-py's exception types."""
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        *,
+        path: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+        timeout: float = 1.0,
+    ) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.username, self.password, self.db = username, password, db
+        self.timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 1.0) -> MultiplexedConnection | None:
+        """For `redis://` and `unix://` URLs; None for the ones it does not serve."""
+        if not url.startswith(("redis://", "unix://")):
+            return None
+        options = parse_url(url)
+        if options.get("connection_class") not in (None, UnixDomainSocketConnection):
+            return None
+        return cls(
+            options.get("host", "localhost"),
+            int(options.get("port", 6379)),
+            path=options.get("path"),
+            username=options.get("username"),
+            password=options.get("password"),
+            db=int(options.get("db", 0)),
+            timeout=timeout,
+        )
+
+    async def execute(self, *args: str | int | bytes) -> Any:
+        return await self.execute_packed(pack_command(*args))
+
+    async def execute_packed(self, packed: bytes) -> Any:
+        """Send one packed command and wait (at most `timeout`) for its reply."""
+        protocol = self._protocol
+        if protocol is None or not protocol.usable:
+            protocol = await self._connect()
+        reply = protocol.send(packed)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await reply
+        except TimeoutError:
+            raise RedisTimeoutError(f"no reply from Redis within {self.timeout:g}s") from None
+
+    async def aclose(self) -> None:
+        """Close the connection; commands waiting on it fail, the next one reconnects."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+    async def _connect(self) -> _Protocol:
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.usable:
+                return self._protocol  # another caller connected while this one waited
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if self.path is not None:
+                        _, protocol = await loop.create_unix_connection(_Protocol, self.path)
+                    else:
+                        _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                    await self._handshake(protocol)
+            except TimeoutError:
+                raise RedisTimeoutError(
+                    f"could not connect to Redis within {self.timeout:g}s"
+                ) from None
+            except OSError as exc:
+                raise ConnectionError(f"could not connect to Redis: {exc}") from exc
+            self._protocol = protocol
+            return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        commands = []
+        if self.password is not None:
+            auth = [self.username, self.password] if self.username else [self.password]
+            commands.append(pack_command("AUTH", *auth))
+        if self.db:
+            commands.append(pack_command("SELECT", self.db))
+        try:
+            for reply in [protocol.send(command) for command in commands]:
+                await reply
+        except ResponseError as exc:
+            protocol.transport.close()  # type: ignore[union-attr]
+            if "AUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+                raise AuthenticationError(f"Redis refused the credentials: {exc}") from None
+            raise ConnectionError(f"Redis refused the connection setup: {exc}") from None
+        except BaseException:
+            protocol.transport.close()  # type: ignore[union-attr]
+            raise
+
+
+class MultiplexedScript:
+    """A Lua script called by digest on a multiplexed connection (loaded again on NOSCRIPT)."""
+
+    def __init__(self, connection: MultiplexedConnection, script: str) -> None:
+        self.connection = connection
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[int | str]) -> Any:
+        try:
+            return await self.connection.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # A restarted or flushed Redis: EVAL runs the script and caches it again.
+            return await self.connection.execute("EVAL", self.script, len(keys), *keys, *args)
