@@ -151,15 +151,29 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
 - At a 0.25 s Redis timeout the 400-stream scenario tripped the local fallback on a healthy
   Redis: the timeout is measured through the event loop, which lags under overload. The
   default is 1 s; exact shared counting held (2.00 scripts per request).
+- Redis mode added +3 to +5 ms to TTFB p50 at 50 concurrent streams (medians of interleaved
+  rounds, `python -m bench.ttfb`), +2 ms at 8. Timed inside the gateway, one admission took
+  5 ms p50 in that wave and 10 ms in the burst, against 0.2 ms alone on an idle Redis:
+  redis-py spends ~140 us of CPU per admit + release (pool checkout, retry and timeout
+  layers, packing in Python), and admissions that arrive together queue behind each other's
+  client CPU. Tried and dropped: one redis-py pipeline per loop turn (CPU per pair halved in
+  a microbenchmark, TTFB unchanged: every reply of a batch waits for the whole batch);
+  admitting while the upstream call starts (no change); redis-server at nice -10 (no
+  consistent change). Kept: admit and release over one multiplexed connection per process
+  (`service/limiter/multiplexed.py`, hiredis's parser). `python -m bench.admissions`
+  (50 concurrent admit + release, every limit kind): admission p50 6.5 -> 2.1 ms, p99 24 ->
+  2.3 ms, client CPU 305 -> 94 us per pair (harness included). In the gateway, Redis mode's
+  added TTFB p50 at 50 streams fell from +5.3 ms to +0.4 ms over the floor (`python -m
+  bench.ttfb`, 5 interleaved rounds: 8.54 vs 8.10 ms).
 - What is left is mostly outside the gateway's code: uvicorn's per-chunk write (~17% of
-  samples with spaced chunks, paid by the floor too) and redis-py's per-call overhead (~13%
-  for admit + release). With chunks 20 ms apart each chunk is its own network read, so CPU per
-  stream is ~2-3 ms for every target.
-- TTFB at 50 concurrent streams: the gateway's added p50 moved between -0.8 ms and +7 ms
-  over three full runs, p99 between -37 ms and +30 ms: on 2 cores shared by the load generator,
-  the upstream, redis-server and the target, the run-to-run spread is larger than the 1 ms
-  target, and each admission waits for redis-server to be scheduled. The p50 target is
-  reported as measured, missed in this run.
+  samples with spaced chunks, paid by the floor too). With chunks 20 ms apart each chunk is
+  its own network read, so CPU per stream is ~2-3 ms for every target.
+- Single runs on this machine move by more than the margins measured: the floor's burst
+  figure was 1,328, 1,047 and 1,557 streams/s in three runs, so a ratio above 100% says the
+  gateway is not the bottleneck, not that it is faster than a pass-through. (The gateway also
+  relays through its own ASGI code rather than Starlette's `StreamingResponse`, which the
+  floor uses as the idiomatic baseline.) `python -m bench.ttfb` repeats the TTFB comparison
+  in interleaved rounds for that reason.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
