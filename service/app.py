@@ -45,6 +45,22 @@ DEFAULT_VISION_MODEL = "grok-4-1-fast-non-reasoning"
 DEFAULT_IMAGE_MODEL = "grok-2-image-1212"
 
 
+class JsonRoute(Route):
+    """A Route whose wrong-method answer is an OpenAI-shaped 405 (Starlette's is plain text)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allow = ", ".join(sorted(self.methods))
+            body = error_body(
+                f"Method {scope['method']} is not allowed on {scope['path']}; use {allow}.",
+                type="invalid_request_error",
+                code="method_not_allowed",
+            )
+            await send_json(send, 405, body, [(b"allow", allow.encode())])
+            return
+        await super().handle(scope, receive, send)
+
+
 def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     """Build the ASGI app. Resources open in its lifespan and close when it ends."""
     services = Services(
@@ -71,17 +87,17 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         functools.partial(validation.image_generation, default_model=DEFAULT_IMAGE_MODEL),
     )
     routes = [
-        Route("/healthz", Healthz(), methods=["GET", "HEAD"]),
-        Route("/readyz", Readyz(services), methods=["GET", "HEAD"]),
-        Route("/metrics", Metrics(), methods=["GET"]),
-        Route(
+        JsonRoute("/healthz", Healthz(), methods=["GET", "HEAD"]),
+        JsonRoute("/readyz", Readyz(services), methods=["GET", "HEAD"]),
+        JsonRoute("/metrics", Metrics(), methods=["GET"]),
+        JsonRoute(
             "/api/v1/chat/completions",
             api(ChatCompletions(services), validation.chat_completion),
             methods=["POST"],
         ),
-        Route("/api/v1/images/generate", images, methods=["POST"]),
-        Route("/api/v1/images/generations", images, methods=["POST"]),
-        Route(
+        JsonRoute("/api/v1/images/generate", images, methods=["POST"]),
+        JsonRoute("/api/v1/images/generations", images, methods=["POST"]),
+        JsonRoute(
             "/api/v1/vision/analyze",
             api(
                 VisionAnalyze(services),
@@ -89,7 +105,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             ),
             methods=["POST"],
         ),
-        Route("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
+        JsonRoute("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
     ]
     router = Router(routes=routes, default=_not_found, lifespan=_lifespan(services))
     app = ObserveMiddleware(router, services.lifecycle, log_prompts=settings.log_prompts)

@@ -129,6 +129,16 @@ def test_unknown_path_is_an_openai_shaped_404(gateway):
     assert_error(response, 404, "not_found")
 
 
+def test_wrong_method_is_an_openai_shaped_405_with_allow(gateway):
+    response = httpx.get(f"{gateway.url}/api/v1/chat/completions")
+    error = assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+    assert "use POST" in error["message"]
+    response = httpx.post(f"{gateway.url}/api/v1/models")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, HEAD"
+
+
 def test_after_every_kind_of_bad_input_the_next_request_is_served(gateway):
     post(gateway, None, content=b"\xff\xfe not json")
     post(gateway, {"model": 1})
