@@ -164,6 +164,54 @@ def test_client_disconnect_closes_the_upstream_request(gateway, sim_reset):
     assert stats["active_streams"] == 0
 
 
+def wait_for_disconnects(simulator, count: int, within: float = 2.0) -> dict:
+    deadline = time.monotonic() + within
+    stats = {}
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{simulator.url}/sim/stats").json()
+        if stats["disconnects"] >= count:
+            break
+        time.sleep(0.05)
+    return stats
+
+
+def test_client_leaving_a_non_streaming_request_cancels_the_upstream_call(gateway, sim_reset):
+    slow = {"model": MODEL, "messages": MESSAGES, "sim": {"first_byte_delay_ms": 10_000}}
+    vision = {
+        **slow,
+        "stream": True,  # the vision fallback: one non-streaming upstream call
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                ],
+            }
+        ],
+    }
+    for number, body in enumerate((slow, vision), start=1):
+        started = time.monotonic()
+        try:
+            httpx.post(
+                f"{gateway.url}/api/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {MAIN_SECRET}"},
+                timeout=0.5,
+            )
+            raise AssertionError("the upstream answered despite its 10 s delay")
+        except httpx.ReadTimeout:
+            pass  # the client gives up and closes the connection
+        assert wait_for_disconnects(sim_reset, number)["disconnects"] == number
+        assert time.monotonic() - started < 3
+    # The gateway is unharmed, and says what happened.
+    assert sdk(gateway).chat.completions.create(model=MODEL, messages=MESSAGES).choices
+    lines = [json.loads(line) for line in gateway.read_output().splitlines() if '"reason"' in line]
+    left = [line for line in lines if line["reason"] == "client_disconnected"]
+    assert left and left[-1]["status"] == 499 and left[-1].get("tokens_estimated") is True
+    assert "Traceback" not in gateway.read_output()
+
+
 def test_keep_alive_comments_flow_while_the_upstream_is_silent(gateway):
     body = {
         "model": MODEL,

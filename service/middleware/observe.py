@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.asgi import header
 from service.context import RequestContext
+from service.disconnect import ClientDisconnected
 from service.errors import ApiError
 from service.lifecycle import Lifecycle
 from service.observability import metrics
@@ -75,6 +76,8 @@ class ObserveMiddleware:
                 ).send(observed_send)
                 return
             await self.app(scope, receive, observed_send)
+        except ClientDisconnected:
+            ctx.reason = "client_disconnected"  # nobody to answer; logged with status 499
         except Exception:
             log.exception("unhandled error in request %s", ctx.request_id)
             if ctx.status == 0:

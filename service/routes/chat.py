@@ -33,10 +33,10 @@ class ChatCompletions:
         assert body is not None
         try:
             if body.get("stream") is not True:
-                raw = await call_json(self.services, ctx, "POST", CHAT_PATH, body)
+                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, body)
                 await send_json(send, 200, raw)
             elif has_image_content(body["messages"]):
-                await answer_without_streaming(self.services, ctx, body, send)
+                await answer_without_streaming(self.services, ctx, body, receive, send)
             else:
                 await self._stream(ctx, body, receive, send)
         except ApiError as error:
@@ -81,11 +81,11 @@ class ChatCompletions:
 
 
 async def answer_without_streaming(
-    services: Services, ctx: RequestContext, body: dict[str, Any], send: Send
+    services: Services, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
     """The vision stream fallback: one non-streaming call, answered whole (JSON or one event)."""
     upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    raw = await call_json(services, ctx, "POST", CHAT_PATH, upstream_body)
+    raw = await call_json(services, ctx, receive, "POST", CHAT_PATH, upstream_body)
     ctx.stream_fallback = True
     ctx.response_headers.append(STREAM_FALLBACK)
     if services.settings.vision_fallback == "json":

@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import httpx
+from starlette.types import Receive
 
 from service.context import RequestContext
 from service.deps import Services
+from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import ApiError
 from service.upstream.call import open_upstream
 from service.upstream.errors import upstream_unreachable
@@ -17,20 +19,38 @@ STREAM_FALLBACK = (b"x-stream-fallback", b"true")
 
 
 async def call_json(
-    services: Services, ctx: RequestContext, method: str, path: str, body: dict[str, Any] | None
+    services: Services,
+    ctx: RequestContext,
+    receive: Receive,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
 ) -> bytes:
-    """Make a non-streaming upstream call and return its JSON body; charge its usage."""
+    """Make a non-streaming upstream call and return its JSON body; charge its usage.
+
+    Raises ClientDisconnected (the upstream call cancelled, an estimate charged) when the
+    client goes away first.
+    """
     assert services.upstream is not None
     content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-    response = await open_upstream(
-        services.upstream, method, path, services.upstream_policy, content
-    )
     try:
-        raw = await response.aread()
-    except httpx.HTTPError as exc:
-        raise upstream_unreachable(f"reading the response failed ({type(exc).__name__})") from None
-    finally:
-        await response.aclose()
+        async with cancelled_on_disconnect(receive):
+            response = await open_upstream(
+                services.upstream, method, path, services.upstream_policy, content
+            )
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError as exc:
+                message = f"reading the response failed ({type(exc).__name__})"
+                raise upstream_unreachable(message) from None
+            finally:
+                await response.aclose()
+    except ClientDisconnected:
+        # The upstream may have spent the prompt already: charge that much, as streams do.
+        ctx.tokens = ctx.body_size // 4
+        ctx.tokens_estimated = True
+        ctx.reason = "client_disconnected"
+        raise
     ctx.tokens = _total_tokens(raw)
     return raw
 

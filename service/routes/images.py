@@ -27,7 +27,7 @@ class ImageGeneration:
             ctx.response_headers.append(STREAM_FALLBACK)
         ctx.stream = False
         try:
-            raw = await call_json(self.services, ctx, "POST", "images/generations", body)
+            raw = await call_json(self.services, ctx, receive, "POST", "images/generations", body)
         except ApiError as error:
             ctx.reason = ctx.reason or error.code
             await error.send(send)

@@ -20,7 +20,7 @@ class ListModels:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope["gateway"]
         try:
-            raw = await call_json(self.services, ctx, "GET", "models", None)
+            raw = await call_json(self.services, ctx, receive, "GET", "models", None)
         except ApiError as error:
             ctx.reason = ctx.reason or error.code
             await error.send(send)

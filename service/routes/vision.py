@@ -46,10 +46,10 @@ class VisionAnalyze:
         chat_body["messages"] = vision_messages(body)
         try:
             if body.get("stream") is True:
-                await answer_without_streaming(self.services, ctx, chat_body, send)
+                await answer_without_streaming(self.services, ctx, chat_body, receive, send)
             else:
                 chat_body.pop("stream", None)
-                raw = await call_json(self.services, ctx, "POST", CHAT_PATH, chat_body)
+                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, chat_body)
                 await send_json(send, 200, raw)
         except ApiError as error:
             ctx.reason = ctx.reason or error.code

@@ -144,8 +144,10 @@ async def _chat(
         )
         return
     sim = _sim_options(body, config, stats)
-    if sim["first_byte_delay_ms"]:
-        await asyncio.sleep(sim["first_byte_delay_ms"] / 1000)
+    if sim["first_byte_delay_ms"] and await _delay_first_byte(
+        sim["first_byte_delay_ms"], stats, receive
+    ):
+        return
     fault = sim["fault"]
     if fault == "status":
         await _xai_error(send, int(sim.get("status", 500)), sim.get("message"))
@@ -237,6 +239,19 @@ async def _sleep(ms: float, disconnected: asyncio.Event) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(disconnected.wait(), ms / 1000)
     return disconnected.is_set()
+
+
+async def _delay_first_byte(ms: float, stats: _Stats, receive: Receive) -> bool:
+    """Wait before answering; True (and a disconnect counted) if the client left meanwhile."""
+    disconnected = asyncio.Event()
+    watcher = asyncio.get_running_loop().create_task(_watch(receive, disconnected))
+    try:
+        if await _sleep(ms, disconnected):
+            stats.disconnects += 1
+            return True
+        return False
+    finally:
+        watcher.cancel()
 
 
 async def _watch(receive: Receive, disconnected: asyncio.Event) -> None:

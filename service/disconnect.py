@@ -1,0 +1,48 @@
+"""Stop waiting on the upstream when the client of a non-streaming request goes away.
+
+Streams notice a disconnect through their relay (`sse.py`). A non-streaming request sends
+nothing until the upstream has answered, so without a watch on `receive` an abandoned image
+generation or long completion would run to its end upstream and be paid for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.types import Receive
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before a response was sent."""
+
+
+@contextlib.asynccontextmanager
+async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+    """Run the block; if the client disconnects meanwhile, cancel it and raise ClientDisconnected.
+
+    Use it only before anything is sent: once a response is complete, `receive` reports a
+    disconnect as well.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientDisconnected from None
+    finally:
+        watcher.cancel()
