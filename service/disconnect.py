@@ -1,8 +1,9 @@
-"""Stop waiting on the upstream when the client of a non-streaming request goes away.
+"""A client's disconnect, seen on `receive`, cancels what its request is waiting on.
 
-Streams notice a disconnect through their relay (`sse.py`). A non-streaming request sends
-nothing until the upstream has answered, so without a watch on `receive` an abandoned image
-generation or long completion would run to its end upstream and be paid for.
+The SSE relay (`sse.py`) and non-streaming upstream calls (`routes/completion.py`) run in
+`cancelled_on_disconnect`: a client that leaves closes the upstream request at once. Without
+it an abandoned image generation or long completion, which sends nothing until the upstream
+has answered, would run to its end upstream and be paid for.
 """
 
 from __future__ import annotations

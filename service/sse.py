@@ -6,8 +6,8 @@ shape (`data: {...}`); it parses JSON just for the rare events that carry `usage
 tokens, and to drop the usage chunk the client did not ask for) or that look malformed.
 
 A process-wide StreamSet sends `: keep-alive` comments on streams the upstream leaves silent,
-so proxies don't cut them. Each stream has one watcher task on `receive()`: the client's
-disconnect cancels the relay at once, which closes the upstream request.
+so proxies don't cut them. Each stream has one watcher task on `receive()` (`disconnect.py`):
+the client's disconnect cancels the relay at once, which closes the upstream request.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from starlette.types import Receive, Send
 
+from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import sse_error_event
 from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
 
@@ -39,13 +40,12 @@ SSE_HEADERS = [
 
 
 class _Stream:
-    __slots__ = ("closed", "disconnected", "last_send", "send")
+    __slots__ = ("closed", "last_send", "send")
 
     def __init__(self, send: Send, now: float) -> None:
         self.send = send
         self.last_send = now
         self.closed = False
-        self.disconnected = False
 
     async def ping(self) -> None:
         if self.closed:
@@ -122,56 +122,52 @@ async def relay_sse(
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     stream = streams.open(send)
-    watcher = loop.create_task(_watch_disconnect(receive, stream, asyncio.current_task()))
     ACTIVE_STREAMS.inc()
     result = RelayResult(completed=False, disconnected=False, usage_tokens=None, events=0)
     error: str | None = None
     buffer = b""
     chunks = upstream.aiter_raw()
     try:
-        async for data in chunks:
-            if buffer:
-                data = buffer + data
-            end = data.rfind(b"\n\n")
-            if end < 0:
-                buffer = data
-                continue
-            end += 2
-            if end == len(data):
-                events, buffer = data, b""
+        async with cancelled_on_disconnect(receive):
+            async for data in chunks:
+                if buffer:
+                    data = buffer + data
+                end = data.rfind(b"\n\n")
+                if end < 0:
+                    buffer = data
+                    continue
+                end += 2
+                if end == len(data):
+                    events, buffer = data, b""
+                else:
+                    events, buffer = data[:end], data[end:]
+                events, scan = _scan(events, client_wants_usage)
+                if scan.usage_tokens is not None:
+                    result.usage_tokens = scan.usage_tokens
+                result.events += scan.events
+                if events:
+                    stream.last_send = loop.time()
+                    await send({"type": "http.response.body", "body": events, "more_body": True})
+                if scan.bad:
+                    error = "the upstream sent a malformed event"
+                    break
+                if scan.done:
+                    result.completed = True
+                    break
             else:
-                events, buffer = data[:end], data[end:]
-            events, scan = _scan(events, client_wants_usage)
-            if scan.usage_tokens is not None:
-                result.usage_tokens = scan.usage_tokens
-            result.events += scan.events
-            if events:
-                stream.last_send = loop.time()
-                await send({"type": "http.response.body", "body": events, "more_body": True})
-            if scan.bad:
-                error = "the upstream sent a malformed event"
-                break
-            if scan.done:
-                result.completed = True
-                break
-        else:
-            error = "the upstream closed the stream before it was complete"
-    except asyncio.CancelledError:
-        if not stream.disconnected:
-            raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                error = "the upstream closed the stream before it was complete"
+    except ClientDisconnected:
+        result.disconnected = True
     except httpx.ReadTimeout:
         error = f"no data from the upstream for {idle_timeout:g}s"
     except httpx.HTTPError as exc:
         error = f"the upstream connection failed mid-stream ({type(exc).__name__})"
     finally:
         streams.close(stream)
-        watcher.cancel()
         ACTIVE_STREAMS.dec()
         if not result.completed:
             await upstream.aclose()
-    if stream.disconnected:
-        result.disconnected = True
+    if result.disconnected:
         return result
     if error is not None:
         UPSTREAM_ERRORS.labels("mid_stream").inc()
@@ -200,16 +196,6 @@ async def _finish(upstream: httpx.Response, chunks: AsyncIterator[bytes]) -> Non
         pass
     finally:
         await upstream.aclose()
-
-
-async def _watch_disconnect(receive: Receive, stream: _Stream, task: asyncio.Task | None) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not stream.closed and task is not None:
-                stream.disconnected = True
-                task.cancel()
-            return
 
 
 @dataclass(slots=True)
