@@ -49,7 +49,6 @@ async def call_json(
         # The upstream may have spent the prompt already: charge that much, as streams do.
         ctx.tokens = ctx.body_size // 4
         ctx.tokens_estimated = True
-        ctx.reason = "client_disconnected"
         raise
     ctx.tokens = _total_tokens(raw)
     return raw
