@@ -169,7 +169,7 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   samples with spaced chunks, paid by the floor too). With chunks 20 ms apart each chunk is
   its own network read, so CPU per stream is ~2-3 ms for every target.
 - Single runs on this machine move by more than the margins measured: the floor's burst
-  figure was 1,328, 1,047 and 1,557 streams/s in three runs, so a ratio above 100% says the
+  figure moved between 1,047 and 1,557 streams/s over four runs, so a ratio above 100% says the
   gateway is not the bottleneck, not that it is faster than a pass-through. (The gateway also
   relays through its own ASGI code rather than Starlette's `StreamingResponse`, which the
   floor uses as the idiomatic baseline.) `python -m bench.ttfb` repeats the TTFB comparison
