@@ -27,8 +27,7 @@ from bench.targets import (
     redis_calls,
     start_floor,
     start_gateway,
-    start_redis,
-    start_simulator,
+    start_upstream_and_redis,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,10 +136,7 @@ def main() -> int:
     procs: list[Proc] = []
     results: list[dict] = []
     try:
-        simulator = start_simulator(workdir)
-        procs.append(simulator)
-        redis = start_redis(workdir)
-        procs.append(redis)
+        simulator, redis = start_upstream_and_redis(workdir, procs)
         plan = scenarios(args.quick)
         targets = [
             ("floor", lambda: start_floor(workdir, simulator), None),

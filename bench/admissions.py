@@ -16,32 +16,33 @@ from pathlib import Path
 
 import uvloop
 
-from bench.targets import start_redis
+from bench.targets import BENCH_KEY, start_redis, write_keys
 from service.limiter.connection import connect
 from service.limiter.multiplexed import MultiplexedConnection
-from service.limiter.policy import LimitPolicy, parse_rates
+from service.limiter.policy import LimitPolicy
 from service.limiter.redis_store import RedisLimiter
-
-POLICY = LimitPolicy(
-    key_id="bench",
-    tenant="bench",
-    requests=parse_rates("100000000/minute;1000000000/day"),
-    tenant_requests=parse_rates("100000000/minute"),
-    tokens=parse_rates("100000000000/minute"),
-    concurrent=100000,
-)
+from service.registry.keys import load_registry
 
 
-async def measure(url: str, client: str, concurrency: int, waves: int) -> dict[str, float]:
+def bench_policy(workdir: Path) -> LimitPolicy:
+    """The limits of the main benchmark's key, read from the key file it writes."""
+    key = load_registry(write_keys(workdir)).lookup(BENCH_KEY)
+    assert key is not None
+    return key.policy
+
+
+async def measure(
+    url: str, policy: LimitPolicy, client: str, concurrency: int, waves: int
+) -> dict[str, float]:
     multiplexed = MultiplexedConnection.from_url(url) if client == "multiplexed" else None
     limiter = RedisLimiter(connect(url), multiplexed=multiplexed)
     latencies: list[float] = []
 
     async def one() -> None:
         started = time.perf_counter()
-        decision = await limiter.admit(POLICY)
+        decision = await limiter.admit(policy)
         latencies.append(time.perf_counter() - started)
-        await limiter.release(POLICY, decision, 10)
+        await limiter.release(policy, decision, 10)
 
     async def wave() -> None:
         await asyncio.gather(*(one() for _ in range(concurrency)))
@@ -70,11 +71,14 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="grok-bench-admissions-"))
     redis = start_redis(workdir)
+    policy = bench_policy(workdir)
     try:
         print(f"{args.concurrency} concurrent admit + release, {args.waves} waves:")
         for _ in range(args.rounds):
             for client in ("redis-py", "multiplexed"):
-                figures = uvloop.run(measure(redis.url, client, args.concurrency, args.waves))
+                figures = uvloop.run(
+                    measure(redis.url, policy, client, args.concurrency, args.waves)
+                )
                 print(
                     f"  {client:>11}: admission p50 {figures['p50_ms']:.2f} ms, "
                     f"p99 {figures['p99_ms']:.2f} ms, "

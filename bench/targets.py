@@ -120,6 +120,15 @@ def start_floor(workdir: Path, simulator: Proc) -> Proc:
     return proc
 
 
+def start_upstream_and_redis(workdir: Path, procs: list[Proc]) -> tuple[Proc, Proc]:
+    """The simulator and a redis-server, each added to `procs` (to stop) as it starts."""
+    simulator = start_simulator(workdir)
+    procs.append(simulator)
+    redis = start_redis(workdir)
+    procs.append(redis)
+    return simulator, redis
+
+
 def write_keys(workdir: Path) -> Path:
     path = workdir / "keys.toml"
     digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.__main__ import Scenario, load
-from bench.targets import Proc, start_floor, start_gateway, start_redis, start_simulator
+from bench.targets import Proc, start_floor, start_gateway, start_redis, start_upstream_and_redis
 
 
 def main() -> int:
@@ -35,23 +35,27 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="grok-bench-ttfb-"))
     procs: list[Proc] = []
     try:
-        simulator = start_simulator(workdir)
-        procs.append(simulator)
-        redis = start_redis(workdir)
-        procs.append(redis)
+        simulator, redis = start_upstream_and_redis(workdir, procs)
+
+        def started(proc: Proc) -> Proc:
+            procs.append(proc)
+            return proc
+
         targets = {
-            "floor": start_floor(workdir, simulator),
-            "gateway-memory": start_gateway(workdir, simulator, None, name="gateway-memory"),
-            "gateway-redis": start_gateway(workdir, simulator, redis.url, name="gateway-redis"),
+            "floor": started(start_floor(workdir, simulator)),
+            "gateway-memory": started(
+                start_gateway(workdir, simulator, None, name="gateway-memory")
+            ),
+            "gateway-redis": started(
+                start_gateway(workdir, simulator, redis.url, name="gateway-redis")
+            ),
         }
         if args.niced_redis:
-            niced = start_redis(workdir)
-            procs.append(niced)
+            niced = started(start_redis(workdir))
             os.setpriority(os.PRIO_PROCESS, niced.popen.pid, -10)
-            targets["gateway-redis-niced"] = start_gateway(
-                workdir, simulator, niced.url, name="gateway-redis-niced"
+            targets["gateway-redis-niced"] = started(
+                start_gateway(workdir, simulator, niced.url, name="gateway-redis-niced")
             )
-        procs += targets.values()
         for target in targets.values():
             load(target.url, Scenario("warm-up", 32), duration=1.0)
         failed = 0
