@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.registry.keys import ApiKey
+    from service.registry.models import ModelCatalog
+    from service.usage.record import Usage
 
 
 @dataclass(slots=True)
@@ -20,8 +22,13 @@ class RequestContext:
     stream: bool = False
     payload: dict[str, Any] | None = None  # the validated JSON body
     body_size: int = 0
-    tokens: int = 0  # charged to token budgets on release
-    tokens_estimated: bool = False
+    catalog: ModelCatalog | None = None  # aliases and prices of the registry that authed it
+    usage: Usage | None = None  # what the upstream reported (or an estimate); set by the route
+    cost_ticks: int | None = None  # what it cost, set when the limiter releases it
+    cost_known: bool = True  # False: no upstream cost and no price for the model
+    owner_check: str | None = None  # Responses API id that must belong to the key's tenant
+    response_id: str | None = None  # Responses API id this request created (recorded on release)
+    deleted_response: str | None = None  # Responses API id this request deleted upstream
     reason: str | None = None  # why the gateway refused it, if it did
     status: int = 0
     ttfb: float | None = None  # seconds to the first body byte

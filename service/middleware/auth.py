@@ -25,9 +25,11 @@ class AuthMiddleware:
             if scheme.lower() != b"bearer" or not token:
                 error = invalid_api_key("Malformed Authorization header. Expected 'Bearer <key>'.")
             else:
-                key = self.registry.current.lookup(token.decode("latin-1"))
+                registry = self.registry.current
+                key = registry.lookup(token.decode("latin-1"))
                 if key is not None:
                     ctx.key = key
+                    ctx.catalog = registry.models
                     await self.app(scope, receive, send)
                     return
                 # Never echo the presented key, not even a prefix.

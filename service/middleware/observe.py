@@ -23,6 +23,7 @@ from service.disconnect import ClientDisconnected
 from service.errors import ApiError
 from service.lifecycle import Lifecycle
 from service.observability import metrics
+from service.usage.record import ticks_to_usd
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger("service")
@@ -105,6 +106,7 @@ class ObserveMiddleware:
         metrics.DURATION.observe(duration)
         if not access_log.isEnabledFor(logging.INFO):
             return
+        usage = ctx.usage
         line: dict[str, Any] = {
             "request_id": ctx.request_id,
             "method": scope["method"],
@@ -116,11 +118,15 @@ class ObserveMiddleware:
             "stream": ctx.stream,
             "ttfb_ms": round(ctx.ttfb * 1000, 2) if ctx.ttfb is not None else None,
             "duration_ms": round(duration * 1000, 2),
-            "tokens": ctx.tokens,
+            "tokens": usage.total_tokens if usage is not None else 0,
             "reason": ctx.reason,
         }
-        if ctx.tokens_estimated:
+        if usage is not None and usage.estimated:
             line["tokens_estimated"] = True
+        if ctx.cost_ticks is not None:
+            line["cost_usd"] = ticks_to_usd(ctx.cost_ticks)
+            if not ctx.cost_known:
+                line["cost_unknown"] = True
         if ctx.stream_fallback:
             line["stream_fallback"] = True
         if self.log_prompts and ctx.payload is not None:

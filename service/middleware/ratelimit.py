@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.context import RequestContext
 from service.errors import ApiError
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
+from service.registry.models import ModelCatalog
+from service.usage.record import Charge, Usage
 
 _MESSAGES = {
     "rate_limit_exceeded": "Rate limit reached for requests",
@@ -49,7 +52,24 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            await self.limiter.release(policy, decision, ctx.tokens)
+            charge = charge_of(ctx)
+            await self.limiter.release(policy, decision, charge.usage.total_tokens)
+
+
+def charge_of(ctx: RequestContext) -> Charge:
+    """What an admitted request is charged on release; its cost goes to the access log too."""
+    usage = ctx.usage or Usage()
+    catalog = ctx.catalog or ModelCatalog()
+    ticks, known = catalog.cost(ctx.model, usage)
+    ctx.cost_ticks, ctx.cost_known = ticks, known
+    return Charge(
+        usage=usage,
+        model=ctx.model or "-",
+        cost_ticks=ticks,
+        cost_known=known,
+        record_response=ctx.response_id,
+        forget_response=ctx.deleted_response,
+    )
 
 
 def _refusal(key_id: str, decision: Decision, headers: list[tuple[bytes, bytes]]) -> ApiError:

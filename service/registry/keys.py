@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.limiter.policy import LimitPolicy, Window, parse_rates
+from service.registry.models import ModelCatalog
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,8 +42,11 @@ class ApiKey:
 class KeyRegistry:
     """Immutable lookup from a presented secret to its ApiKey."""
 
-    def __init__(self, keys: list[ApiKey], source: str = "") -> None:
+    def __init__(
+        self, keys: list[ApiKey], source: str = "", models: ModelCatalog | None = None
+    ) -> None:
         self.source = source
+        self.models = models or ModelCatalog()
         self._by_digest = {key.digest: key for key in keys}
 
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from service.errors import ApiError
 from service.routes.completion import STREAM_FALLBACK, call_json, parse_completion
 from service.sse import DONE, SSE_HEADERS, completion_as_chunk, relay_sse
 from service.upstream.call import open_upstream
+from service.usage.record import Usage, estimated_usage
 from service.validation import has_image_content
 
 CHAT_PATH = "chat/completions"
@@ -70,12 +71,11 @@ class ChatCompletions:
             idle_timeout=services.settings.idle_timeout,
         )
         if result.usage_tokens is not None:
-            ctx.tokens = result.usage_tokens
+            ctx.usage = Usage(total_tokens=result.usage_tokens)
         else:
             # No usage arrived (client left, upstream dropped): charge an estimate of what
             # was spent rather than nothing — ~4 bytes a prompt token, ~1 token an event.
-            ctx.tokens = ctx.body_size // 4 + result.events
-            ctx.tokens_estimated = True
+            ctx.usage = estimated_usage(ctx.body_size, result.events)
         if result.disconnected:
             ctx.reason = "client_disconnected"
 

@@ -14,6 +14,7 @@ from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import ApiError
 from service.upstream.call import open_upstream
 from service.upstream.errors import upstream_unreachable
+from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
 
@@ -47,21 +48,20 @@ async def call_json(
                 await response.aclose()
     except ClientDisconnected:
         # The upstream may have spent the prompt already: charge that much, as streams do.
-        ctx.tokens = ctx.body_size // 4
-        ctx.tokens_estimated = True
+        ctx.usage = estimated_usage(ctx.body_size, 0)
         raise
-    ctx.tokens = _total_tokens(raw)
+    ctx.usage = _usage(raw)
     return raw
 
 
-def _total_tokens(raw: bytes) -> int:
+def _usage(raw: bytes) -> Usage:
     if b'"usage"' not in raw:
-        return 0
+        return Usage()
     try:
-        usage = json.loads(raw).get("usage") or {}
-        return int(usage.get("total_tokens") or 0)
-    except (ValueError, TypeError, AttributeError):
-        return 0
+        doc = json.loads(raw)
+    except ValueError:
+        return Usage()
+    return (parse_usage(doc.get("usage")) if isinstance(doc, dict) else None) or Usage()
 
 
 def parse_completion(raw: bytes) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""What one request used and cost, read from the upstream's `usage` object.
+
+Chat Completions reports `prompt_tokens`/`completion_tokens` (with `prompt_tokens_details.
+cached_tokens` and `completion_tokens_details.reasoning_tokens`); the Responses API reports
+`input_tokens`/`output_tokens` (with `input_tokens_details`/`output_tokens_details`). xAI adds
+`cost_in_usd_ticks` to both: the billed cost, 1 USD = 10^10 ticks. Money stays in integer
+ticks everywhere; dollars appear only when shown to a person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TICKS_PER_USD = 10_000_000_000
+
+
+def ticks_to_usd(ticks: int) -> float:
+    """Dollars for display (logs, JSON answers); never summed as floats."""
+    return ticks / TICKS_PER_USD
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens and cost of one request. Fields are what the upstream reported (or estimated)."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0  # part of input_tokens
+    output_tokens: int = 0
+    reasoning_tokens: int = 0  # xAI reports them apart from output_tokens
+    total_tokens: int = 0  # charged to token budgets
+    cost_ticks: int | None = None  # the upstream's `cost_in_usd_ticks`, when reported
+    estimated: bool = False  # no usage arrived (client left, upstream dropped)
+
+
+def parse_usage(usage: Any) -> Usage | None:
+    """The Usage in an upstream `usage` object of either API; None if it is not one.
+
+    Hostile or broken values (strings, negatives, floats, bools) count as absent.
+    """
+    if not isinstance(usage, dict):
+        return None
+    chat = "prompt_tokens" in usage or "completion_tokens" in usage
+    if chat:
+        inputs = _count(usage.get("prompt_tokens"))
+        outputs = _count(usage.get("completion_tokens"))
+        in_details = usage.get("prompt_tokens_details")
+        out_details = usage.get("completion_tokens_details")
+    else:
+        inputs = _count(usage.get("input_tokens"))
+        outputs = _count(usage.get("output_tokens"))
+        in_details = usage.get("input_tokens_details")
+        out_details = usage.get("output_tokens_details")
+    cached = _count(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0
+    reasoning = _count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    total = _count(usage.get("total_tokens")) or inputs + outputs + reasoning
+    ticks = usage.get("cost_in_usd_ticks")
+    return Usage(
+        input_tokens=inputs,
+        cached_input_tokens=min(cached, inputs),
+        output_tokens=outputs,
+        reasoning_tokens=reasoning,
+        total_tokens=total,
+        cost_ticks=_count(ticks) if _is_count(ticks) else None,
+    )
+
+
+def estimated_usage(body_size: int, events: int) -> Usage:
+    """What to charge when no usage arrived (the client left, the upstream dropped).
+
+    Rather than nothing: ~4 bytes a prompt token, ~1 token an event relayed.
+    """
+    inputs = body_size // 4
+    return Usage(
+        input_tokens=inputs, output_tokens=events, total_tokens=inputs + events, estimated=True
+    )
+
+
+@dataclass(slots=True)
+class Charge:
+    """What the limiter's release writes for one admitted request, in one Redis round trip.
+
+    `model` is the name the client sent ('-' for requests that name none): the ledger and
+    logs use it. `cost_ticks` is final: the upstream's ticks, else the price table's, else 0
+    with `cost_known` False.
+    """
+
+    usage: Usage
+    model: str = "-"
+    cost_ticks: int = 0
+    cost_known: bool = False
+    record_response: str | None = None  # a Responses API id now owned by the key's tenant
+    forget_response: str | None = None  # a Responses API id deleted upstream
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _count(value: Any) -> int:
+    return value if _is_count(value) else 0
