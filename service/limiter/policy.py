@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import limits
+
+from service.usage.record import TICKS_PER_USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,15 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """At most `ticks` (1 USD = 10^10) per calendar UTC `period`: "day" or "month"."""
+
+    period: str
+    ticks: int
+    text: str  # as written, e.g. "500/month"
+
+
+@dataclass(frozen=True, slots=True)
 class LimitPolicy:
     """Everything the limiter needs to admit one request of one key."""
 
@@ -26,6 +38,9 @@ class LimitPolicy:
     tenant_requests: tuple[Window, ...] = ()
     tokens: tuple[Window, ...] = ()
     concurrent: int | None = None
+    spend: tuple[SpendLimit, ...] = ()
+    tenant_tokens: tuple[Window, ...] = ()
+    tenant_spend: tuple[SpendLimit, ...] = ()
 
 
 def parse_rates(text: str) -> tuple[Window, ...]:
@@ -45,3 +60,31 @@ def parse_rates(text: str) -> tuple[Window, ...]:
             raise ValueError(f"bad rate string {text!r}: amount must be positive")
         windows.append(Window(limit=item.amount, seconds=item.get_expiry(), text=str(item)))
     return tuple(windows)
+
+
+def parse_spend(text: str) -> tuple[SpendLimit, ...]:
+    """Parse a spend budget in USD ("25/day;500/month", decimals allowed) into limits.
+
+    Raises ValueError naming the string when it does not parse or an amount is not positive.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"spend must be a non-empty string like '500/month', got {text!r}")
+    limits_: dict[str, SpendLimit] = {}
+    for part in text.split(";"):
+        amount, _, period = part.strip().partition("/")
+        period = period.strip().lower()
+        if period not in ("day", "month"):
+            raise ValueError(f"bad spend budget {text!r}: the period must be 'day' or 'month'")
+        try:
+            usd = Decimal(amount.strip().lstrip("$"))
+        except InvalidOperation:
+            raise ValueError(
+                f"bad spend budget {text!r}: {amount.strip()!r} is not a number"
+            ) from None
+        if not usd.is_finite() or usd <= 0:
+            raise ValueError(f"bad spend budget {text!r}: amounts must be positive")
+        ticks = int(usd * TICKS_PER_USD)
+        if period in limits_:  # two budgets for one period: the lower one holds
+            ticks = min(ticks, limits_[period].ticks)
+        limits_[period] = SpendLimit(period, ticks, f"{usd}/{period}")
+    return tuple(limits_[p] for p in ("day", "month") if p in limits_)
