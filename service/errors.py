@@ -58,3 +58,11 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
 
 def invalid_api_key(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_api_key")
+
+
+def response_not_found(response_id: str) -> ApiError:
+    """The one answer for a Responses API id that does not exist or is another tenant's.
+
+    Identical in both cases (status, body, headers), so ids cannot be probed.
+    """
+    return ApiError(404, f"No response found with id '{response_id}'.", code="not_found")
