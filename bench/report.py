@@ -13,6 +13,7 @@ import psutil
 COLUMNS = (
     ("target", "target", "{}"),
     ("scenario", "scenario", "{}"),
+    ("shape", "shape", "{}"),
     ("conc", "concurrency", "{}"),
     ("streams/s", "streams_per_s", "{:.0f}"),
     ("TTFB p50 ms", "ttfb_p50_ms", "{:.1f}"),
@@ -43,34 +44,76 @@ def print_table(results: list[dict]) -> None:
     print(table(results))
 
 
-def _find(results: list[dict], target: str, scenario: str) -> dict | None:
-    return next((r for r in results if r["target"] == target and r["scenario"] == scenario), None)
+FLOOR = "floor-raw"  # the strictest floor: the targets compare against it
+GATEWAY = "gateway-redis"
+
+
+def _find(results: list[dict], target: str, scenario: str, shape: str | None = None) -> dict | None:
+    return next(
+        (
+            r
+            for r in results
+            if r["target"] == target
+            and r["scenario"] == scenario
+            and (shape is None or r.get("shape") == shape)
+        ),
+        None,
+    )
+
+
+def _throughput(results: list[dict], scenario: str) -> tuple[str, str, bool | None]:
+    name = f"{scenario}: gateway (Redis) >= 0.8x the raw floor's streams/s"
+    floor, gateway = _find(results, FLOOR, scenario), _find(results, GATEWAY, scenario)
+    if not (floor and gateway and floor["streams_per_s"]):
+        return name, "not measured", None
+    ratio = gateway["streams_per_s"] / floor["streams_per_s"]
+    measured = f"{ratio:.2f}x ({gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f}"
+    starlette = _find(results, "floor-starlette", scenario)
+    if starlette and starlette["streams_per_s"]:
+        measured += (
+            f"; Starlette floor {starlette['streams_per_s']:.0f}, "
+            f"{gateway['streams_per_s'] / starlette['streams_per_s']:.2f}x"
+        )
+    return name, measured + ")", ratio >= 0.8
+
+
+def _cpu_by_shape(results: list[dict], scenario: str) -> tuple[str, str, bool | None]:
+    label = scenario.split(":", 1)[1]
+    name = f"CPU per 20-chunk stream, xAI shape <= OpenAI shape (gateway, {label})"
+    xai, openai = (
+        _find(results, GATEWAY, scenario, "xai"),
+        _find(results, GATEWAY, scenario, "openai"),
+    )
+    if not (xai and openai):
+        return name, "not measured", None
+    ratio = xai["cpu_s_per_1000"] / openai["cpu_s_per_1000"]
+    measured = (
+        f"{xai['cpu_s_per_1000']:.2f} vs {openai['cpu_s_per_1000']:.2f} CPU s/1k "
+        f"({ratio:.2f}x, medians of {xai.get('rounds', 1)} interleaved rounds"
+    )
+    floor_x, floor_o = (
+        _find(results, FLOOR, scenario, "xai"),
+        _find(results, FLOOR, scenario, "openai"),
+    )
+    if floor_x and floor_o:
+        measured += f"; raw floor {floor_x['cpu_s_per_1000'] / floor_o['cpu_s_per_1000']:.2f}x"
+    return name, measured + ")", ratio <= 1.0
 
 
 def checks(results: list[dict]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for each of issue #5's targets; None where not measured."""
-    out: list[tuple[str, str, bool | None]] = []
-    for scenario in ("burst", "realistic"):
-        floor, gateway = (
-            _find(results, "floor", scenario),
-            _find(results, "gateway-redis", scenario),
-        )
-        if floor and gateway and floor["streams_per_s"]:
-            ratio = gateway["streams_per_s"] / floor["streams_per_s"]
-            out.append(
-                (
-                    f"{scenario}: gateway (Redis) >= 80% of the floor's streams/s",
-                    f"{ratio:.0%} ({gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f})",
-                    ratio >= 0.8,
-                )
-            )
-    floor, gateway = _find(results, "floor", "ttft@50"), _find(results, "gateway-redis", "ttft@50")
+    """(target, measured, met) for each target; met is None where not measured."""
+    out = [_throughput(results, s) for s in ("burst", "realistic")]
+    responses = sorted({r["scenario"] for r in results if r.get("api") == "responses"})
+    out += [_throughput(results, s) for s in responses or ["responses-burst"]]
+    shapes = sorted({r["scenario"] for r in results if r["scenario"].startswith("shapes:")})
+    out += [_cpu_by_shape(results, s) for s in shapes or ["shapes:burst"]]
+    floor, gateway = _find(results, FLOOR, "ttft@50"), _find(results, GATEWAY, "ttft@50")
     if floor and gateway:
         p50 = gateway["ttfb_p50_ms"] - floor["ttfb_p50_ms"]
         p99 = gateway["ttfb_p99_ms"] - floor["ttfb_p99_ms"]
         out.append(("TTFB p50 added at 50 concurrent <= 1 ms", f"{p50:+.2f} ms", p50 <= 1))
         out.append(("TTFB p99 added at 50 concurrent <= 5 ms", f"{p99:+.2f} ms", p99 <= 5))
-    burst = _find(results, "gateway-redis", "burst")
+    burst = _find(results, GATEWAY, "burst")
     scripts = [r["redis_scripts_per_request"] for r in results if "redis_scripts_per_request" in r]
     if burst and scripts:
         per_request = burst["redis_scripts_per_request"]
@@ -82,15 +125,12 @@ def checks(results: list[dict]) -> list[tuple[str, str, bool | None]]:
                 per_request <= 2,
             )
         )
-    floor, gateway = (
-        _find(results, "floor", "idle-streams"),
-        _find(results, "gateway-redis", "idle-streams"),
-    )
+    floor, gateway = _find(results, FLOOR, "idle-streams"), _find(results, GATEWAY, "idle-streams")
     if floor and gateway:
         ratio = gateway["peak_rss_mb"] / floor["peak_rss_mb"]
         out.append(
             (
-                "peak RSS with the open streams <= 1.5x the floor's",
+                "peak RSS with the open streams <= 1.5x the raw floor's",
                 f"{ratio:.2f}x ({gateway['peak_rss_mb']:.0f} vs {floor['peak_rss_mb']:.0f} MB)",
                 ratio <= 1.5,
             )
@@ -186,25 +226,37 @@ def write_markdown(results: list[dict], meta: dict, image: str) -> str:
     )
     cpu = platform.processor() or platform.machine()
     date = meta.get("date") or f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+    skipped = "".join(f"\n- not measured: {line}" for line in meta.get("skipped", ()))
+    load = f" Load average before the run: {meta['load']}." if meta.get("load") else ""
     return f"""# Benchmarks
 
 Measured {date} UTC with `{meta["command"]}`
 ({meta["seconds"]} s). Machine: {psutil.cpu_count()} cores ({cpu}), \
 {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}, Python \
-{platform.python_version()}; {_versions()}.
+{platform.python_version()}; {_versions()}.{load}
 
 All processes share this machine's cores on loopback: the simulator (upstream), the target,
 the load generator (its own process) and, for the Redis target, redis-server. Targets run one
 at a time in the same run; compare ratios, not absolute figures across runs.
 
-- **floor**: bare pass-through on the same stack (Starlette + uvicorn + httpx on the aiohttp
-  transport, written idiomatically: `client.send(stream=True)` into a `StreamingResponse`),
-  no auth, limits, parsing, logs or metrics.
+- **floor-raw** (the strictest floor; the targets compare against it): a plain ASGI callable
+  under uvicorn (uvloop, httptools) that hands each request to one shared httpx
+  `AiohttpTransport` (`handle_async_request`) and sends the bytes of `aiter_raw()` as they
+  come. Nothing else.
+- **floor-starlette**: the idiomatic pass-through on the same stack, `client.send(stream=True)`
+  into a Starlette `StreamingResponse`; shown for reference.
 - **gateway-memory / gateway-redis**: the gateway with auth, body validation, every limit kind
   on (request windows, tenant window, tokens, concurrency leases), JSON access log and
   metrics; in-memory limits, or Redis (own redis-server). `-2w`: `GATEWAY_WORKERS=2`.
+- Streams are in the simulator's default shape (`{meta.get("default_shape", "openai")}` in this
+  run: xAI's carries the running `usage` with `cost_in_usd_ticks` on every chunk). `realistic`
+  asks for `stream_options.include_usage` (a usage-only chunk before `[DONE]`); the
+  `responses-*` scenarios stream `POST /api/v1/responses` (Responses API events through
+  `response.completed`). `shapes:*` rows: the raw floor and the gateway (Redis) on an xAI-shaped
+  and an OpenAI-shaped (`--openai-shapes`) simulator, all four running, measured in
+  interleaved rounds (medians).{skipped}
 
-## Targets (issue #5)
+## Targets (issues 5, 9, 10)
 
 | target | measured | |
 | --- | --- | --- |

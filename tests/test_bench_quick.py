@@ -27,16 +27,21 @@ def test_quick_benchmark_runs_every_target_and_scenario_without_failures(tmp_pat
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         cwd=REPO,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())["results"]
-    targets = {r["target"] for r in results}
-    scenarios = {r["scenario"] for r in results}
-    assert targets == {"floor", "gateway-memory", "gateway-redis"}
+    report = json.loads((tmp_path / "results.json").read_text())
+    results = report["results"]
+    main = [r for r in results if not r["scenario"].startswith("shapes:")]
+    targets = {r["target"] for r in main}
+    scenarios = {r["scenario"] for r in main}
+    assert targets == {"floor-raw", "floor-starlette", "gateway-memory", "gateway-redis"}
     assert {"burst", "realistic", "ttft@50", "idle-streams", "non-streaming"} <= scenarios
-    assert len(results) == len(targets) * len(scenarios)
+    # Each scenario ran on every target (the Starlette floor: the burst alone), or is named
+    # as skipped (an API not served yet).
+    full = [r for r in main if r["target"] != "floor-starlette"]
+    assert len(full) + len(report["meta"]["skipped"]) >= (len(targets) - 1) * len(scenarios)
     for result in results:
         assert result["failed"] == 0, result
         assert result["streams_per_s"] > 0
@@ -61,7 +66,7 @@ def test_interleaved_ttfb_comparison_runs_and_reports_every_target():
         "bench.ttfb", "--concurrency", "4", "--rounds", "1", "--seconds", "0.5", timeout=120
     )
     assert "TTFB p50 at 4 concurrent streams, 1 rounds:" in out
-    for target in ("floor", "gateway-memory", "gateway-redis"):
+    for target in ("floor-raw", "floor-starlette", "gateway-memory", "gateway-redis"):
         assert f"{target} median" in out
 
 
