@@ -526,7 +526,7 @@ def write_section(runs: list[dict], meta: dict) -> None:
     kept = [s for s in subsections if s.startswith("### ") and not s.startswith(title + "\n")]
     body = (
         f"{title}\n\n"
-        f"Measured {meta['date']} UTC on `{meta['commit']}` with `{meta['command']}` "
+        f"Measured {meta['date']} UTC, {meta['commit']}, with `{meta['command']}` "
         f"({meta['seconds']} s; load average before: {meta['load']}).\n\n"
         + "\n\n".join(render(run) for run in runs)
         + "\n"
@@ -537,16 +537,20 @@ def write_section(runs: list[dict], meta: dict) -> None:
 
 
 def _commit() -> str:
+    """The last commit that changed the gateway (service/), and whether it has local changes."""
     done = subprocess.run(
-        ["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True, cwd=ROOT
+        ["git", "log", "-1", "--format=%h %s", "--", "service"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "service"],
         capture_output=True,
         text=True,
         cwd=ROOT,
     ).stdout.strip()
-    return done.stdout.strip()[:72] + (" (with local changes)" if dirty else "")
+    return "service/ at " + done.stdout.strip()[:72] + (" (with local changes)" if dirty else "")
 
 
 def main() -> int:
