@@ -57,13 +57,13 @@ class Scenario:
 def scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [
-            Scenario("burst", 32, duration=2),
-            Scenario("realistic", 100, delay_ms=20, duration=2, include_usage=True),
-            Scenario("ttft@50", 50, delay_ms=20, duration=2),
-            Scenario("idle-streams", 200, chunks=5, delay_ms=300, once=True),
-            Scenario("non-streaming", 32, stream=False, duration=2),
-            Scenario("responses-burst", 32, duration=2, api="responses"),
-            Scenario("curve@8", 8, delay_ms=20, duration=1.5),
+            Scenario("burst", 32, duration=1),
+            Scenario("realistic", 100, delay_ms=20, duration=1.5, include_usage=True),
+            Scenario("ttft@50", 50, delay_ms=20, duration=1),
+            Scenario("idle-streams", 200, chunks=5, delay_ms=200, once=True),
+            Scenario("non-streaming", 32, stream=False, duration=1),
+            Scenario("responses-burst", 32, duration=1, api="responses"),
+            Scenario("curve@8", 8, delay_ms=20, duration=1),
         ]
     return [
         Scenario("burst", 32, duration=8),

@@ -512,22 +512,23 @@ def write_section(runs: list[dict], meta: dict) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     head, _, section = text.partition("\n## Faults and soak\n")
     subsections = re.split(r"\n(?=### )", section) if section else []
-    intro = (
-        "\n## Faults and soak\n\n"
-        "`python -m bench.soak` (see its docstring): mixed traffic against two gateway replicas "
-        "on one redis-server that is killed (SIGKILL, restarted on the same port), hung "
-        "(SIGSTOP, SIGCONT a few seconds later) and restarted in turn. Stray slots are live "
-        "concurrency leases left in Redis when nothing is in flight; charges compare each "
-        "key's and tenant's day-window request counter in Redis with the 200 answers its "
-        "clients got. RSS and fd slopes are least-squares fits over the run after its first "
-        "30 s.\n"
-    )
+    intro = """
+## Faults and soak
+
+`python -m bench.soak` (see its docstring): mixed traffic against two gateway replicas on one
+redis-server that is killed (SIGKILL, restarted on the same port), hung (SIGSTOP, SIGCONT a few
+seconds later) and restarted in turn. Stray slots are live concurrency leases left in Redis when
+nothing is in flight. Charges compare each key's and tenant's day-window request counter in
+Redis with the 200 answers its clients got. RSS and fd slopes are least-squares fits over the
+run after its first 30 s.
+"""
     title = f"### {meta['label']}"
     kept = [s for s in subsections if s.startswith("### ") and not s.startswith(title + "\n")]
     body = (
         f"{title}\n\n"
         f"Measured {meta['date']} UTC, {meta['commit']}, with `{meta['command']}` "
         f"({meta['seconds']} s; load average before: {meta['load']}).\n\n"
+        + (f"{meta['note']}\n\n" if meta.get("note") else "")
         + "\n\n".join(render(run) for run in runs)
         + "\n"
     )
@@ -539,7 +540,7 @@ def write_section(runs: list[dict], meta: dict) -> None:
 def _commit() -> str:
     """The last commit that changed the gateway (service/), and whether it has local changes."""
     done = subprocess.run(
-        ["git", "log", "-1", "--format=%h %s", "--", "service"],
+        ["git", "log", "-1", "--format=%h", "--", "service"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -550,7 +551,7 @@ def _commit() -> str:
         text=True,
         cwd=ROOT,
     ).stdout.strip()
-    return "service/ at " + done.stdout.strip()[:72] + (" (with local changes)" if dirty else "")
+    return "service/ at " + done.stdout.strip() + (" (with local changes)" if dirty else "")
 
 
 def main() -> int:
@@ -563,6 +564,7 @@ def main() -> int:
     parser.add_argument("--fault-every", type=float, default=20.0, help="seconds between faults")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--label", default="soak", help="BENCHMARKS.md subsection title")
+    parser.add_argument("--note", default="", help="a paragraph under the title")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--no-report", action="store_true", help="don't write BENCHMARKS.md")
     args = parser.parse_args()
@@ -575,6 +577,7 @@ def main() -> int:
         argv.append(f"--modes {args.modes}")
     meta = {
         "label": args.label,
+        "note": args.note,
         "command": " ".join(argv),
         "commit": _commit(),
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
