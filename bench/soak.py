@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -50,6 +51,7 @@ import uvloop
 from bench.faults import KINDS, FaultyRedis
 from bench.streams import PATHS, check, request_body
 from bench.targets import Proc, start_gateway, start_simulator
+from service.registry.keys import RegistryError, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400
@@ -75,6 +77,10 @@ KEYS = (
 )
 
 
+ADMIN_SECRET = "gk-admin-soak-0123456789abcdef"
+TICKS_PER_USD = 10_000_000_000
+
+
 def secret(key_id: str) -> str:
     return f"gk-soak-{key_id}-0123456789abcdef"
 
@@ -95,7 +101,15 @@ def write_keys(workdir: Path) -> Path:
             lines.append(f'tenant = "{tenant}"')
         lines.append("")
     path = workdir / "soak-keys.toml"
-    path.write_text("\n".join(lines))
+    # An admin key reads the usage ledger (/admin/v1/usage), where the gateway has one.
+    digest = hashlib.sha256(ADMIN_SECRET.encode()).hexdigest()
+    path.write_text(
+        "\n".join([*lines, "[[admin_keys]]", 'id = "soak-admin"', f'sha256 = "{digest}"'])
+    )
+    try:
+        load_registry(path)
+    except RegistryError:
+        path.write_text("\n".join(lines))
     return path
 
 
@@ -111,6 +125,7 @@ class Outcome:
     code: str | None = None
     result: str = "failed"  # ok, refused, failed, broken
     reason: str = ""
+    cost_ticks: int = 0  # the last `cost_in_usd_ticks` of a 200 answer: what the client saw
 
 
 @dataclass
@@ -165,6 +180,8 @@ class Soak:
         finally:
             outcome.ended = self.now()
         if outcome.status == 200:
+            costs = _COST.findall(raw[-4096:]) or _COST.findall(raw)
+            outcome.cost_ticks = int(costs[-1]) if costs else 0
             problem = check(api, stream, raw, chunks, include_usage)
             outcome.result, outcome.reason = ("ok", "") if problem is None else ("broken", problem)
             return outcome
@@ -230,6 +247,7 @@ class Soak:
 
 # -- what Redis holds afterwards -----------------------------------------------------------
 
+_COST = re.compile(rb'"cost_in_usd_ticks"\s*:\s*(\d+)')
 _COUNTER = re.compile(r":req:(k|t):([^:]+):86400:(\d+)$")
 
 
@@ -257,6 +275,24 @@ def request_counters(client: redis_py.Redis) -> dict[str, int]:
         if match:
             totals[f"{match[1]}:{match[2]}"] += int(client.get(name) or 0)
     return dict(totals)
+
+
+def ledger(replica: Proc, first_day: str, last_day: str) -> dict[str, dict] | None:
+    """The usage ledger per key (`/admin/v1/usage`), or None where the gateway has none."""
+    import httpx
+
+    try:
+        answer = httpx.get(
+            f"{replica.url}/admin/v1/usage",
+            params={"from": first_day, "to": last_day, "group_by": "key"},
+            headers={"authorization": f"Bearer {ADMIN_SECRET}"},
+            timeout=10,
+        )
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    return {row["key"]: row for row in answer.json().get("data", [])}
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
@@ -308,6 +344,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
             soak.kinds += ("responses-stream",)
         print(f"mode {mode}: {args.minutes:g} min, kinds {', '.join(soak.kinds)}", flush=True)
         soak.t0 = redis.t0 = time.monotonic()
+        first_day = time.strftime("%Y-%m-%d", time.gmtime())
         uvloop.run(_soak(soak, redis))
         traffic_end = soak.now()
         client = redis_py.Redis.from_url(redis.url)
@@ -317,11 +354,12 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
         stray_later = stray_slots(client)
         counters = request_counters(client)
         client.close()
+        usage = ledger(soak.replicas[0], first_day, time.strftime("%Y-%m-%d", time.gmtime()))
     finally:
         for proc in reversed(procs):
             proc.stop()
         redis.stop()
-    summary = _summary(soak, redis, traffic_end, stray_end, stray_later, counters)
+    summary = _summary(soak, redis, traffic_end, stray_end, stray_later, counters, usage)
     _attach_log_lines(summary["problem_samples"], soak.replicas, mode)
     return summary
 
@@ -369,6 +407,7 @@ def _summary(
     stray_end: dict[str, int],
     stray_later: dict[str, int],
     counters: dict[str, int],
+    usage: dict[str, dict] | None,
 ) -> dict:
     outcomes = soak.outcomes
     by_result = Counter(o.result for o in outcomes)
@@ -398,6 +437,21 @@ def _summary(
         }
         for who in sorted(set(admitted) | set(counters))
     ]
+    ledger_rows = None
+    if usage is not None:
+        ledger_rows = []
+        for key_id, _, _ in KEYS:
+            row = usage.get(key_id, {})
+            seen = sum(o.cost_ticks for o in outcomes if o.key == key_id and o.status == 200)
+            ledger_rows.append(
+                {
+                    "key": key_id,
+                    "answered_200": admitted.get(f"k:{key_id}", 0),
+                    "ledger_requests": int(row.get("requests", 0)),
+                    "cost_seen_usd": str(Decimal(seen) / TICKS_PER_USD),
+                    "ledger_cost_usd": str(row.get("cost_usd", 0)),
+                }
+            )
     memory = []
     for i, replica in enumerate(soak.replicas):
         fit = [s for s in soak.samples if s["t"] >= min(FIT_AFTER_SECONDS, soak.seconds / 5)]
@@ -434,6 +488,7 @@ def _summary(
         "stray_slots_at_end": stray_end,
         "stray_slots_a_lease_later": stray_later,
         "charges": charges,
+        "ledger": ledger_rows,
         "overcharged": sum(max(0, c["difference"]) for c in charges if c["who"].startswith("k:")),
         "uncounted": sum(max(0, -c["difference"]) for c in charges if c["who"].startswith("k:")),
         "memory": memory,
@@ -503,6 +558,17 @@ def render(run: dict) -> str:
         f"| {c['who']} | {c['answered_200']} | {c['redis_counter']} | {c['difference']:+d} |"
         for c in run["charges"]
     ]
+    if run.get("ledger") is not None:
+        lines += [
+            "",
+            "| key | 200s answered | ledger requests | cost clients saw, USD | ledger cost, USD |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {row['key']} | {row['answered_200']} | {row['ledger_requests']} "
+            f"| {row['cost_seen_usd']} | {row['ledger_cost_usd']} |"
+            for row in run["ledger"]
+        ]
     return "\n".join(lines)
 
 
