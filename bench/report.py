@@ -208,12 +208,16 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
 - What is left is mostly outside the gateway's code: uvicorn's per-chunk write (~17% of
   samples with spaced chunks, paid by the floor too). With chunks 20 ms apart each chunk is
   its own network read, so CPU per stream is ~2-3 ms for every target.
-- Single runs on this machine move by more than the margins measured: the floor's burst
-  figure moved between 1,047 and 1,557 streams/s over four runs, so a ratio above 100% says the
-  gateway is not the bottleneck, not that it is faster than a pass-through. (The gateway also
-  relays through its own ASGI code rather than Starlette's `StreamingResponse`, which the
-  floor uses as the idiomatic baseline.) `python -m bench.ttfb` repeats the TTFB comparison
-  in interleaved rounds for that reason.
+- Single runs on this machine move by more than the margins measured: the Starlette floor's
+  burst figure moved between 1,047 and 1,557 streams/s over four runs. `python -m bench.ttfb`
+  repeats the TTFB comparison in interleaved rounds for that reason, and the xAI-vs-OpenAI
+  shape comparison runs its four targets side by side in interleaved rounds.
+- Until issue 9 the only floor was the idiomatic one (Starlette's `StreamingResponse` fed by
+  `AsyncClient.send`), and the gateway, which relays through its own ASGI code and hands
+  prebuilt requests to the transport, beat it (109% in burst). A raw-ASGI pass-through over the
+  same transport relayed 1,550-2,030 streams/s where the gateway relayed 1,100-1,475 (0.73x;
+  0.66x on xAI-shaped streams): the Starlette floor's own overhead had hidden the gateway's.
+  The targets now compare against that raw floor (`floor-raw`).
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
