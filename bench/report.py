@@ -214,9 +214,10 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   shape comparison runs its four targets side by side in interleaved rounds.
 - Until issue 9 the only floor was the idiomatic one (Starlette's `StreamingResponse` fed by
   `AsyncClient.send`), and the gateway, which relays through its own ASGI code and hands
-  prebuilt requests to the transport, beat it (109% in burst). A raw-ASGI pass-through over the
-  same transport relayed 1,550-2,030 streams/s where the gateway relayed 1,100-1,475 (0.73x;
-  0.66x on xAI-shaped streams): the Starlette floor's own overhead had hidden the gateway's.
+  prebuilt requests to the transport, beat it (109% in burst). Issue 9 measured a raw-ASGI
+  pass-through over the same transport at 1,550-2,030 streams/s where the gateway relayed
+  1,100-1,475 (0.73x; 0.66x on xAI-shaped streams): the Starlette floor's own overhead had
+  hidden the gateway's.
   The targets now compare against that raw floor (`floor-raw`).
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
