@@ -637,7 +637,10 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not set(modes) <= {"local", "closed"}:
         parser.error("--modes takes local and/or closed")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
+    # Ctrl-C and SIGTERM stop everything started, even when started in the background (where
+    # a shell hands SIGINT over ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     argv = ["python -m bench.soak", f"--minutes {args.minutes:g}"]
     if args.modes != "local":
         argv.append(f"--modes {args.modes}")
