@@ -38,6 +38,7 @@ from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import Upstream
+from service.upstream.status import UpstreamStatus
 
 log = logging.getLogger("service")
 
@@ -126,7 +127,14 @@ def create_app_from_env() -> ASGIApp:
 def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
-        services.upstream = Upstream(services.settings)
+        settings = services.settings
+        services.upstream = Upstream(settings)
+        services.upstream_status = UpstreamStatus(
+            services.upstream,
+            interval=settings.upstream_status_interval,
+            timeout=settings.connect_timeout + 10,  # connect, then a light GET
+        )
+        services.upstream_status.start()
         await services.limiter.start()
         services.registry.start()
         services.streams.start()
@@ -140,6 +148,7 @@ def _lifespan(services: Services):
             yield
         finally:
             await services.streams.aclose()
+            await services.upstream_status.aclose()
             await services.registry.aclose()
             await services.limiter.aclose()
             await services.upstream.aclose()

@@ -42,6 +42,7 @@ class Settings:
     upstream_retries: int = 2
     upstream_max_connections: int = 10000
     keepalive_seconds: float = 15.0
+    upstream_status_interval: float = 60.0
     drain_delay: float = 5.0
     shutdown_grace: float = 60.0
     workers: int = 1
@@ -81,6 +82,9 @@ class Settings:
                 "UPSTREAM_MAX_CONNECTIONS", _positive_int, d.upstream_max_connections
             ),
             keepalive_seconds=r.get("SSE_KEEPALIVE_SECONDS", _positive_float, d.keepalive_seconds),
+            upstream_status_interval=r.get(
+                "UPSTREAM_STATUS_INTERVAL_SECONDS", _positive_float, d.upstream_status_interval
+            ),
             drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, d.drain_delay),
             shutdown_grace=r.get(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, d.shutdown_grace
