@@ -42,9 +42,6 @@ from service.upstream.status import UpstreamStatus
 
 log = logging.getLogger("service")
 
-DEFAULT_VISION_MODEL = "grok-4-1-fast-non-reasoning"
-DEFAULT_IMAGE_MODEL = "grok-2-image-1212"
-
 
 class JsonRoute(Route):
     """A Route whose wrong-method answer is an OpenAI-shaped 405 (Starlette's is plain text)."""
@@ -85,7 +82,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
 
     images = api(
         ImageGeneration(services),
-        functools.partial(validation.image_generation, default_model=DEFAULT_IMAGE_MODEL),
+        functools.partial(validation.image_generation, default_model=settings.default_image_model),
     )
     routes = [
         JsonRoute("/healthz", Healthz(), methods=["GET", "HEAD"]),
@@ -102,7 +99,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             "/api/v1/vision/analyze",
             api(
                 VisionAnalyze(services),
-                functools.partial(validation.vision_analysis, default_model=DEFAULT_VISION_MODEL),
+                functools.partial(
+                    validation.vision_analysis, default_model=settings.default_vision_model
+                ),
             ),
             methods=["POST"],
         ),

@@ -33,4 +33,5 @@ class Services:
         return UpstreamPolicy(
             first_byte_timeout=self.settings.first_byte_timeout,
             retries=self.settings.upstream_retries,
+            max_response_bytes=self.settings.upstream_max_response_bytes,
         )
