@@ -4,9 +4,11 @@ logged, Responses events, and model names the upstream has changed (aliases, def
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import openai
@@ -231,7 +233,11 @@ async def test_a_responses_stream_dropped_mid_way_ends_with_the_responses_error_
 
 # --- model names -------------------------------------------------------------------------
 
-ALIASES = {"grok-4-1-fast-non-reasoning": "grok-4.3", "grok-2-image-1212": "grok-imagine-image"}
+ALIASES = {
+    "grok-4-1-fast-non-reasoning": "grok-4.3",
+    "grok-2-image-1212": "grok-imagine-image",
+    "grok-4-fast": "grok-4-1-fast-reasoning",
+}
 IMAGE_MESSAGES = [
     {
         "role": "user",
@@ -270,20 +276,18 @@ ROUTES = {
 }
 
 
-@pytest.mark.parametrize("route", list(ROUTES))
-async def test_an_alias_rewrites_the_upstream_model_and_the_log_keeps_the_clients(
-    route, simulator, caplog
-):
-    path, body, upstream_model = ROUTES[route]
-    requested = body["model"]
+@contextlib.asynccontextmanager
+async def in_process_gateway(
+    simulator, allowed: list[str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The app in this process (its key file's aliases set as ALIASES) on the simulator:
+    (a client of the gateway, a client of the simulator, whose stats were just reset)."""
     registry = parse_registry(
-        keys_toml(key_entry("main", MAIN_SECRET, extra=f'models = ["{requested}"]')).encode()
+        keys_toml(key_entry("main", MAIN_SECRET, extra=f"models = {json.dumps(allowed)}")).encode()
     )
-    registry.models = ModelCatalog(aliases=ALIASES)  # the key file's [models.aliases]
-    settings = Settings(xai_base_url=f"{simulator.url}/v1", xai_api_key="xai-test")
-    app = create_app(settings, registry)
+    registry.models = ModelCatalog(aliases=ALIASES)  # what [models.aliases] parses into
+    app = create_app(Settings(xai_base_url=f"{simulator.url}/v1", xai_api_key="xai-test"), registry)
     router = app.app  # type: ignore[attr-defined]
-    caplog.set_level(logging.INFO, logger="service.access")
     async with (
         router.lifespan_context(router),
         httpx.AsyncClient(
@@ -297,12 +301,30 @@ async def test_an_alias_rewrites_the_upstream_model_and_the_log_keeps_the_client
                 break
             await asyncio.sleep(0.01)
         await sim.post("/sim/reset")
+        yield client, sim
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+async def test_an_alias_rewrites_the_upstream_model_and_the_log_keeps_the_clients(
+    route, simulator, caplog
+):
+    path, body, upstream_model = ROUTES[route]
+    caplog.set_level(logging.INFO, logger="service.access")
+    async with in_process_gateway(simulator, allowed=[body["model"]]) as (client, sim):
         response = await client.post(path, json=body, headers=AUTH)
         seen = (await sim.get("/sim/stats")).json()["last_request"]["body"]
     assert response.status_code == 200  # the allow-list names the client's model
     assert seen["model"] == upstream_model
     logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "service.access"]
-    assert logged[-1]["model"] == requested
+    assert logged[-1]["model"] == body["model"]
+
+
+async def test_the_model_list_shows_the_aliases_a_key_may_send(simulator):
+    async with in_process_gateway(simulator, allowed=["grok-4-fast"]) as (client, _):
+        response = await client.get("/api/v1/models", headers=AUTH)
+    listed = response.json()["data"]
+    assert [m["id"] for m in listed] == ["grok-4-fast"]  # an alias of grok-4-1-fast-reasoning
+    assert listed[0]["owned_by"] == "xai"
 
 
 ALIAS_TABLE = '[models.aliases]\n"grok-4-1-fast-non-reasoning" = "grok-4.3"\n'
