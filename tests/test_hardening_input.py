@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
@@ -72,6 +73,29 @@ def test_body_nested_64_levels_is_served(gw):
 
 def test_object_nested_100000_levels_as_the_whole_body_is_400(gw):
     assert_refused_uncharged(gw, b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested deeper")
+
+
+def test_body_of_millions_of_empty_objects_is_413_before_it_is_parsed(gw):
+    """20 MB of `{},` parsed would take ~500 MB, the pod's whole memory limit."""
+    process = psutil.Process(gw.popen.pid)
+    rss_before = process.memory_info().rss
+    response = post(gw, chat_with("[" + "{}," * 6_500_000 + "{}]"))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert "more than 250000 keys and values" in response.json()["error"]["message"]
+    assert process.memory_info().rss - rss_before < 120 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("values", "status"), [(250_000, 200), (250_001, 413)])
+def test_body_may_hold_up_to_250000_keys_and_values(gw, values, status):
+    extra = "[" + ",".join(["0"] * (values - 11)) + "]"  # 11: the other keys and values
+    assert post(gw, chat_with(extra)).status_code == status
+
+
+def test_megabytes_of_prose_full_of_commas_quotes_and_backslashes_are_served(gw):
+    prose = 'He said, "look: [here] and {there}", then \\ left; ' * 100_000  # 5 MB
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": prose}]})
+    assert post(gw, body.encode()).status_code == 200
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])

@@ -6,6 +6,7 @@ nothing. Whatever the bytes, the answer is a 4xx naming the problem, never a 5xx
 - more than `max_bytes` (declared or sent): 413 `request_too_large`, before it is read whole;
 - no part of the body for `timeout` seconds (a Content-Length that promises more than is
   sent): 408 `request_timeout`, and the connection closes;
+- more than MAX_VALUES JSON keys and values (before parsing them): 413 `request_too_large`;
 - not UTF-8, not JSON, `NaN`/`Infinity`, numbers that overflow to infinity, nesting deeper
   than MAX_DEPTH, not an object: 400 `invalid_request_error`;
 - then the route's validator (wrong types, missing fields) and the model-name check: 400;
@@ -26,6 +27,11 @@ from service.errors import ApiError, bad_request
 from service.validation import Validator, check_model
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
+# Keys and values: parsed, each costs ~50-100 bytes however few bytes it takes in the body
+# (`{},` is 3), so 20 MiB of them would need ~500 MB; this many, ~20 MB. Real requests hold
+# a few thousand; 100,000 levels of nesting (refused later, 400) still fit.
+MAX_VALUES = 250_000
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b",:[{")
 
 
 class BodyMiddleware:
@@ -111,6 +117,12 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     at most MAX_DEPTH levels deep. Raises ApiError(400) naming what is wrong."""
     if not raw:
         raise bad_request("The request body is empty; send a JSON object.")
+    if _more_values_than(raw, MAX_VALUES):
+        raise ApiError(
+            413,
+            f"The JSON body holds more than {MAX_VALUES} keys and values.",
+            code="request_too_large",
+        )
     try:
         text = raw.decode("utf-8")  # json.loads(bytes) would also take UTF-16/32 and surrogates
     except UnicodeDecodeError as exc:
@@ -128,6 +140,23 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request("The request body must be a JSON object.")
     _check_tree(payload)
     return payload
+
+
+def _more_values_than(raw: bytes, limit: int) -> bool:
+    """Whether a JSON text holds more than `limit` keys and values, without parsing it.
+
+    Each key or value but the first follows one of `[ { , :` outside strings. Their count in
+    the whole text bounds that from above, in one fast pass; only when that is not enough are
+    strings told apart: with escaped backslashes and quotes removed, quotes delimit strings.
+    """
+    if len(raw) <= limit or len(raw.translate(None, _NOT_STRUCTURAL)) <= limit:
+        return False
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if raw.count(b'"') // 2 > limit:  # each string is a key or a value
+        return True
+    outside = b"".join(raw.split(b'"')[::2])
+    return len(outside.translate(None, _NOT_STRUCTURAL)) > limit
 
 
 def _non_finite_literal(literal: str) -> NoReturn:
