@@ -114,7 +114,8 @@ class BodyMiddleware:
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, stricter than `json.loads`: UTF-8 only, finite numbers only,
-    at most MAX_DEPTH levels deep. Raises ApiError(400) naming what is wrong."""
+    at most MAX_DEPTH levels deep and MAX_VALUES keys and values. Raises ApiError (400, or 413
+    for too many values) naming what is wrong."""
     if not raw:
         raise bad_request("The request body is empty; send a JSON object.")
     if _more_values_than(raw, MAX_VALUES):
@@ -128,7 +129,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise bad_request(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
     try:
-        payload = json.loads(text, parse_constant=_non_finite_literal)
+        payload = _DECODER.decode(text)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as exc:
@@ -140,6 +141,13 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request("The request body must be a JSON object.")
     _check_tree(payload)
     return payload
+
+
+def _non_finite_literal(literal: str) -> NoReturn:
+    raise bad_request(f"The JSON body contains {literal}, which is not a JSON number.")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_non_finite_literal)
 
 
 def _more_values_than(raw: bytes, limit: int) -> bool:
@@ -157,10 +165,6 @@ def _more_values_than(raw: bytes, limit: int) -> bool:
         return True
     outside = b"".join(raw.split(b'"')[::2])
     return len(outside.translate(None, _NOT_STRUCTURAL)) > limit
-
-
-def _non_finite_literal(literal: str) -> NoReturn:
-    raise bad_request(f"The JSON body contains {literal}, which is not a JSON number.")
 
 
 def _check_tree(payload: dict[str, Any]) -> None:
