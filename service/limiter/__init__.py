@@ -33,6 +33,7 @@ def create_limiter(
         lease_seconds,
         key_prefix,
         multiplexed=MultiplexedConnection.from_url(redis_url, redis_timeout),
+        timeout=redis_timeout,
     )
     return FailoverLimiter(redis, memory, failure_mode)
 

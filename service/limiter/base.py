@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from service.limiter.policy import LimitPolicy
 
 RejectReason = Literal["rate_limit_exceeded", "tokens_limit_exceeded", "concurrency_limit_exceeded"]
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8).hex(), itertools.count()
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_id() -> str:
+    """A unique admission (and lease) id: this process's random prefix and a counter.
+
+    Cheaper than a uuid4 per request, and as unique: 64 random bits per process.
+    """
+    return f"{_prefix}{next(_counter):x}"
 
 
 class LimiterUnavailable(Exception):
@@ -39,6 +58,8 @@ class Decision:
     tokens: WindowState | None = None
     lease: str | None = None  # concurrency lease id, when the policy caps concurrency
     store: str = "memory"  # which store admitted it: "redis" or "memory"
+    id: str = ""  # unique per admission; its release applies once under this id
+    admitted_at: float = 0.0  # time.monotonic() at admission
     extra: dict = field(default_factory=dict)
 
 

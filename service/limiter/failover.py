@@ -4,6 +4,10 @@
 per transition), probe Redis every second and go back to it by itself. `closed`: refuse
 with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
 requests don't wait on it: only the probe does.
+
+Nothing is lost on the way: the releases Redis did not confirm (slots, token charges) and the
+charges of requests admitted from memory are kept, and applied once Redis answers again,
+before admissions return to it (see `redis_store`).
 """
 
 from __future__ import annotations
@@ -12,17 +16,14 @@ import asyncio
 import contextlib
 import logging
 
-from redis.exceptions import RedisError
-
 from service.limiter.base import Decision, LimiterUnavailable
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy
-from service.limiter.redis_store import RedisLimiter
+from service.limiter.redis_store import STORE_ERRORS, RedisLimiter
 from service.observability.metrics import LIMITER_FALLBACK, LIMITER_STORE_ERRORS
 
 log = logging.getLogger("service.limiter")
 
-STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 _PROBE_SECONDS = 1.0
 
 
@@ -52,6 +53,11 @@ class FailoverLimiter:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if not self.down and self.redis.pending:
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.redis.replay()
+        if self.redis.pending:
+            log.error("shutting down with %d releases Redis never got", self.redis.pending)
         await self.redis.aclose()
 
     def ready(self) -> tuple[bool, str]:
@@ -74,9 +80,9 @@ class FailoverLimiter:
     async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
         if decision.store == "memory":
             self.memory.release_now(policy, decision, tokens)
-            return
         if self.down:
-            return  # the lease expires by itself; the tokens are lost with the outage
+            self.redis.defer(policy, decision, tokens)
+            return
         try:
             await self.redis.release(policy, decision, tokens)
         except STORE_ERRORS as exc:
@@ -102,10 +108,14 @@ class FailoverLimiter:
             try:
                 await self.redis.reset_connections()
                 await self.redis.ping()
+                replayed = await self.redis.replay()  # before admissions read the counters
             except STORE_ERRORS:
                 LIMITER_STORE_ERRORS.inc()
                 continue
             self.down = False
             LIMITER_FALLBACK.set(0)
-            log.warning("redis reachable again: shared counting resumed")
+            log.warning(
+                "redis reachable again: shared counting resumed, %d kept releases applied",
+                replayed,
+            )
             return

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 
-from service.limiter.base import Decision, WindowState
+from service.limiter.base import Decision, WindowState, new_id
 from service.limiter.plan import Plan, WindowPlan, build_plan
 from service.limiter.policy import LimitPolicy
 
@@ -77,13 +76,14 @@ class MemoryLimiter:
             if len(leases) >= (plan.concurrent or 0) and reason is None:
                 reason, retry = "concurrency_limit_exceeded", 1.0
         allowed = reason is None
+        admission = new_id()
         lease = None
         if allowed:
             for window, used, reset in request_states:
                 index = int(now // window.seconds)
                 self._counters[window.key] = (index, used + 1, now + reset)
             if leases is not None:
-                lease = uuid.uuid4().hex
+                lease = admission
                 leases[lease] = now + self.lease_seconds
         return Decision(
             allowed=allowed,
@@ -93,6 +93,8 @@ class MemoryLimiter:
             tokens=_tightest(token_states, 0),
             lease=lease,
             store="memory",
+            id=admission,
+            admitted_at=time.monotonic(),
         )
 
     def release_now(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:

@@ -21,6 +21,7 @@ class WindowPlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    base: str  # prefix and hash tag: every key of this policy starts with it
     requests: tuple[WindowPlan, ...]  # the key's windows, then its tenant's
     tokens: tuple[WindowPlan, ...]
     concurrency_key: str | None
@@ -33,6 +34,7 @@ def build_plan(policy: LimitPolicy, prefix: str) -> Plan:
     requests = _windows(policy.requests, f"{base}:req:k:{policy.key_id}", "requests")
     requests += _windows(policy.tenant_requests, f"{base}:req:t:{policy.tenant}", "requests")
     return Plan(
+        base=base,
         requests=requests,
         tokens=_windows(policy.tokens, f"{base}:tok:{policy.key_id}", "tokens"),
         concurrency_key=f"{base}:conc:{policy.key_id}" if policy.concurrent else None,

@@ -46,6 +46,15 @@ LIMITER_FALLBACK = Gauge(
     "1 while this replica counts on local in-memory limits because Redis is unreachable",
     multiprocess_mode="max",
 )
+LIMITER_REPLAY_PENDING = Gauge(
+    "gateway_limiter_replay_pending",
+    "Releases (slots, charges) kept in memory until Redis answers again",
+    multiprocess_mode="livesum",
+)
+LIMITER_REPLAY_DROPPED = Counter(
+    "gateway_limiter_replay_dropped_total",
+    "Kept releases dropped because the replay queue was full (their charges are lost)",
+)
 KEY_RELOADS = Counter(
     "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]
 )
