@@ -25,9 +25,12 @@ from service.limiter.connection import connect
 from service.limiter.failover import FailoverLimiter
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.multiplexed import MultiplexedConnection
-from service.limiter.policy import LimitPolicy, parse_rates
+from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
+from service.usage.ledger import Totals
+from service.usage.record import TICKS_PER_USD
 from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
+from tests.support.charges import charge
 from tests.support.processes import Proc, RedisServer, start_gateway, start_redis
 
 pytestmark = pytest.mark.slow
@@ -89,7 +92,7 @@ def request_units(key_id: str) -> str:
 
 
 def token_units(key_id: str) -> str:
-    return f"gw:{{k:{key_id}}}:tok:{key_id}:*"
+    return f"gw:{{k:{key_id}}}:tok:k:{key_id}:*"
 
 
 def slots(key_id: str) -> str:
@@ -271,12 +274,12 @@ async def test_charges_counted_in_memory_during_a_hang_reach_redis_when_it_answe
     p = policy(tokens="1000000/hour", conc=5)
     try:
         await limiter.start()
-        await limiter.release(p, await limiter.admit(p), 10)
+        await limiter.release(p, await limiter.admit(p), charge(10))
         hang(redis_to_hang)
         fallback = [await limiter.admit(p) for _ in range(3)]
         assert [d.store for d in fallback] == ["memory"] * 3
         for decision in fallback:
-            await limiter.release(p, decision, 100)
+            await limiter.release(p, decision, charge(100))
         resume(redis_to_hang)
         assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
         assert await total(url, request_units(p.key_id)) == 4
@@ -284,6 +287,36 @@ async def test_charges_counted_in_memory_during_a_hang_reach_redis_when_it_answe
         assert await live_slots(url, slots(p.key_id)) == 0
     finally:
         await limiter.aclose()
+
+
+async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(redis_to_hang):
+    url = redis_to_hang.url
+    limiter = create_limiter(url, failure_mode="local", redis_timeout=TIMEOUT)
+    other_replica = redis_limiter(url)
+    tenant = f"acme-{uuid.uuid4().hex[:6]}"
+    p = LimitPolicy(
+        key_id="a", tenant=tenant, requests=parse_rates("100/hour"), spend=parse_spend("10/day")
+    )
+    try:
+        await limiter.start()
+        hang(redis_to_hang)
+        creating = await limiter.admit(p)
+        assert creating.store == "memory"
+        await limiter.release(p, creating, charge(40, 3 * TICKS_PER_USD, record="resp_hang"))
+        reading = await limiter.admit(p, owner_check="resp_hang")  # ownership from memory
+        assert reading.allowed
+        await limiter.release(p, reading, charge(8, 1))
+        resume(redis_to_hang)
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        snapshot = await other_replica.usage_snapshot(p)
+        assert snapshot.key_today == Totals(2, 36, 0, 12, 0, 3 * TICKS_PER_USD + 1)
+        assert snapshot.tenant_today == snapshot.key_today
+        spend = next(s for s in snapshot.limits if s.kind == "spend")
+        assert spend.remaining == 7 * TICKS_PER_USD - 1
+        assert (await other_replica.admit(p, owner_check="resp_hang")).allowed
+    finally:
+        await limiter.aclose()
+        await other_replica.aclose()
 
 
 async def _is(value: str, expected: str) -> bool:
@@ -346,12 +379,12 @@ async def test_a_release_whose_reply_was_lost_counts_once_and_a_deferred_one_is_
     p = policy(tokens="1000000/hour")
     try:
         await limiter.start()
-        await limiter.release(p, await limiter.admit(p), 1)  # both scripts loaded
+        await limiter.release(p, await limiter.admit(p), charge(1))  # both scripts loaded
         applied, deferred = await limiter.admit(p), await limiter.admit(p)
         link.replies_pass = False
-        await limiter.release(p, applied, 500)  # Redis applies it; the reply never arrives
+        await limiter.release(p, applied, charge(500))  # Redis applies it; the reply never arrives
         assert limiter.mode == "local-fallback"
-        await limiter.release(p, deferred, 30)  # Redis is known down: kept for later
+        await limiter.release(p, deferred, charge(30))  # Redis is known down: kept for later
         assert await total(redis_server.url, token_units(p.key_id)) == 501
         link.heal()
         assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
@@ -372,7 +405,7 @@ async def test_a_slot_whose_release_could_not_be_kept_frees_within_the_lease(red
         held = [await limiter.admit(p), await limiter.admit(p)]
         hang(redis_to_hang)
         for decision in held:  # the first times out, the second finds Redis known down
-            await limiter.release(p, decision, 0)
+            await limiter.release(p, decision, charge())
         await asyncio.sleep(2.0)  # over the lease: the refresher would have renewed them
         resume(redis_to_hang)
         assert await eventually(lambda: _equals(live_slots(url, slots(p.key_id)), 0), 1.8)

@@ -5,9 +5,12 @@ per transition), probe Redis every second and go back to it by itself. `closed`:
 with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
 requests don't wait on it: only the probe does.
 
-Nothing is lost on the way: the releases Redis did not confirm (slots, token charges) and the
-charges of requests admitted from memory are kept, and applied once Redis answers again,
-before admissions return to it (see `redis_store`).
+Nothing is lost on the way: the releases Redis did not confirm (slots, tokens, spend, ledger,
+response ids) and the charges of requests admitted from memory are kept, and applied once
+Redis answers again, before admissions return to it (see `redis_store`). Response ownership
+falls back to memory too: every id this replica records or forgets is mirrored there.
+The usage snapshot falls back to memory in `local` mode; the ledger never does (a replica's
+memory is not the ledger): it raises LimiterUnavailable while Redis is down.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import date
 
 from service.limiter.base import Decision, LimiterUnavailable
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy
 from service.limiter.redis_store import STORE_ERRORS, RedisLimiter
 from service.observability.metrics import LIMITER_FALLBACK, LIMITER_STORE_ERRORS
+from service.usage.ledger import LedgerRow, UsageSnapshot
+from service.usage.record import Charge
 
 log = logging.getLogger("service.limiter")
 
@@ -67,26 +73,48 @@ class FailoverLimiter:
             return True, "local fallback: redis unreachable, counting per replica"
         return False, "redis unreachable"
 
-    async def admit(self, policy: LimitPolicy) -> Decision:
+    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
         if not self.down:
             try:
-                return await self.redis.admit(policy)
+                return await self.redis.admit(policy, owner_check)
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
             raise LimiterUnavailable("redis unreachable")
-        return self.memory.admit_now(policy)
+        return self.memory.admit_now(policy, owner_check)
 
-    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
+    async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         if decision.store == "memory":
-            self.memory.release_now(policy, decision, tokens)
+            self.memory.release_now(policy, decision, charge)
+        else:
+            self.memory.note_responses(policy, charge)
         if self.down:
-            self.redis.defer(policy, decision, tokens)
+            self.redis.defer(policy, decision, charge)
             return
         try:
-            await self.redis.release(policy, decision, tokens)
+            await self.redis.release(policy, decision, charge)
         except STORE_ERRORS as exc:
             self._went_down(exc)
+
+    async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
+        if not self.down:
+            try:
+                return await self.redis.usage_snapshot(policy)
+            except STORE_ERRORS as exc:
+                self._went_down(exc)
+        if self.failure_mode == "closed":
+            raise LimiterUnavailable("redis unreachable")
+        return self.memory.snapshot_now(policy)
+
+    async def ledger_rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        if not self.down:
+            try:
+                return await self.redis.ledger_rows(first, last, tenant, key)
+            except STORE_ERRORS as exc:
+                self._went_down(exc)
+        raise LimiterUnavailable("redis unreachable: the ledger lives there")
 
     def _went_down(self, exc: BaseException) -> None:
         LIMITER_STORE_ERRORS.inc()
