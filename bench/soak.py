@@ -51,7 +51,6 @@ import uvloop
 from bench.faults import KINDS, FaultyRedis
 from bench.streams import PATHS, check, request_body
 from bench.targets import Proc, start_gateway, start_simulator
-from service.registry.keys import RegistryError, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400
@@ -77,7 +76,6 @@ KEYS = (
 )
 
 
-ADMIN_SECRET = "gk-admin-soak-0123456789abcdef"
 TICKS_PER_USD = 10_000_000_000
 
 
@@ -101,15 +99,7 @@ def write_keys(workdir: Path) -> Path:
             lines.append(f'tenant = "{tenant}"')
         lines.append("")
     path = workdir / "soak-keys.toml"
-    # An admin key reads the usage ledger (/admin/v1/usage), where the gateway has one.
-    digest = hashlib.sha256(ADMIN_SECRET.encode()).hexdigest()
-    path.write_text(
-        "\n".join([*lines, "[[admin_keys]]", 'id = "soak-admin"', f'sha256 = "{digest}"'])
-    )
-    try:
-        load_registry(path)
-    except RegistryError:
-        path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
     return path
 
 
@@ -277,22 +267,26 @@ def request_counters(client: redis_py.Redis) -> dict[str, int]:
     return dict(totals)
 
 
-def ledger(replica: Proc, first_day: str, last_day: str) -> dict[str, dict] | None:
-    """The usage ledger per key (`/admin/v1/usage`), or None where the gateway has none."""
-    import httpx
+_LEDGER = re.compile(r":led:\d{4}-\d{2}-\d{2}:([^:]+)$")
 
-    try:
-        answer = httpx.get(
-            f"{replica.url}/admin/v1/usage",
-            params={"from": first_day, "to": last_day, "group_by": "key"},
-            headers={"authorization": f"Bearer {ADMIN_SECRET}"},
-            timeout=10,
-        )
-    except httpx.HTTPError:
-        return None
-    if answer.status_code != 200:
-        return None
-    return {row["key"]: row for row in answer.json().get("data", [])}
+
+def ledger(client: redis_py.Redis) -> dict[str, dict[str, int]] | None:
+    """The usage ledger's requests and cost (ticks) per key, summed over days and models,
+    read from Redis (`service/usage/ledger.py`: `gw:{tag}:led:<day>:<key id>` hashes of
+    "<measure>|<model>" -> int); None where the gateway keeps no ledger."""
+    found: dict[str, dict[str, int]] = {}
+    for name in client.scan_iter(match="*:led:*", count=1000):
+        match = _LEDGER.search(name.decode())
+        if not match:
+            continue
+        row = found.setdefault(match[1], {"requests": 0, "cost_ticks": 0})
+        for field_name, value in client.hgetall(name).items():
+            measure = field_name.decode().split("|", 1)[0]
+            if measure == "r":
+                row["requests"] += int(value)
+            elif measure == "$":
+                row["cost_ticks"] += int(value)
+    return found or None
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
@@ -344,7 +338,6 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
             soak.kinds += ("responses-stream",)
         print(f"mode {mode}: {args.minutes:g} min, kinds {', '.join(soak.kinds)}", flush=True)
         soak.t0 = redis.t0 = time.monotonic()
-        first_day = time.strftime("%Y-%m-%d", time.gmtime())
         uvloop.run(_soak(soak, redis))
         traffic_end = soak.now()
         client = redis_py.Redis.from_url(redis.url)
@@ -353,8 +346,8 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
         time.sleep(args.lease_seconds + 2)
         stray_later = stray_slots(client)
         counters = request_counters(client)
+        usage = ledger(client)
         client.close()
-        usage = ledger(soak.replicas[0], first_day, time.strftime("%Y-%m-%d", time.gmtime()))
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -407,7 +400,7 @@ def _summary(
     stray_end: dict[str, int],
     stray_later: dict[str, int],
     counters: dict[str, int],
-    usage: dict[str, dict] | None,
+    usage: dict[str, dict[str, int]] | None,
 ) -> dict:
     outcomes = soak.outcomes
     by_result = Counter(o.result for o in outcomes)
@@ -447,9 +440,9 @@ def _summary(
                 {
                     "key": key_id,
                     "answered_200": admitted.get(f"k:{key_id}", 0),
-                    "ledger_requests": int(row.get("requests", 0)),
+                    "ledger_requests": row.get("requests", 0),
                     "cost_seen_usd": str(Decimal(seen) / TICKS_PER_USD),
-                    "ledger_cost_usd": str(row.get("cost_usd", 0)),
+                    "ledger_cost_usd": str(Decimal(row.get("cost_ticks", 0)) / TICKS_PER_USD),
                 }
             )
     memory = []
@@ -489,6 +482,15 @@ def _summary(
         "stray_slots_a_lease_later": stray_later,
         "charges": charges,
         "ledger": ledger_rows,
+        "ledger_overcharged": None
+        if ledger_rows is None
+        else sum(max(0, r["ledger_requests"] - r["answered_200"]) for r in ledger_rows),
+        "ledger_cost_over_seen_usd": None
+        if ledger_rows is None
+        else format(
+            sum(Decimal(r["ledger_cost_usd"]) - Decimal(r["cost_seen_usd"]) for r in ledger_rows),
+            "f",
+        ),
         "overcharged": sum(max(0, c["difference"]) for c in charges if c["who"].startswith("k:")),
         "uncounted": sum(max(0, -c["difference"]) for c in charges if c["who"].startswith("k:")),
         "memory": memory,
@@ -543,6 +545,16 @@ def render(run: dict) -> str:
         f"| 200s not counted in Redis (keys; local fallback) | {run['uncounted']} | "
         f"{'ok' if run['mode'] == 'local' or run['uncounted'] == 0 else 'MISSED'} |",
     ]
+    if run.get("ledger") is not None:
+        over = run["ledger_overcharged"]
+        lines.append(
+            f"| ledger requests beyond the 200s answered (keys) | {over} "
+            f"| {'ok' if over == 0 else 'MISSED'} |"
+        )
+        lines.append(
+            f"| ledger cost minus the cost clients were shown, USD "
+            f"| {run['ledger_cost_over_seen_usd']} | |"
+        )
     for m in run["memory"]:
         lines.append(
             f"| {m['replica']}: RSS {m['rss_mb_first']:.0f} -> {m['rss_mb_last']:.0f} MB, "
@@ -585,8 +597,9 @@ def write_section(runs: list[dict], meta: dict) -> None:
 redis-server that is killed (SIGKILL, restarted on the same port), hung (SIGSTOP, SIGCONT a few
 seconds later) and restarted in turn. Stray slots are live concurrency leases left in Redis when
 nothing is in flight. Charges compare each key's and tenant's day-window request counter in
-Redis with the 200 answers its clients got. RSS and fd slopes are least-squares fits over the
-run after its first 30 s.
+Redis, and the usage ledger's requests and cost (where the gateway keeps one), with the 200
+answers its clients got and the `cost_in_usd_ticks` those answers showed. RSS and fd slopes are
+least-squares fits over the run after its first 30 s.
 """
     title = f"### {meta['label']}"
     kept = [s for s in subsections if s.startswith("### ") and not s.startswith(title + "\n")]
@@ -671,6 +684,7 @@ def main() -> int:
         and not r["outcomes"].get("broken")
         and not r["stray_slots_a_lease_later"]
         and r["overcharged"] == 0
+        and not r.get("ledger_overcharged")
         for r in runs
     )
     return 0 if clean else 1
