@@ -200,21 +200,14 @@ def run_targets(
     return results
 
 
-def compare_shapes(
-    workdir: Path, simulators: dict[str, Proc], redis: Proc, quick: bool, procs: list[Proc]
+def interleaved(
+    targets: list[tuple[str, Proc, Proc | None]], plan: list[Scenario], rounds: int
 ) -> list[dict]:
-    """The raw floor and the gateway (Redis) on xAI- and OpenAI-shaped streams, all four
-    started at once and measured in interleaved rounds; one row per pair with the medians."""
-    plan, rounds = shape_scenarios(quick)
-    targets: list[tuple[str, Proc, Proc | None]] = []
-    for shape, simulator in simulators.items():
-        floor = start_floor(workdir, simulator, raw=True, name=f"floor-raw-{shape}")
-        procs.append(floor)
-        gateway = start_gateway(workdir, simulator, redis.url, name=f"gateway-redis-{shape}")
-        procs.append(gateway)
-        targets += [(shape, floor, None), (shape, gateway, redis)]
+    """Targets already running, measured in interleaved rounds (each scenario: every target
+    once per round, in turn), so the machine's drift hits them alike. One row per target and
+    scenario with the medians, and each round's streams/s and CPU."""
     for _, target, _ in targets:
-        load(target.url, plan[0], duration=1.0)
+        load(target.url, plan[0], duration=1.0)  # warm-up
     rows = []
     for scenario in plan:
         runs: dict[str, list[dict]] = {}
@@ -223,18 +216,68 @@ def compare_shapes(
                 runs.setdefault(target.name, []).append(measure(target, scenario, store, shape))
         for name, measured in runs.items():
             row = dict(measured[0])
-            row["target"] = name.rsplit("-", 1)[0]
-            for field in ("streams_per_s", "cpu_s_per_1000", "ttfb_p50_ms", "ttfb_p99_ms"):
-                row[field] = statistics.median(r[field] for r in measured)
-            for field in ("total_p50_ms", "total_p99_ms", "peak_rss_mb"):
+            row["target"] = name.rsplit("-", 1)[0] if name.endswith(("-xai", "-openai")) else name
+            for field in (
+                "streams_per_s",
+                "cpu_s_per_1000",
+                "ttfb_p50_ms",
+                "ttfb_p99_ms",
+                "total_p50_ms",
+                "total_p99_ms",
+                "peak_rss_mb",
+            ):
                 row[field] = statistics.median(r[field] for r in measured)
             row["completed"] = sum(r["completed"] for r in measured)
             row["failed"] = sum(r["failed"] for r in measured)
+            row["failures"] = {k: v for r in measured for k, v in r["failures"].items()}
             row["rounds"] = len(measured)
+            row["streams_rounds"] = [round(r["streams_per_s"], 1) for r in measured]
             row["cpu_rounds"] = [round(r["cpu_s_per_1000"], 3) for r in measured]
             rows.append(row)
             _progress(row)
+    return rows
+
+
+def compare_shapes(
+    workdir: Path, simulators: dict[str, Proc], redis: Proc, quick: bool, procs: list[Proc]
+) -> list[dict]:
+    """The raw floor and the gateway (Redis) on xAI- and OpenAI-shaped streams, all four
+    started at once and measured in interleaved rounds."""
+    plan, rounds = shape_scenarios(quick)
+    targets: list[tuple[str, Proc, Proc | None]] = []
+    for shape, simulator in simulators.items():
+        floor = start_floor(workdir, simulator, raw=True, name=f"floor-raw-{shape}")
+        procs.append(floor)
+        gateway = start_gateway(workdir, simulator, redis.url, name=f"gateway-redis-{shape}")
+        procs.append(gateway)
+        targets += [(shape, floor, None), (shape, gateway, redis)]
+    rows = interleaved(targets, plan, rounds)
     for _, target, _ in targets:
+        target.stop()
+        procs.remove(target)
+    return rows
+
+
+def paired(
+    workdir: Path, simulator: Proc, redis: Proc, shape: str, procs: list[Proc]
+) -> list[dict]:
+    """The throughput targets again, the raw floor and the gateway (Redis) both running and
+    measured in alternation, 3 rounds: ratios that one run's drift cannot tilt."""
+    floor = start_floor(workdir, simulator, raw=True)
+    procs.append(floor)
+    gateway = start_gateway(workdir, simulator, redis.url, name="gateway-redis")
+    procs.append(gateway)
+    plan = [
+        Scenario("paired:burst", 32, duration=5),
+        Scenario("paired:realistic", 400, delay_ms=20, duration=6, include_usage=True),
+    ]
+    if serves(gateway, "responses"):
+        plan += [
+            Scenario("paired:responses-burst", 32, duration=5, api="responses"),
+            Scenario("paired:responses-realistic", 400, delay_ms=20, duration=6, api="responses"),
+        ]
+    rows = interleaved([(shape, floor, None), (shape, gateway, redis)], plan, rounds=3)
+    for target in (floor, gateway):
         target.stop()
         procs.remove(target)
     return rows
@@ -302,6 +345,8 @@ def main() -> int:
                 )
             )
         results += run_targets(targets, scenarios(args.quick), shape, procs, skipped)
+        if not args.quick:
+            results += paired(workdir, simulator, redis, shape, procs)
         if xai_default:
             openai = start_simulator(workdir, openai_shapes=True)
             procs.append(openai)
