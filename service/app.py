@@ -44,11 +44,9 @@ from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import Upstream
+from service.upstream.status import UpstreamStatus
 
 log = logging.getLogger("service")
-
-DEFAULT_VISION_MODEL = "grok-4-1-fast-non-reasoning"
-DEFAULT_IMAGE_MODEL = "grok-2-image-1212"
 
 
 class JsonRoute(Route):
@@ -96,7 +94,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
 
     images = api(
         ImageGeneration(services),
-        functools.partial(validation.image_generation, default_model=DEFAULT_IMAGE_MODEL),
+        functools.partial(validation.image_generation, default_model=settings.default_image_model),
     )
     routes = [
         JsonRoute("/healthz", Healthz(), methods=["GET", "HEAD"]),
@@ -113,7 +111,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             "/api/v1/vision/analyze",
             api(
                 VisionAnalyze(services),
-                functools.partial(validation.vision_analysis, default_model=DEFAULT_VISION_MODEL),
+                functools.partial(
+                    validation.vision_analysis, default_model=settings.default_vision_model
+                ),
             ),
             methods=["POST"],
         ),
@@ -148,7 +148,14 @@ def create_app_from_env() -> ASGIApp:
 def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
-        services.upstream = Upstream(services.settings)
+        settings = services.settings
+        services.upstream = Upstream(settings)
+        services.upstream_status = UpstreamStatus(
+            services.upstream,
+            interval=settings.upstream_status_interval,
+            timeout=settings.connect_timeout + 10,  # connect, then a light GET
+        )
+        services.upstream_status.start()
         await services.limiter.start()
         services.registry.start()
         services.streams.start()
@@ -162,6 +169,7 @@ def _lifespan(services: Services):
             yield
         finally:
             await services.streams.aclose()
+            await services.upstream_status.aclose()
             await services.registry.aclose()
             await services.limiter.aclose()
             await services.upstream.aclose()
