@@ -107,7 +107,12 @@ def test_client_disconnect_cancels_the_upstream_stream(
     replicas: list[Proc], simulator: Proc
 ) -> None:
     before = sim_stats(simulator)["disconnects"]
-    body = {"model": MODEL, "input": "Long one", "stream": True, "sim": {"chunks": 200, "delay_ms": 50}}
+    body = {
+        "model": MODEL,
+        "input": "Long one",
+        "stream": True,
+        "sim": {"chunks": 200, "delay_ms": 50},
+    }
     with httpx.stream(
         "POST", f"{replicas[0].url}/api/v1/responses", json=body, headers=auth(ACME_1)
     ) as response:

@@ -22,9 +22,9 @@ from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError, bad_request, response_not_found
-from service.routes.completion import call_json
+from service.routes.completion import call_json, with_upstream_model
 from service.sse import ResponsesDialect, relay_sse
-from service.upstream.call import open_upstream
+from service.upstream.call import EVENT_STREAM, open_upstream
 from service.usage.record import estimated_usage
 
 RESPONSES_PATH = "responses"
@@ -88,9 +88,7 @@ class CreateResponse:
         ctx: RequestContext = scope["gateway"]
         body = ctx.payload
         assert body is not None
-        upstream_body = dict(body)
-        if ctx.catalog is not None:
-            upstream_body["model"] = ctx.catalog.upstream_name(body["model"])
+        upstream_body = with_upstream_model(ctx, body)
         stored = body.get("store") is not False
         try:
             if body.get("stream") is True:
@@ -123,7 +121,7 @@ class CreateResponse:
             RESPONSES_PATH,
             services.upstream_policy,
             content,
-            accept=b"text/event-stream",
+            accept=EVENT_STREAM,
         )
         result = await relay_sse(
             upstream,
