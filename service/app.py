@@ -65,6 +65,22 @@ class JsonRoute(Route):
         await super().handle(scope, receive, send)
 
 
+class WithoutTrailingSlash:
+    """Serve `/path/` as `/path` (the access log keeps the path as sent)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     """Build the ASGI app. Resources open in its lifespan and close when it ends."""
     services = Services(
@@ -89,7 +105,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         if guard is not None:  # sees the validated request before the limiter admits it
             app = guard(app)
         if validate is not None:
-            app = BodyMiddleware(app, validate, settings.max_body_bytes)
+            app = BodyMiddleware(app, validate, settings.max_body_bytes, settings.body_timeout)
         return AuthMiddleware(app, services.registry)
 
     images = api(
@@ -129,8 +145,13 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             methods=["GET", "DELETE"],
         ),
     ]
-    router = Router(routes=routes, default=_not_found, lifespan=_lifespan(services))
-    app = ObserveMiddleware(router, services.lifecycle, log_prompts=settings.log_prompts)
+    # No redirects: Starlette's would send clients to the host their Host header names.
+    router = Router(
+        routes=routes, redirect_slashes=False, default=_not_found, lifespan=_lifespan(services)
+    )
+    app = ObserveMiddleware(
+        WithoutTrailingSlash(router), services.lifecycle, log_prompts=settings.log_prompts
+    )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
     return app
 

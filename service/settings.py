@@ -34,6 +34,8 @@ class Settings:
     keys_reload_seconds: float = 2.0
     failure_mode: str = "local"
     max_body_bytes: int = 20 * 1024 * 1024
+    header_timeout: float = 15.0
+    body_timeout: float = 15.0
     lease_seconds: float = 30.0
     vision_fallback: str = "json"
     connect_timeout: float = 5.0
@@ -74,6 +76,10 @@ class Settings:
             ),
             failure_mode=r.get("RATE_LIMIT_FAILURE_MODE", _choice("local", "closed"), "local"),
             max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, d.max_body_bytes),
+            header_timeout=r.get(
+                "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive_float, d.header_timeout
+            ),
+            body_timeout=r.get("GATEWAY_BODY_TIMEOUT_SECONDS", _positive_float, d.body_timeout),
             lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, d.lease_seconds),
             vision_fallback=r.get("VISION_STREAM_FALLBACK", _choice("json", "sse"), "json"),
             connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, d.connect_timeout),
