@@ -34,12 +34,7 @@ from service.routes.chat import ChatCompletions
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
 from service.routes.models import ListModels
-from service.routes.responses import (
-    CreateResponse,
-    OwnedResponses,
-    StoredResponse,
-    validate_response_request,
-)
+from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
 from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
@@ -136,7 +131,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         JsonRoute("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
         JsonRoute(
             "/api/v1/responses",
-            api(CreateResponse(services), validate_response_request, OwnedResponses),
+            api(CreateResponse(services), validation.response_request, OwnedResponses),
             methods=["POST"],
         ),
         JsonRoute(

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError, bad_request, response_not_found
+from service.errors import ApiError, response_not_found
 from service.routes.completion import call_json, with_upstream_model
 from service.sse import ResponsesDialect, relay_sse
 from service.upstream.call import EVENT_STREAM, open_upstream
@@ -30,29 +30,6 @@ from service.usage.record import estimated_usage
 RESPONSES_PATH = "responses"
 # xAI's ids are `resp_` and hex or a UUID; anything outside this shape cannot be one.
 _RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-def validate_response_request(body: dict[str, Any]) -> dict[str, Any]:
-    """`model` and `input` are required; everything else is passed on as it is."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("'model' is required and must be a non-empty string", "model")
-    content = body.get("input")
-    if isinstance(content, str):
-        if not content:
-            raise bad_request("'input' must not be empty", "input")
-    elif not isinstance(content, list) or not content:
-        raise bad_request("'input' is required: a string or a non-empty array of items", "input")
-    elif not all(isinstance(item, dict | str) for item in content):
-        raise bad_request("'input' items must be objects (or strings)", "input")
-    for name in ("stream", "store"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, bool):
-            raise bad_request(f"'{name}' must be true or false", name)
-    previous = body.get("previous_response_id")
-    if previous is not None and not isinstance(previous, str):
-        raise bad_request("'previous_response_id' must be a string", "previous_response_id")
-    return body
 
 
 class OwnedResponses:
@@ -72,7 +49,7 @@ class OwnedResponses:
         if response_id is not None:
             if not _RESPONSE_ID.match(response_id):
                 ctx.reason = "not_found"
-                await response_not_found(response_id).send(send)
+                await response_not_found(response_id[:128]).send(send)
                 return
             ctx.owner_check = response_id
         await self.app(scope, receive, send)
