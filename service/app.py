@@ -148,6 +148,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         WithoutTrailingSlash(router), services.lifecycle, log_prompts=settings.log_prompts
     )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
+    app.router = router  # type: ignore[attr-defined]  # its lifespan, for in-process tests
     return app
 
 
