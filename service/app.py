@@ -86,6 +86,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             lease_seconds=settings.lease_seconds,
             redis_timeout=settings.redis_timeout,
             pool_size=settings.redis_pool_size,
+            retention_days=settings.usage_retention_days,
         ),
         registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
         streams=StreamSet(settings.keepalive_seconds),
