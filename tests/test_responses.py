@@ -4,6 +4,7 @@ across replicas on one Redis."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -244,3 +245,63 @@ def test_streamed_response_is_owned_once_it_has_ended(replicas: list[Proc]) -> N
 
     assert mine.status_code == 200
     assert theirs.status_code == 404
+
+
+# --- byte for byte ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_gateway(tmp_path_factory) -> Proc:
+    """A gateway (memory limits) on the byte-controlled test upstream."""
+    from tests.support.hostile_upstream import start_hostile_upstream
+
+    upstream = start_hostile_upstream()
+    keys = tmp_path_factory.mktemp("responses-bytes") / "keys.toml"
+    keys.write_text(keys_toml(key_entry("acme-1", ACME_1, tenant="acme")))
+    proc = start_gateway(gateway_env(upstream, str(keys)))
+    yield proc
+    proc.stop()
+    upstream.stop()
+
+
+def test_events_reach_the_client_byte_identical_to_what_the_upstream_sent(
+    hostile_gateway: Proc,
+) -> None:
+    from tests.support.hostile_upstream import RESPONSE_ID, responses_events
+
+    body = {
+        "model": MODEL,
+        "input": "hi",
+        "stream": True,
+        "hostile": {"case": "responses", "chunks": 6},
+    }
+    with httpx.stream(
+        "POST", f"{hostile_gateway.url}/api/v1/responses", json=body, headers=auth(ACME_1)
+    ) as response:
+        received = response.read()
+
+    assert response.status_code == 200
+    assert received == b"".join(responses_events(6))
+    log = hostile_gateway.read_output()
+    assert '"path":"/api/v1/responses","key_id":"acme-1"' in log
+    assert RESPONSE_ID not in log  # ids are the tenant's business, not the log's
+
+
+def test_a_stream_cut_mid_way_ends_with_the_responses_error_event(hostile_gateway: Proc) -> None:
+    body = {
+        "model": MODEL,
+        "input": "hi",
+        "stream": True,
+        "hostile": {"case": "responses", "chunks": 6, "fail_after": 3},
+    }
+    with httpx.stream(
+        "POST", f"{hostile_gateway.url}/api/v1/responses", json=body, headers=auth(ACME_1)
+    ) as response:
+        received = response.read()
+
+    last = received.rstrip(b"\n").split(b"\n\n")[-1]
+    assert last.startswith(b"event: error\ndata: ")
+    error = json.loads(last.split(b"data: ", 1)[1])
+    assert error["type"] == "error" and error["code"] == "upstream_error"
+    assert error["message"].startswith("API error: ")
+    assert error["param"] is None
