@@ -1,7 +1,11 @@
-# syntax=docker/dockerfile:1
 # grok-gateway: multi-stage build, slim runtime, non-root, no secrets baked in.
+# Builds offline of any frontend image: no `# syntax=` line, works with the classic builder too.
 
-FROM python:3.11.11-slim-bookworm AS build
+# Both stages' base; an argument so a machine without a registry can supply an equivalent
+# (deploy/smoke.sh does). Needs python3.11+ with venv as `python`.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -10,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 RUN pip install . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
-FROM python:3.11.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

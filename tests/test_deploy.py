@@ -23,6 +23,12 @@ from tests.support.processes import REPO
 K8S_VERSION = "1.32"
 
 
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's `${VAR:-default}` / `${VAR}` substitution, with `env` (default: none set)."""
+    env = env or {}
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m[1]) or (m[2] or ""), value)
+
+
 @pytest.fixture(scope="module")
 def manifests() -> dict[tuple[str, str], dict]:
     kubectl = shutil.which("kubectl")
@@ -140,7 +146,9 @@ def test_compose_builds_from_this_repo_and_runs_its_modules(compose):
     services = compose["services"]
     assert {"redis", "simulator", "gateway-1", "gateway-2", "lb"} <= set(services)
     for name in ("simulator", "gateway-1", "gateway-2"):
-        assert services[name]["build"] == "."
+        # The base image is passed through only when set: the Dockerfile's default otherwise.
+        assert services[name]["build"] == {"context": ".", "args": ["PYTHON_IMAGE"]}
+        assert interpolate(services[name]["image"]) == "grok-gateway:local"
     assert (REPO / "Dockerfile").exists()
     assert services["simulator"]["entrypoint"] == ["python", "-m", "service.simulator"]
     assert (REPO / "service/simulator/__main__.py").exists()
@@ -161,10 +169,49 @@ def test_compose_replicas_share_redis_and_use_the_simulator(compose):
 
 def test_compose_load_balancer_publishes_the_gateway_port(compose):
     lb = compose["services"]["lb"]
-    assert lb["ports"] == ["8000:8000"]
+    assert [interpolate(p) for p in lb["ports"]] == ["8000:8000"]
+    assert interpolate(lb["ports"][0], {"LB_PORT": "127.0.0.1:18000"}) == "127.0.0.1:18000:8000"
     conf = (REPO / "deploy/compose/nginx.conf").read_text()
     assert "server gateway-1:8000;" in conf and "server gateway-2:8000;" in conf
     assert "proxy_buffering off;" in conf
+
+
+def test_compose_load_balancer_keeps_the_clients_request_id():
+    conf = (REPO / "deploy/compose/nginx.conf").read_text()
+    mapping = re.search(r"map \$http_x_request_id \$(\w+) \{(.*?)\}", conf, re.S)
+    assert mapping, "X-Request-ID: the client's, else nginx's own"
+    assert re.search(r"default\s+\$http_x_request_id;", mapping[2])
+    assert re.search(r'""\s+\$request_id;', mapping[2])
+    assert f"proxy_set_header X-Request-ID ${mapping[1]};" in conf
+
+
+def test_compose_images_default_to_todays_and_can_be_replaced(compose):
+    services = compose["services"]
+    assert interpolate(services["redis"]["image"]) == "redis:7.4-alpine"
+    assert interpolate(services["lb"]["image"]) == "nginx:1.27-alpine"
+    env = {"REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:1", "GATEWAY_IMAGE": "g:1"}
+    assert interpolate(services["redis"]["image"], env) == "r:1"
+    assert interpolate(services["lb"]["image"], env) == "n:1"
+    assert interpolate(services["gateway-1"]["image"], env) == "g:1"
+
+
+def test_compose_runs_the_image_hardened_like_the_k8s_pod(compose, manifests):
+    k8s = container(manifests)["securityContext"]
+    assert k8s["readOnlyRootFilesystem"] and k8s["capabilities"]["drop"] == ["ALL"]
+    k8s_tmp = next(m for m in container(manifests)["volumeMounts"] if m["name"] == "tmp")
+    for name in ("simulator", "gateway-1", "gateway-2"):
+        service = compose["services"][name]
+        assert service["read_only"] is True
+        assert service["tmpfs"] == [k8s_tmp["mountPath"]]
+        assert service["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in service["security_opt"]
+
+
+def test_compose_stop_grace_covers_the_drain_delay_and_the_stream_grace(compose):
+    gateway = compose["services"]["gateway-1"]
+    settings = Settings.from_env(gateway["environment"])
+    grace = re.fullmatch(r"(\d+)s", gateway["stop_grace_period"])
+    assert int(grace[1]) > settings.drain_delay + settings.shutdown_grace
 
 
 def test_compose_demo_key_file_matches_its_documented_secret(compose):
@@ -184,7 +231,10 @@ def test_dockerfile_is_multistage_pinned_non_root_and_runs_the_readme_command():
         for line in (REPO / "Dockerfile").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    args = dict(
+        line.split()[1].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line
+    )
+    bases = [interpolate(line.split()[1], args) for line in lines if line.startswith("FROM ")]
     assert len(bases) >= 2
     assert all(re.match(r"python:3\.11\.\d+-slim", b) for b in bases)
     user = next(line for line in lines if line.startswith("USER "))
@@ -194,3 +244,12 @@ def test_dockerfile_is_multistage_pinned_non_root_and_runs_the_readme_command():
     assert 'ENTRYPOINT ["python", "-m", "service"]' in lines
     assert "python -m service --demo" in (REPO / "README.md").read_text()
     assert ".git" in (REPO / ".dockerignore").read_text().splitlines()
+
+
+def test_dockerfile_base_is_an_argument_and_needs_no_frontend_image():
+    text = (REPO / "Dockerfile").read_text()
+    # No `# syntax=` line: BuildKit would pull a frontend image; the classic builder works.
+    assert not re.search(r"^#\s*syntax=", text, re.M | re.I)
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms and all(f == "${PYTHON_IMAGE}" for f in froms)
+    assert "ENV PATH=/opt/venv/bin:$PATH" in text  # the base's own PATH is kept
