@@ -1,7 +1,9 @@
 """Every shipped deployment file is checked: the kustomize base, compose, the Dockerfile.
 
-No Docker engine or cluster runs here: manifests are rendered with `kubectl kustomize` and
-validated offline against the Kubernetes schemas (strict: unknown fields are errors).
+Statically, here: manifests are rendered with `kubectl kustomize` and validated offline against
+the Kubernetes schemas (strict: unknown fields are errors). The image and the compose stack
+are also built and run for real by deploy/smoke.sh, which .ci/run calls after these tests;
+the checks at the end of this file keep what that script relies on in place.
 """
 
 from __future__ import annotations
@@ -253,3 +255,41 @@ def test_dockerfile_base_is_an_argument_and_needs_no_frontend_image():
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert froms and all(f == "${PYTHON_IMAGE}" for f in froms)
     assert "ENV PATH=/opt/venv/bin:$PATH" in text  # the base's own PATH is kept
+
+
+# --- the real run: deploy/smoke.sh --------------------------------------------------------
+
+
+def test_ci_runs_the_smoke_test_after_the_tests():
+    commands = [
+        line.strip()
+        for line in (REPO / ".ci/run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert commands.index("bash deploy/smoke.sh") > commands.index("pytest")
+    assert "bash deploy/smoke.sh" in (REPO / "README.md").read_text()
+
+
+def test_smoke_script_parses():
+    subprocess.run(["bash", "-n", str(REPO / "deploy/smoke.sh")], check=True)
+
+
+def test_readme_compose_curl_is_one_the_smoke_test_can_run(compose):
+    """The smoke test runs the README's curl as written, on its own port."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Docker Compose") :]
+    curl = re.search(r"^curl .*?[^\\]\n", section, re.M | re.S)[0]
+    assert "http://localhost:8000/api/v1/chat/completions" in curl
+    keys = (REPO / "deploy/compose/keys.toml").read_text()
+    secret = re.search(r"The demo key is:\s+(\S+)", keys)[1]
+    assert f"Bearer {secret}" in curl
+    assert '"stream": true' in curl
+
+
+def test_compose_demo_key_has_a_per_minute_rate_the_smoke_test_can_exhaust():
+    import tomllib
+
+    doc = tomllib.loads((REPO / "deploy/compose/keys.toml").read_text())
+    (key,) = [k for k in doc["keys"] if k["id"] == "compose-demo"]
+    rate = key.get("requests", doc["defaults"]["requests"])
+    assert re.fullmatch(r"\s*\d+\s*/\s*(1\s*)?minute\s*", rate), rate
