@@ -10,9 +10,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+# Dependencies (and the build backend) first, in a layer of their own: a code change reuses it.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" > /tmp/req.txt \
+ && pip install -r /tmp/req.txt
+COPY README.md ./
 COPY service ./service
-RUN pip install . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+RUN pip install --no-deps --no-build-isolation . \
+ && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

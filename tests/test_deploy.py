@@ -257,6 +257,14 @@ def test_dockerfile_base_is_an_argument_and_needs_no_frontend_image():
     assert "ENV PATH=/opt/venv/bin:$PATH" in text  # the base's own PATH is kept
 
 
+def test_dockerfile_installs_dependencies_before_copying_the_source():
+    """A code change rebuilds from `COPY service` on: the dependency layer is reused."""
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    deps = next(i for i, line in enumerate(lines) if "pip install -r" in line)
+    assert lines.index("COPY pyproject.toml ./") < deps < lines.index("COPY service ./service")
+    assert not any(line.startswith("COPY") and "README" in line for line in lines[:deps])
+
+
 # --- the real run: deploy/smoke.sh --------------------------------------------------------
 
 
