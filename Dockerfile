@@ -1,16 +1,26 @@
-# syntax=docker/dockerfile:1
 # grok-gateway: multi-stage build, slim runtime, non-root, no secrets baked in.
+# Builds offline of any frontend image: no `# syntax=` line, works with the classic builder too.
 
-FROM python:3.11.11-slim-bookworm AS build
+# Both stages' base; an argument so a machine without a registry can supply an equivalent
+# (deploy/smoke.sh does). Needs python3.11+ with venv as `python`.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+# Dependencies (and the build backend) first, in a layer of their own: a code change reuses it.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" > /tmp/req.txt \
+ && pip install -r /tmp/req.txt
+COPY README.md ./
 COPY service ./service
-RUN pip install . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+RUN pip install --no-deps --no-build-isolation . \
+ && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
-FROM python:3.11.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
