@@ -6,7 +6,8 @@ import argparse
 
 import uvicorn
 
-from service.simulator.app import SimulatorConfig, create_app
+from service.simulator.app import create_app
+from service.simulator.state import KEY_STATUSES, SimulatorConfig
 
 
 def main() -> None:
@@ -19,6 +20,17 @@ def main() -> None:
     parser.add_argument("--api-key", help="accept only this key (others get xAI's 400)")
     parser.add_argument("--fault", help="default fault for every request (see README)")
     parser.add_argument("--fault-after", type=int, default=2)
+    parser.add_argument(
+        "--openai-shapes",
+        action="store_true",
+        help="OpenAI's stream and usage shapes instead of xAI's (usage only when asked for)",
+    )
+    parser.add_argument(
+        "--key-status", choices=KEY_STATUSES, default="ok", help="what /v1/api-key reports"
+    )
+    parser.add_argument(
+        "--max-stored-responses", type=int, default=10_000, help="oldest dropped past this"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     config = SimulatorConfig(
@@ -28,6 +40,9 @@ def main() -> None:
         api_key=args.api_key,
         fault=args.fault,
         fault_after=args.fault_after,
+        openai_shapes=args.openai_shapes,
+        key_status=args.key_status,
+        max_stored_responses=args.max_stored_responses,
     )
     uvicorn.run(
         create_app(config),

@@ -26,8 +26,8 @@ class Usage:
 
     input_tokens: int = 0
     cached_input_tokens: int = 0  # part of input_tokens
-    output_tokens: int = 0
-    reasoning_tokens: int = 0  # xAI reports them apart from output_tokens
+    output_tokens: int = 0  # reasoning excluded, whichever API reported it
+    reasoning_tokens: int = 0
     total_tokens: int = 0  # charged to token budgets
     cost_ticks: int | None = None  # the upstream's `cost_in_usd_ticks`, when reported
     estimated: bool = False  # no usage arrived (client left, upstream dropped)
@@ -53,6 +53,10 @@ def parse_usage(usage: Any) -> Usage | None:
         out_details = usage.get("output_tokens_details")
     cached = _count(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0
     reasoning = _count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    if not chat:
+        # The Responses API counts reasoning inside output_tokens; chat reports it apart.
+        # Kept apart here, so a price table bills it once and the ledger adds up the same.
+        outputs = max(0, outputs - reasoning)
     total = _count(usage.get("total_tokens")) or inputs + outputs + reasoning
     ticks = usage.get("cost_in_usd_ticks")
     return Usage(
