@@ -42,11 +42,9 @@ from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import Upstream
+from service.upstream.status import UpstreamStatus
 
 log = logging.getLogger("service")
-
-DEFAULT_VISION_MODEL = "grok-4-1-fast-non-reasoning"
-DEFAULT_IMAGE_MODEL = "grok-2-image-1212"
 
 
 class JsonRoute(Route):
@@ -63,6 +61,22 @@ class JsonRoute(Route):
             await send_json(send, 405, body, [(b"allow", allow.encode())])
             return
         await super().handle(scope, receive, send)
+
+
+class WithoutTrailingSlash:
+    """Serve `/path/` as `/path` (the access log keeps the path as sent)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
@@ -85,7 +99,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     ) -> ASGIApp:
         app = RateLimitMiddleware(route, services.limiter) if limited else route
         if validate is not None:
-            app = BodyMiddleware(app, validate, settings.max_body_bytes)
+            app = BodyMiddleware(app, validate, settings.max_body_bytes, settings.body_timeout)
         return AuthMiddleware(app, services.registry)
 
     def admin(route: ASGIApp) -> ASGIApp:
@@ -93,7 +107,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
 
     images = api(
         ImageGeneration(services),
-        functools.partial(validation.image_generation, default_model=DEFAULT_IMAGE_MODEL),
+        functools.partial(validation.image_generation, default_model=settings.default_image_model),
     )
     routes = [
         JsonRoute("/healthz", Healthz(), methods=["GET", "HEAD"]),
@@ -110,7 +124,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             "/api/v1/vision/analyze",
             api(
                 VisionAnalyze(services),
-                functools.partial(validation.vision_analysis, default_model=DEFAULT_VISION_MODEL),
+                functools.partial(
+                    validation.vision_analysis, default_model=settings.default_vision_model
+                ),
             ),
             methods=["POST"],
         ),
@@ -119,8 +135,13 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         JsonRoute("/api/v1/usage", api(KeyUsage(services), None, limited=False), methods=["GET"]),
         JsonRoute("/admin/v1/usage", admin(AdminUsage(services)), methods=["GET"]),
     ]
-    router = Router(routes=routes, default=_not_found, lifespan=_lifespan(services))
-    app = ObserveMiddleware(router, services.lifecycle, log_prompts=settings.log_prompts)
+    # No redirects: Starlette's would send clients to the host their Host header names.
+    router = Router(
+        routes=routes, redirect_slashes=False, default=_not_found, lifespan=_lifespan(services)
+    )
+    app = ObserveMiddleware(
+        WithoutTrailingSlash(router), services.lifecycle, log_prompts=settings.log_prompts
+    )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
     return app
 
@@ -138,7 +159,14 @@ def create_app_from_env() -> ASGIApp:
 def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
-        services.upstream = Upstream(services.settings)
+        settings = services.settings
+        services.upstream = Upstream(settings)
+        services.upstream_status = UpstreamStatus(
+            services.upstream,
+            interval=settings.upstream_status_interval,
+            timeout=settings.connect_timeout + 10,  # connect, then a light GET
+        )
+        services.upstream_status.start()
         await services.limiter.start()
         services.registry.start()
         services.streams.start()
@@ -152,6 +180,7 @@ def _lifespan(services: Services):
             yield
         finally:
             await services.streams.aclose()
+            await services.upstream_status.aclose()
             await services.registry.aclose()
             await services.limiter.aclose()
             await services.upstream.aclose()

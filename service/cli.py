@@ -98,9 +98,7 @@ def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
     from service.server import GatewayServer, uvicorn_config
 
     app = create_app(settings, registry)  # validates REDIS_URL etc. before listening
-    config = uvicorn_config(
-        app, settings.host, settings.port, settings.shutdown_grace, settings.log_level
-    )
+    config = uvicorn_config(app, settings)
     server = GatewayServer(config, LIFECYCLE, settings.drain_delay)
     uvloop.run(server.serve())
     return 0 if server.started else 1
@@ -112,13 +110,7 @@ def _serve_workers(settings: Settings) -> int:
     # prometheus-client aggregates the workers' series through files in this directory.
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="grok-gateway-metrics-")
-    config = uvicorn_config(
-        "service.app:create_app_from_env",
-        settings.host,
-        settings.port,
-        settings.shutdown_grace,
-        settings.log_level,
-    )
+    config = uvicorn_config("service.app:create_app_from_env", settings)
     config.factory = True
     config.workers = settings.workers
     run_workers(config)

@@ -65,9 +65,7 @@ async def run_demo(settings: Settings) -> int:
         keys_file="",
     )
     app = create_app(settings, registry)
-    config = uvicorn_config(
-        app, settings.host, settings.port, settings.shutdown_grace, settings.log_level
-    )
+    config = uvicorn_config(app, settings)
     gateway = GatewayServer(config, LIFECYCLE, drain_delay=0)
     base = f"http://localhost:{settings.port}/api/v1"
     print(

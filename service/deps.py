@@ -1,4 +1,5 @@
-"""What the routes share: settings, the upstream client, the limiter, the registry, streams.
+"""What the routes share: settings, the upstream client and its status, the limiter, the
+registry, streams.
 
 Built by `service.app.create_app`; the lifespan opens the resources and closes them.
 """
@@ -14,6 +15,7 @@ from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.call import UpstreamPolicy
 from service.upstream.client import Upstream
+from service.upstream.status import UpstreamStatus
 
 
 @dataclass(slots=True)
@@ -24,10 +26,12 @@ class Services:
     streams: StreamSet
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)
     upstream: Upstream | None = None  # opened in the lifespan
+    upstream_status: UpstreamStatus | None = None  # started in the lifespan
 
     @property
     def upstream_policy(self) -> UpstreamPolicy:
         return UpstreamPolicy(
             first_byte_timeout=self.settings.first_byte_timeout,
             retries=self.settings.upstream_retries,
+            max_response_bytes=self.settings.upstream_max_response_bytes,
         )

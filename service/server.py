@@ -16,7 +16,9 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
+from service.http_limits import GatewayConfig, HeadLimits
 from service.lifecycle import LIFECYCLE, Lifecycle
+from service.settings import Settings
 
 log = logging.getLogger("service")
 
@@ -51,21 +53,23 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def uvicorn_config(
-    app: object, host: str, port: int, grace: float, log_level: str
-) -> uvicorn.Config:
-    return uvicorn.Config(
+def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
+    """The server's configuration: httptools with the head limits, no websockets, no access log."""
+    return GatewayConfig(
         app,
-        host=host,
-        port=port,
+        head_limits=HeadLimits(timeout=settings.header_timeout),
+        host=settings.host,
+        port=settings.port,
         loop="uvloop",
-        http="httptools",
+        ws="none",
         lifespan="on",
         access_log=False,
         log_config=None,  # configure_logging already set up JSON logging
-        log_level=log_level,
-        timeout_graceful_shutdown=grace,
-        timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s)
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace,
+        # Idle kept-alive connections close after settings.header_timeout (the head limits'
+        # timer) when that is shorter than this.
+        timeout_keep_alive=75,
         server_header=False,
         date_header=True,
     )
@@ -77,8 +81,6 @@ class GatewayProcess(multiprocess.Process):
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            from service.settings import Settings
-
             drain = Settings.from_env().drain_delay  # the worker inherits the environment
             self._server = GatewayServer(self.config, LIFECYCLE, drain)
         return self._server

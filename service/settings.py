@@ -34,6 +34,8 @@ class Settings:
     keys_reload_seconds: float = 2.0
     failure_mode: str = "local"
     max_body_bytes: int = 20 * 1024 * 1024
+    header_timeout: float = 15.0
+    body_timeout: float = 15.0
     lease_seconds: float = 30.0
     vision_fallback: str = "json"
     connect_timeout: float = 5.0
@@ -42,6 +44,11 @@ class Settings:
     upstream_retries: int = 2
     upstream_max_connections: int = 10000
     keepalive_seconds: float = 15.0
+    sse_max_event_bytes: int = 1024 * 1024
+    upstream_max_response_bytes: int = 64 * 1024 * 1024
+    upstream_status_interval: float = 60.0
+    default_vision_model: str = "grok-4.3"
+    default_image_model: str = "grok-imagine-image"
     drain_delay: float = 5.0
     shutdown_grace: float = 60.0
     workers: int = 1
@@ -69,6 +76,10 @@ class Settings:
             ),
             failure_mode=r.get("RATE_LIMIT_FAILURE_MODE", _choice("local", "closed"), "local"),
             max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, d.max_body_bytes),
+            header_timeout=r.get(
+                "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive_float, d.header_timeout
+            ),
+            body_timeout=r.get("GATEWAY_BODY_TIMEOUT_SECONDS", _positive_float, d.body_timeout),
             lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, d.lease_seconds),
             vision_fallback=r.get("VISION_STREAM_FALLBACK", _choice("json", "sse"), "json"),
             connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, d.connect_timeout),
@@ -81,6 +92,15 @@ class Settings:
                 "UPSTREAM_MAX_CONNECTIONS", _positive_int, d.upstream_max_connections
             ),
             keepalive_seconds=r.get("SSE_KEEPALIVE_SECONDS", _positive_float, d.keepalive_seconds),
+            sse_max_event_bytes=r.get("SSE_MAX_EVENT_BYTES", _positive_int, d.sse_max_event_bytes),
+            upstream_max_response_bytes=r.get(
+                "UPSTREAM_MAX_RESPONSE_BYTES", _positive_int, d.upstream_max_response_bytes
+            ),
+            upstream_status_interval=r.get(
+                "UPSTREAM_STATUS_INTERVAL_SECONDS", _positive_float, d.upstream_status_interval
+            ),
+            default_vision_model=r.get("DEFAULT_VISION_MODEL", _model_name, d.default_vision_model),
+            default_image_model=r.get("DEFAULT_IMAGE_MODEL", _model_name, d.default_image_model),
             drain_delay=r.get("GATEWAY_DRAIN_DELAY_SECONDS", _non_negative_float, d.drain_delay),
             shutdown_grace=r.get(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", _non_negative_float, d.shutdown_grace
@@ -147,6 +167,12 @@ def _non_negative_float(raw: str) -> float:
     if not value >= 0:
         raise ValueError("must be zero or a positive number of seconds")
     return value
+
+
+def _model_name(raw: str) -> str:
+    if any(c.isspace() for c in raw) or len(raw) > 256:
+        raise ValueError("must be a model name (no spaces)")
+    return raw
 
 
 def _bool(raw: str) -> bool:

@@ -1,8 +1,10 @@
 """Request-body validation per endpoint, run before the limiter so bad input spends nothing.
 
 Each validator takes the parsed JSON object, raises ApiError(400) naming the field at fault,
-and returns it (normalised where the endpoint needs it). Unknown fields are kept as they are:
-the upstream may know them.
+and returns it (normalised where the endpoint needs it). Known fields are checked at every
+depth the gateway or the upstream reads them; unknown fields are kept as they are: the
+upstream may know them. (The body middleware has already refused bodies that are not UTF-8
+JSON objects, that nest too deeply or that hold non-finite numbers.)
 """
 
 from __future__ import annotations
@@ -15,26 +17,17 @@ from service.errors import bad_request
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 
 _ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
+# Model names go into logs, metric labels and ledger keys: short, printable, one line.
+MAX_MODEL_CHARS = 128
 
 
 def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
-    _require_str(body, "model")
+    _require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array of message objects", "messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise bad_request(f"messages[{i}] must be an object", "messages")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise bad_request(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", "messages"
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise bad_request(f"messages[{i}].content must be a string or an array", "messages")
-        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
-            raise bad_request(f"messages[{i}].content parts must be objects", "messages")
+        _message(message, f"messages[{i}]")
     _optional_bool(body, "stream")
     options = body.get("stream_options")
     if options is not None:
@@ -43,18 +36,76 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
         _optional_bool(options, "include_usage", param="stream_options")
     for name in ("max_tokens", "max_completion_tokens", "n"):
         _optional_int(body, name, minimum=1)
-    for name in ("temperature", "top_p"):
+    _optional_int(body, "top_logprobs", minimum=0)
+    _optional_int(body, "seed", minimum=None)
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         _optional_number(body, name)
+    for name in ("logprobs", "parallel_tool_calls"):
+        _optional_bool(body, name)
+    _optional_str(body, "user")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise bad_request("'stop' must be a string or an array of strings", "stop")
+    _optional_objects(body, "tools")
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise bad_request("'tool_choice' must be a string or an object", "tool_choice")
+    fmt = body.get("response_format")
+    if fmt is not None and not isinstance(fmt, dict):
+        raise bad_request("'response_format' must be an object", "response_format")
     return body
+
+
+def _message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise bad_request(f"{where} must be an object", "messages")
+    role = message.get("role")
+    if not isinstance(role, str) or role not in _ROLES:
+        raise bad_request(f"{where}.role must be one of {', '.join(sorted(_ROLES))}", "messages")
+    for name in ("name", "tool_call_id"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"{where}.{name} must be a string", "messages")
+    calls = message.get("tool_calls")
+    if calls is not None and not (
+        isinstance(calls, list) and all(isinstance(c, dict) for c in calls)
+    ):
+        raise bad_request(f"{where}.tool_calls must be an array of objects", "messages")
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise bad_request(f"{where}.content must be a string or an array", "messages")
+    for j, part in enumerate(content):
+        _content_part(part, f"{where}.content[{j}]")
+
+
+def _content_part(part: Any, where: str) -> None:
+    if not isinstance(part, dict):
+        raise bad_request(f"{where} must be an object", "messages")
+    kind = part.get("type")
+    if not isinstance(kind, str):
+        raise bad_request(f"{where}.type is required and must be a string", "messages")
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise bad_request(f"{where}.text must be a string", "messages")
+    if kind == "image_url":
+        image = part.get("image_url")
+        if not isinstance(image, str) and not (
+            isinstance(image, dict) and isinstance(image.get("url"), str)
+        ):
+            raise bad_request(f"{where}.image_url must be an object with a 'url'", "messages")
 
 
 def image_generation(body: dict[str, Any], default_model: str) -> dict[str, Any]:
     _require_str(body, "prompt")
     if "model" in body and body["model"] is not None:
-        _require_str(body, "model")
+        _require_model(body)
     else:
         body["model"] = default_model
     _optional_int(body, "n", minimum=1, maximum=10)
+    _optional_str(body, "user")
     _optional_bool(body, "stream")
     fmt = body.get("response_format")
     if fmt is not None and fmt not in ("url", "b64_json"):
@@ -65,7 +116,7 @@ def image_generation(body: dict[str, Any], default_model: str) -> dict[str, Any]
 def vision_analysis(body: dict[str, Any], default_model: str) -> dict[str, Any]:
     _optional_bool(body, "stream")
     if "model" in body and body["model"] is not None:
-        _require_str(body, "model")
+        _require_model(body)
     else:
         body["model"] = default_model
     if "messages" in body:
@@ -96,10 +147,40 @@ def has_image_content(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
+def check_model(body: dict[str, Any]) -> None:
+    """A `model`, where a body has one, is a model name (whatever the route's validator)."""
+    if body.get("model") is not None:
+        _require_model(body)
+
+
+def _require_model(body: dict[str, Any]) -> None:
+    _require_str(body, "model")
+    model = body["model"]
+    if len(model) > MAX_MODEL_CHARS or not model.isprintable():
+        raise bad_request(
+            f"'model' must be a model name: at most {MAX_MODEL_CHARS} printable characters",
+            "model",
+        )
+
+
 def _require_str(body: dict[str, Any], name: str) -> None:
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"'{name}' is required and must be a non-empty string", name)
+
+
+def _optional_str(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"'{name}' must be a string", name)
+
+
+def _optional_objects(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is not None and not (
+        isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    ):
+        raise bad_request(f"'{name}' must be an array of objects", name)
 
 
 def _optional_bool(body: dict[str, Any], name: str, param: str | None = None) -> None:
@@ -109,12 +190,14 @@ def _optional_bool(body: dict[str, Any], name: str, param: str | None = None) ->
 
 
 def _optional_int(
-    body: dict[str, Any], name: str, minimum: int, maximum: int | None = None
+    body: dict[str, Any], name: str, minimum: int | None, maximum: int | None = None
 ) -> None:
     value = body.get(name)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"'{name}' must be an integer", name)
+    if minimum is not None and value < minimum:
         raise bad_request(f"'{name}' must be an integer >= {minimum}", name)
     if maximum is not None and value > maximum:
         raise bad_request(f"'{name}' must be an integer <= {maximum}", name)

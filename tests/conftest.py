@@ -61,6 +61,8 @@ def gateway_env(simulator: Proc, keys_file: str, **overrides: str) -> dict[str, 
         "GATEWAY_DRAIN_DELAY_SECONDS": "0",
         "UPSTREAM_RETRIES": "1",
         "LOG_LEVEL": "info",
+        # One key-status poll at start only: none lands between a request and /sim/stats.
+        "UPSTREAM_STATUS_INTERVAL_SECONDS": "3600",
     }
     env.update(overrides)
     return env

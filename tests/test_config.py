@@ -98,3 +98,28 @@ def test_every_redis_scheme_of_the_spec_is_accepted():
 def test_config_error_names_the_variable():
     with pytest.raises(ConfigError, match="CONCURRENCY_LEASE_SECONDS"):
         Settings.from_env({"CONCURRENCY_LEASE_SECONDS": "soon"}, demo=True)
+
+
+def test_relay_and_upstream_settings_have_their_documented_defaults():
+    settings = Settings.from_env({}, demo=True)
+    assert settings.sse_max_event_bytes == 1024 * 1024
+    assert settings.upstream_max_response_bytes == 64 * 1024 * 1024
+    assert settings.upstream_status_interval == 60
+    assert (settings.default_vision_model, settings.default_image_model) == (
+        "grok-4.3",
+        "grok-imagine-image",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SSE_MAX_EVENT_BYTES", "0"),
+        ("UPSTREAM_MAX_RESPONSE_BYTES", "64MiB"),
+        ("UPSTREAM_STATUS_INTERVAL_SECONDS", "-1"),
+        ("DEFAULT_VISION_MODEL", "grok 4"),
+    ],
+)
+def test_bad_relay_and_upstream_settings_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value}, demo=True)

@@ -1,4 +1,4 @@
-"""Fast unit tests of the pure pieces: SSE scanning, body validation, upstream error rewriting."""
+"""Fast unit tests of the pure pieces: the SSE fallback chunk, body validation, upstream errors."""
 
 from __future__ import annotations
 
@@ -8,64 +8,8 @@ import pytest
 
 from service import validation
 from service.errors import ApiError
-from service.sse import _scan, completion_as_chunk
+from service.sse import completion_as_chunk
 from service.upstream.errors import normalise_upstream_error, upstream_message
-
-CHUNK = b'data: {"choices":[{"delta":{"content":"hi"}}]}'
-USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}'
-
-
-def batch(*events: bytes) -> bytes:
-    return b"".join(e + b"\n\n" for e in events)
-
-
-def test_ordinary_events_pass_through_as_the_same_bytes():
-    raw = batch(CHUNK, CHUNK)
-    out, scan = _scan(raw, client_wants_usage=False)
-    assert out is raw
-    assert scan.events == 2 and not scan.done and not scan.bad
-
-
-def test_usage_chunk_is_dropped_but_counted_when_not_asked_for():
-    out, scan = _scan(batch(CHUNK, USAGE, b"data: [DONE]"), client_wants_usage=False)
-    assert out == batch(CHUNK, b"data: [DONE]")
-    assert scan.usage_tokens == 7 and scan.done
-
-
-def test_usage_chunk_is_kept_when_asked_for():
-    raw = batch(CHUNK, USAGE)
-    out, scan = _scan(raw, client_wants_usage=True)
-    assert out == raw and scan.usage_tokens == 7
-
-
-def test_usage_on_a_content_chunk_is_removed_from_that_chunk_only():
-    event = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"total_tokens":5}}'
-    out, scan = _scan(batch(event), client_wants_usage=False)
-    assert json.loads(out[6:]) == {"choices": [{"delta": {"content": "x"}}]}
-    assert scan.usage_tokens == 5
-
-
-def test_null_usage_is_left_alone():
-    event = b'data: {"choices":[{"delta":{}}],"usage":null}'
-    out, scan = _scan(batch(event), client_wants_usage=False)
-    assert out == batch(event) and scan.usage_tokens is None
-
-
-def test_malformed_event_stops_the_batch_after_the_good_ones():
-    out, scan = _scan(batch(CHUNK, b"data: {not json", CHUNK), client_wants_usage=False)
-    assert out == batch(CHUNK)
-    assert scan.bad
-
-
-def test_comments_and_other_sse_fields_are_acceptable():
-    raw = batch(b": ping", b'event: message\ndata: {"a": 1}', b"data:{}")
-    out, scan = _scan(raw, client_wants_usage=False)
-    assert out is raw and not scan.bad
-
-
-def test_nothing_after_done_is_sent():
-    out, scan = _scan(batch(CHUNK, b"data: [DONE]", CHUNK), client_wants_usage=False)
-    assert out == batch(CHUNK, b"data: [DONE]") and scan.done
 
 
 def test_completion_as_one_chunk_event_then_done():

@@ -128,7 +128,7 @@ def test_images_generate_with_stream_drops_it_upstream_and_says_so(gateway, sim_
     assert response.headers["x-stream-fallback"] == "true"
     upstream = httpx.get(f"{sim_reset.url}/sim/stats").json()["last_request"]["body"]
     assert "stream" not in upstream
-    assert upstream["model"] == "grok-2-image-1212"
+    assert upstream["model"] == "grok-imagine-image"  # DEFAULT_IMAGE_MODEL
 
 
 def test_images_without_a_prompt_is_400(gateway):

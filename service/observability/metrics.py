@@ -46,6 +46,11 @@ LIMITER_FALLBACK = Gauge(
     "1 while this replica counts on local in-memory limits because Redis is unreachable",
     multiprocess_mode="max",
 )
+UPSTREAM_UP = Gauge(
+    "gateway_upstream_up",
+    "1 while the upstream's key-status endpoint (GET /api-key) says the gateway's key is usable",
+    multiprocess_mode="livemin",
+)
 KEY_RELOADS = Counter(
     "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]
 )

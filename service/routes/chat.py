@@ -15,10 +15,15 @@ from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
-from service.routes.completion import STREAM_FALLBACK, call_json, parse_completion
-from service.sse import DONE, SSE_HEADERS, completion_as_chunk, relay_sse
-from service.upstream.call import open_upstream
-from service.usage.record import Usage, estimated_usage
+from service.routes.completion import (
+    STREAM_FALLBACK,
+    call_json,
+    parse_completion,
+    with_upstream_model,
+)
+from service.sse import DONE, SSE_HEADERS, ChatDialect, completion_as_chunk, relay_sse
+from service.upstream.call import EVENT_STREAM, open_upstream
+from service.usage.record import estimated_usage
 from service.validation import has_image_content
 
 CHAT_PATH = "chat/completions"
@@ -34,7 +39,8 @@ class ChatCompletions:
         assert body is not None
         try:
             if body.get("stream") is not True:
-                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, body)
+                upstream_body = with_upstream_model(ctx, body)
+                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
                 await send_json(send, 200, raw)
             elif has_image_content(body["messages"]):
                 await answer_without_streaming(self.services, ctx, body, receive, send)
@@ -51,8 +57,11 @@ class ChatCompletions:
         assert services.upstream is not None
         options = body.get("stream_options") or {}
         client_wants_usage = options.get("include_usage") is True
-        # Always ask for usage, to charge token budgets; the relay drops it if unwanted.
-        upstream_body = {**body, "stream_options": {**options, "include_usage": True}}
+        # Always ask for usage, to charge token budgets; the relay drops the trailing usage
+        # chunk if the client did not ask for it.
+        upstream_body = with_upstream_model(
+            ctx, {**body, "stream_options": {**options, "include_usage": True}}
+        )
         content = json.dumps(upstream_body, separators=(",", ":")).encode()
         upstream = await open_upstream(
             services.upstream,
@@ -60,22 +69,21 @@ class ChatCompletions:
             CHAT_PATH,
             services.upstream_policy,
             content,
-            accept=b"text/event-stream",
+            accept=EVENT_STREAM,
         )
+        settings = services.settings
         result = await relay_sse(
             upstream,
             receive,
             send,
             services.streams,
-            client_wants_usage=client_wants_usage,
-            idle_timeout=services.settings.idle_timeout,
+            ChatDialect(client_wants_usage),
+            idle_timeout=settings.idle_timeout,
+            max_event_bytes=settings.sse_max_event_bytes,
         )
-        if result.usage_tokens is not None:
-            ctx.usage = Usage(total_tokens=result.usage_tokens)
-        else:
-            # No usage arrived (client left, upstream dropped): charge an estimate of what
-            # was spent rather than nothing — ~4 bytes a prompt token, ~1 token an event.
-            ctx.usage = estimated_usage(ctx.body_size, result.events)
+        # No usage arrived (client left, upstream dropped): charge an estimate of what was
+        # spent rather than nothing — ~4 bytes a prompt token, ~1 token an event.
+        ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
         if result.disconnected:
             ctx.reason = "client_disconnected"
 
@@ -85,6 +93,7 @@ async def answer_without_streaming(
 ) -> None:
     """The vision stream fallback: one non-streaming call, answered whole (JSON or one event)."""
     upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    upstream_body = with_upstream_model(ctx, upstream_body)
     raw = await call_json(services, ctx, receive, "POST", CHAT_PATH, upstream_body)
     ctx.stream_fallback = True
     ctx.response_headers.append(STREAM_FALLBACK)

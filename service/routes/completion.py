@@ -1,22 +1,35 @@
-"""Non-streaming upstream calls shared by chat, vision and images: call, read, charge tokens."""
+"""Non-streaming upstream calls shared by chat, vision and images: call, check, charge usage.
+
+Also the model rewrite every route applies: the key file's `[models.aliases]` turn the name a
+client sent into the one the upstream serves, in the upstream body only (allow-lists, logs and
+the ledger keep the client's name).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import httpx
 from starlette.types import Receive
 
 from service.context import RequestContext
 from service.deps import Services
 from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import ApiError
+from service.upstream.body import read_json_object
 from service.upstream.call import open_upstream
-from service.upstream.errors import upstream_unreachable
 from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
+
+
+def with_upstream_model(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its model aliased for the upstream (the same dict if nothing changes)."""
+    model = body.get("model")
+    if ctx.catalog is None or not isinstance(model, str):
+        return body
+    upstream_model = ctx.catalog.upstream_name(model)
+    return body if upstream_model == model else {**body, "model": upstream_model}
 
 
 async def call_json(
@@ -27,41 +40,25 @@ async def call_json(
     path: str,
     body: dict[str, Any] | None,
 ) -> bytes:
-    """Make a non-streaming upstream call and return its JSON body; charge its usage.
+    """Make a non-streaming upstream call and return its JSON object's bytes; charge its usage.
 
+    The answer must be a JSON object within UPSTREAM_MAX_RESPONSE_BYTES, else ApiError 502.
     Raises ClientDisconnected (the upstream call cancelled, an estimate charged) when the
     client goes away first.
     """
     assert services.upstream is not None
     content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+    policy = services.upstream_policy
     try:
         async with cancelled_on_disconnect(receive):
-            response = await open_upstream(
-                services.upstream, method, path, services.upstream_policy, content
-            )
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
-                message = f"reading the response failed ({type(exc).__name__})"
-                raise upstream_unreachable(message) from None
-            finally:
-                await response.aclose()
+            response = await open_upstream(services.upstream, method, path, policy, content)
+            raw, doc = await read_json_object(response, policy.max_response_bytes)
     except ClientDisconnected:
         # The upstream may have spent the prompt already: charge that much, as streams do.
         ctx.usage = estimated_usage(ctx.body_size, 0)
         raise
-    ctx.usage = _usage(raw)
+    ctx.usage = parse_usage(doc.get("usage")) or Usage()
     return raw
-
-
-def _usage(raw: bytes) -> Usage:
-    if b'"usage"' not in raw:
-        return Usage()
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return Usage()
-    return (parse_usage(doc.get("usage")) if isinstance(doc, dict) else None) or Usage()
 
 
 def parse_completion(raw: bytes) -> dict[str, Any]:

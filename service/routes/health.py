@@ -19,7 +19,11 @@ class Healthz:
 
 
 class Readyz:
-    """Readiness: 503 while draining, or when the limiter cannot serve (closed mode, Redis down)."""
+    """Readiness: 503 while draining, or when the limiter cannot serve (closed mode, Redis down).
+
+    The body also says what the upstream's key-status endpoint last answered (`upstream`); that
+    never fails readiness: every replica would leave the Service at once.
+    """
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -30,10 +34,12 @@ class Readyz:
             status, doc = 503, {"status": "draining"}
         else:
             ok, limiter = services.limiter.ready()
+            upstream = services.upstream_status
             status = 200 if ok else 503
             doc = {
                 "status": "ready" if ok else "unavailable",
                 "limiter": limiter,
+                "upstream": upstream.state if upstream is not None else "checking",
                 "keys": len(services.registry.current),
                 "active_streams": len(services.streams),
             }

@@ -12,7 +12,7 @@ from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
-from service.routes.completion import STREAM_FALLBACK, call_json
+from service.routes.completion import STREAM_FALLBACK, call_json, with_upstream_model
 
 
 class ImageGeneration:
@@ -27,7 +27,10 @@ class ImageGeneration:
             ctx.response_headers.append(STREAM_FALLBACK)
         ctx.stream = False
         try:
-            raw = await call_json(self.services, ctx, receive, "POST", "images/generations", body)
+            upstream_body = with_upstream_model(ctx, body)
+            raw = await call_json(
+                self.services, ctx, receive, "POST", "images/generations", upstream_body
+            )
         except ApiError as error:
             ctx.reason = ctx.reason or error.code
             await error.send(send)

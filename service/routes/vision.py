@@ -11,7 +11,7 @@ from service.context import RequestContext
 from service.deps import Services
 from service.errors import ApiError
 from service.routes.chat import CHAT_PATH, answer_without_streaming
-from service.routes.completion import call_json
+from service.routes.completion import call_json, with_upstream_model
 
 _OWN_FIELDS = ("image_url", "prompt", "detail")
 
@@ -49,7 +49,8 @@ class VisionAnalyze:
                 await answer_without_streaming(self.services, ctx, chat_body, receive, send)
             else:
                 chat_body.pop("stream", None)
-                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, chat_body)
+                upstream_body = with_upstream_model(ctx, chat_body)
+                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
                 await send_json(send, 200, raw)
         except ApiError as error:
             ctx.reason = ctx.reason or error.code

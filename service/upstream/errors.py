@@ -88,6 +88,31 @@ def normalise_upstream_error(status: int, body: bytes, retry_after: str | None =
     )
 
 
+def upstream_redirect(status: int, location: str | None) -> ApiError:
+    """An upstream 3xx: never followed, so the upstream key never reaches another host."""
+    UPSTREAM_ERRORS.labels("redirect").inc()
+    log.error("upstream answered HTTP %d (redirect to %r); not followed", status, location)
+    return ApiError(
+        502,
+        f"Upstream error: the upstream answered with a redirect (HTTP {status}), "
+        "which the gateway does not follow.",
+        code="upstream_error",
+        type="server_error",
+    )
+
+
+def upstream_bad_answer(detail: str) -> ApiError:
+    """A 2xx the gateway cannot pass on: not the media type asked for, too big, not an object."""
+    UPSTREAM_ERRORS.labels("bad_answer").inc()
+    log.warning("upstream answer refused: %s", detail)
+    return ApiError(
+        502,
+        f"Upstream error: the upstream sent {detail}.",
+        code="upstream_error",
+        type="server_error",
+    )
+
+
 def upstream_unreachable(detail: str) -> ApiError:
     UPSTREAM_ERRORS.labels("unreachable").inc()
     return ApiError(

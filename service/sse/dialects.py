@@ -1,0 +1,232 @@
+"""What differs between the two kinds of SSE stream the relay carries.
+
+`ChatDialect`: chat.completion.chunk events (`data: {...}`) ending in `data: [DONE]`, the seed
+document's error event. `ResponsesDialect`: Responses API events (`event: response.*` +
+`data: {...}`) ending in `response.completed`, `.failed` or `.incomplete`, the Responses error
+event. Each says how the end is recognised, where usage sits, and what the error looks like.
+
+Usage costs no JSON per chunk: xAI puts the running `usage` on every chunk, so a dialect only
+remembers where the last one was and parses that one event when the stream ends (the last
+total counts, never a sum).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Protocol
+
+from service.errors import sse_error_event
+from service.usage.record import Usage, parse_usage
+
+log = logging.getLogger("service.sse")
+
+DONE = b"data: [DONE]\n\n"
+_USAGE_KEY = b'"usage"'
+_JSON_SPACE = b" \t\n\r"
+# A chat chunk with no choices, in any JSON spacing: the usage-only chunk (checked by parsing).
+_EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\]')
+
+
+class Dialect(Protocol):
+    """What differs between two kinds of SSE stream; one instance per stream (it keeps state)."""
+
+    fast_prefix: bytes  # an event starting with it and ending in `}` is well-formed
+    terminals: tuple[bytes, ...]  # an event starting with one of these ends the stream
+    response_id: str | None
+
+    def relayed(self, out: bytes) -> bytes:
+        """See a batch of complete, checked events before it is sent; return what to send."""
+        ...
+
+    def usage(self) -> Usage | None:
+        """The usage the upstream reported last, or None."""
+        ...
+
+    def error_event(self, message: str) -> bytes:
+        """The event that ends a stream after a failure."""
+        ...
+
+
+class _UsageTracker:
+    """Remembers where the last event with a non-null `usage` sits; parses it only at the end."""
+
+    __slots__ = ("_batch", "_pos")
+
+    def __init__(self) -> None:
+        self._batch: bytes = b""
+        self._pos = -1
+
+    def see(self, out: bytes) -> bool:
+        """Note the last usage in `out`; whether `out` has one."""
+        pos = len(out)
+        while True:
+            pos = out.rfind(_USAGE_KEY, 0, pos)
+            if pos < 0:
+                return False
+            # A key (followed by ':'), with a value other than null; not a string "usage".
+            rest = out[pos + len(_USAGE_KEY) : pos + len(_USAGE_KEY) + 16].lstrip(_JSON_SPACE)
+            if rest.startswith(b":") and not rest[1:].lstrip(_JSON_SPACE).startswith(b"null"):
+                self._batch, self._pos = out, pos
+                return True
+
+    def document(self) -> dict[str, Any] | None:
+        """The JSON data of the remembered event (None if there is none, or it is malformed)."""
+        if self._pos < 0:
+            return None
+        batch, pos = self._batch, self._pos
+        start = batch.rfind(b"\n\n", 0, pos)
+        start = 0 if start < 0 else start + 2
+        end = batch.find(b"\n\n", pos)
+        doc = event_data(batch[start : end if end >= 0 else len(batch)])
+        if doc is None:
+            log.warning("the upstream's last usage is not a JSON object; charging an estimate")
+        return doc
+
+
+class ChatDialect:
+    """Chat Completions: `data: {chunk}` events, then `data: [DONE]`; the seed's error event.
+
+    `client_wants_usage` False: the gateway asked the upstream for usage on the client's
+    behalf, so the trailing usage-only chunk (`"choices": []`, right before [DONE]) is
+    dropped; every other chunk passes byte for byte, `usage` or not.
+    """
+
+    fast_prefix = b"data: {"
+    terminals = (b"data: [DONE]",)
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self.drop_usage_chunk = not client_wants_usage
+        self.response_id: str | None = None
+        self._usage = _UsageTracker()
+        self._held: bytes | None = None  # a usage-only chunk that ended a batch: [DONE] next?
+
+    def relayed(self, out: bytes) -> bytes:
+        has_usage = self._usage.see(out)
+        if not self.drop_usage_chunk:
+            return out
+        if self._held is not None:
+            held, self._held = self._held, None
+            if not out.startswith(DONE):
+                out = held + out  # not the trailing one after all: relay it
+        if not has_usage or _EMPTY_CHOICES.search(out) is None:
+            return out
+        return self._drop_usage_chunk(out)
+
+    def _drop_usage_chunk(self, out: bytes) -> bytes:
+        parts = out.split(b"\n\n")
+        parts.pop()
+        kept: list[bytes] = []
+        for index, part in enumerate(parts):
+            if _EMPTY_CHOICES.search(part) is not None and _is_usage_only(part):
+                if index + 1 == len(parts):
+                    self._held = part + b"\n\n"
+                    continue
+                if parts[index + 1] == DONE[:-2]:
+                    continue
+            kept.append(part)
+        return b"".join(p + b"\n\n" for p in kept)
+
+    def usage(self) -> Usage | None:
+        doc = self._usage.document()
+        return parse_usage(doc.get("usage")) if doc is not None else None
+
+    def error_event(self, message: str) -> bytes:
+        return sse_error_event(message)
+
+
+class ResponsesDialect:
+    """Responses API: `event: response.*` events relayed untouched, ending in
+    `response.completed` (usage in its `response.usage`), `response.failed` or
+    `response.incomplete`. The id comes from `response.created`."""
+
+    fast_prefix = b"event: "
+    terminals = (
+        b"event: response.completed\n",
+        b"event: response.failed\n",
+        b"event: response.incomplete\n",
+    )
+    _CREATED = b"event: response.created\n"
+
+    def __init__(self) -> None:
+        self.response_id: str | None = None
+        self._usage = _UsageTracker()
+
+    def relayed(self, out: bytes) -> bytes:
+        self._usage.see(out)
+        if self.response_id is None and self._CREATED in out:
+            self.response_id = self._created_id(out)
+        return out
+
+    def _created_id(self, out: bytes) -> str | None:
+        start = out.find(self._CREATED)
+        end = out.find(b"\n\n", start)
+        doc = event_data(out[start:end])
+        response = doc.get("response") if doc is not None else None
+        response_id = response.get("id") if isinstance(response, dict) else None
+        return response_id if isinstance(response_id, str) and response_id else None
+
+    def usage(self) -> Usage | None:
+        doc = self._usage.document()
+        if doc is None:
+            return None
+        response = doc.get("response")
+        if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+            return parse_usage(response["usage"])
+        return parse_usage(doc.get("usage"))
+
+    def error_event(self, message: str) -> bytes:
+        payload = {
+            "type": "error",
+            "code": "upstream_error",
+            "message": f"API error: {message}",
+            "param": None,
+        }
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def event_data(event: bytes) -> dict[str, Any] | None:
+    """The JSON object in an event's `data:` lines, or None."""
+    lines = [
+        line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+    ]
+    try:
+        doc = json.loads(b"\n".join(lines))
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_usage_only(part: bytes) -> bool:
+    doc = event_data(part)
+    return doc is not None and doc.get("choices") == [] and isinstance(doc.get("usage"), dict)
+
+
+def completion_as_chunk(completion: dict[str, Any], client_wants_usage: bool) -> bytes:
+    """A complete chat.completion as one chat.completion.chunk event, then [DONE].
+
+    For VISION_STREAM_FALLBACK=sse: every SSE client and SDK reads it as a stream.
+    """
+    choices = []
+    for choice in completion.get("choices") or []:
+        message = dict(choice.get("message") or {})
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "delta": message,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    chunk = {
+        "id": completion.get("id"),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created"),
+        "model": completion.get("model"),
+        "choices": choices,
+    }
+    out = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    if client_wants_usage and completion.get("usage") is not None:
+        usage_chunk = {**chunk, "choices": [], "usage": completion["usage"]}
+        out += b"data: " + json.dumps(usage_chunk, separators=(",", ":")).encode() + b"\n\n"
+    return out + DONE

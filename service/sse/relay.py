@@ -1,0 +1,243 @@
+"""The relay loop: an upstream SSE response to the client, event by event, as it arrives.
+
+The hot path works on bytes: each network read is cut at the last complete event and sent on
+at once (a partial event waits for its end, nothing else waits). Per event it checks only the
+shape (the dialect's prefix and a closing `}`); it parses no JSON per event. Lines may end in
+CRLF, LF or CR, as the SSE standard allows; such streams are relayed with LF line ends. No
+event larger than `max_event_bytes` is held or relayed, finished or not: the stream ends with
+the dialect's error event instead.
+
+Each stream has one watcher task on `receive()` (`disconnect.py`): the client's disconnect
+cancels the relay at once, which closes the upstream request. A client that stops reading
+holds the relay in `send()` (uvicorn's flow control), so the relay stops reading the upstream
+and nothing piles up in the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from starlette.types import Receive, Send
+
+from service.disconnect import ClientDisconnected, cancelled_on_disconnect
+from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
+from service.sse.dialects import Dialect
+from service.sse.streams import StreamSet
+from service.usage.record import Usage
+
+log = logging.getLogger("service.sse")
+
+_FINISH_SECONDS = 1.0
+_FINISH_MAX_BYTES = 64 * 1024
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: don't buffer
+]
+
+
+@dataclass(slots=True)
+class RelayResult:
+    completed: bool  # reached the dialect's terminal event
+    disconnected: bool  # the client went away first
+    usage: Usage | None  # the last usage the upstream reported
+    events: int  # events relayed
+    response_id: str | None = None  # Responses API: the id from `response.created`
+
+
+async def relay_sse(
+    upstream: httpx.Response,
+    receive: Receive,
+    send: Send,
+    streams: StreamSet,
+    dialect: Dialect,
+    *,
+    idle_timeout: float,
+    max_event_bytes: int,
+) -> RelayResult:
+    """Send the SSE response for an open 2xx upstream stream; closes `upstream`."""
+    loop = asyncio.get_running_loop()
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    stream = streams.open(send)
+    ACTIVE_STREAMS.inc()
+    result = RelayResult(completed=False, disconnected=False, usage=None, events=0)
+    error: str | None = None
+    framer = Framer(dialect, max_event_bytes)
+    chunks = upstream.aiter_raw()
+    try:
+        async with cancelled_on_disconnect(receive):
+            async for data in chunks:
+                out, events, done, problem = framer.feed(data)
+                result.events += events
+                if out:
+                    out = dialect.relayed(out)
+                if out:
+                    stream.last_send = loop.time()
+                    stream.sending = True
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    stream.sending = False
+                if done:
+                    result.completed = True
+                    break
+                if problem is not None:
+                    error = problem
+                    break
+            else:
+                error = "the upstream closed the stream before it was complete"
+    except ClientDisconnected:
+        result.disconnected = True
+    except httpx.ReadTimeout:
+        error = f"no data from the upstream for {idle_timeout:g}s"
+    except httpx.HTTPError as exc:
+        error = f"the upstream connection failed mid-stream ({type(exc).__name__})"
+    finally:
+        streams.close(stream)
+        ACTIVE_STREAMS.dec()
+        if not result.completed:
+            await upstream.aclose()
+    result.usage = dialect.usage()
+    result.response_id = dialect.response_id
+    if result.disconnected:
+        return result
+    if error is not None:
+        UPSTREAM_ERRORS.labels("mid_stream").inc()
+        log.warning("stream ended with an error: %s", error)
+        await send(
+            {"type": "http.response.body", "body": dialect.error_event(error), "more_body": True}
+        )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if result.completed:
+        await _finish(upstream, chunks)
+    return result
+
+
+class Framer:
+    """Cuts network reads into complete events and checks them; holds at most one partial one.
+
+    The partial event lives in a bytearray (appending is amortised, never a quadratic
+    re-concatenation) and may not grow past `max_event_bytes`.
+    """
+
+    __slots__ = ("_cr", "_dialect", "_max", "_pending")
+
+    def __init__(self, dialect: Dialect, max_event_bytes: int) -> None:
+        self._dialect = dialect
+        self._max = max_event_bytes
+        self._pending = bytearray()
+        self._cr = False  # the previous read ended in CR: a LF starting this one belongs to it
+
+    def feed(self, data: bytes) -> tuple[bytes, int, bool, str | None]:
+        """Take one network read: (complete events to send, how many, whether they end the
+        stream, why the stream must be cut after them — or None)."""
+        if self._cr or b"\r" in data:
+            data = self._to_lf(data)
+        pending = self._pending
+        if pending:
+            search_from = len(pending) - 1  # a blank line may straddle the two reads
+            pending += data
+            end = pending.rfind(b"\n\n", search_from)
+            if end < 0:
+                return b"", 0, False, self._pending_problem()
+            end += 2
+            batch = bytes(pending[:end])
+            del pending[:end]
+        else:
+            end = data.rfind(b"\n\n")
+            if end < 0:
+                pending += data
+                return b"", 0, False, self._pending_problem()
+            end += 2
+            batch = data if end == len(data) else data[:end]
+            if end < len(data):
+                pending += data[end:]
+        out, events, done, problem = self._check(batch)
+        if not done and problem is None:
+            problem = self._pending_problem()
+        return out, events, done, problem
+
+    def _to_lf(self, data: bytes) -> bytes:
+        if self._cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._cr = data.endswith(b"\r")
+        return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+    def _pending_problem(self) -> str | None:
+        if len(self._pending) <= self._max:
+            return None
+        self._pending = bytearray()
+        return self._too_large()
+
+    def _too_large(self) -> str:
+        return f"the upstream sent an event larger than {self._max} bytes"
+
+    def _check(self, batch: bytes) -> tuple[bytes, int, bool, str | None]:
+        """The well-formed events of `batch` up to the terminal one, or up to a bad one."""
+        dialect = self._dialect
+        fast, terminals = dialect.fast_prefix, dialect.terminals
+        check_size = len(batch) > self._max
+        if not check_size and batch.find(b"\n\n") == len(batch) - 2:  # one event: most reads
+            if batch.startswith(terminals):
+                return batch, 1, True, None
+            if batch.startswith(fast) and batch.endswith(b"}\n\n"):
+                return batch, 1, False, None
+        parts = batch.split(b"\n\n")
+        parts.pop()  # the batch ends with a blank line
+        for index, part in enumerate(parts):
+            if check_size and len(part) + 2 > self._max:
+                return _join(parts[:index]), index, False, self._too_large()
+            if part.startswith(terminals):
+                if index + 1 < len(parts):
+                    batch = _join(parts[: index + 1])  # nothing after the end is relayed
+                return batch, index + 1, True, None
+            if not (part.startswith(fast) and part.endswith(b"}")) and not _acceptable(part):
+                return _join(parts[:index]), index, False, "the upstream sent a malformed event"
+        return batch, len(parts), False, None
+
+
+def _join(parts: list[bytes]) -> bytes:
+    return b"".join(p + b"\n\n" for p in parts)
+
+
+def _acceptable(part: bytes) -> bool:
+    """Events other than the fast shape: comments, other SSE fields, JSON in another spacing."""
+    if not part or part.startswith(b":"):
+        return True
+    for line in part.split(b"\n"):
+        field, _, value = line.partition(b":")
+        if field in (b"event", b"id", b"retry", b""):
+            continue
+        if field != b"data":
+            return False
+        value = value.strip()
+        if value == b"[DONE]":
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            return False
+    return True
+
+
+async def _finish(upstream: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Read the upstream response to its end after the terminal event, then close it.
+
+    The chunked terminator follows at once; reading it lets the connection go back to the
+    pool. Closing before it would close the connection: a new TCP (and TLS) handshake for the
+    next request. Whatever else follows is not relayed, and not read for long.
+    """
+    extra = 0
+    try:
+        async with asyncio.timeout(_FINISH_SECONDS):
+            async for data in chunks:
+                extra += len(data)
+                if extra > _FINISH_MAX_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    finally:
+        await upstream.aclose()
