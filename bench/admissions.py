@@ -22,6 +22,15 @@ from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy
 from service.limiter.redis_store import RedisLimiter
 from service.registry.keys import load_registry
+from service.usage.record import Charge, Usage
+
+# What each benchmark request is charged: tokens, a cost, a ledger row (as the gateway does).
+CHARGE = Charge(
+    Usage(input_tokens=8, output_tokens=2, total_tokens=10, cost_ticks=12_000),
+    model="grok-4-1-fast-non-reasoning",
+    cost_ticks=12_000,
+    cost_known=True,
+)
 
 
 def bench_policy(workdir: Path) -> LimitPolicy:
@@ -42,7 +51,7 @@ async def measure(
         started = time.perf_counter()
         decision = await limiter.admit(policy)
         latencies.append(time.perf_counter() - started)
-        await limiter.release(policy, decision, 10)
+        await limiter.release(policy, decision, CHARGE)
 
     async def wave() -> None:
         await asyncio.gather(*(one() for _ in range(concurrency)))

@@ -89,6 +89,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             lease_seconds=settings.lease_seconds,
             redis_timeout=settings.redis_timeout,
             pool_size=settings.redis_pool_size,
+            retention_days=settings.usage_retention_days,
         ),
         registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
         streams=StreamSet(settings.keepalive_seconds),
@@ -143,6 +144,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         WithoutTrailingSlash(router), services.lifecycle, log_prompts=settings.log_prompts
     )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
+    app.router = router  # type: ignore[attr-defined]  # its lifespan, for in-process tests
     return app
 
 

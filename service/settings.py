@@ -54,6 +54,7 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
     log_prompts: bool = False
+    usage_retention_days: int = 400
     demo: bool = False
 
     @classmethod
@@ -110,6 +111,9 @@ class Settings:
                 "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"), "info"
             ),
             log_prompts=r.get("LOG_PROMPTS", _bool, False),
+            usage_retention_days=r.get(
+                "USAGE_RETENTION_DAYS", _positive_int, d.usage_retention_days
+            ),
             demo=demo,
         )
         if not demo:

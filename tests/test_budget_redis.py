@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from service.limiter.connection import connect
 from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
+from tests.support.charges import charge
 from tests.support.processes import REPO, start_redis
 
 
@@ -115,23 +117,28 @@ def count_round_trips(limiter: RedisLimiter) -> list[str]:
 
 async def test_one_round_trip_to_admit_and_one_to_release(limiter, redis_server):
     p = policy("10/minute;1000/hour;10000/day", conc=5, tokens="100000/day")
-    await limiter.release(p, await limiter.admit(p), 10)  # load the scripts
+    await limiter.release(p, await limiter.admit(p), charge(10))  # load the scripts
     sent = count_round_trips(limiter)
     before = await commandstats(redis_server.url)
     decision = await limiter.admit(p)
     assert sent == ["EVALSHA"]
-    await limiter.release(p, decision, 25)
+    await limiter.release(p, decision, charge(25))
     assert sent == ["EVALSHA", "EVALSHA"]
     after = await commandstats(redis_server.url)
     assert after["cmdstat_evalsha"] - before["cmdstat_evalsha"] == 2
 
 
-async def test_release_without_lease_or_tokens_sends_nothing(limiter):
+async def test_a_release_without_lease_or_tokens_still_writes_its_ledger_row_in_one_trip(
+    limiter,
+):
     p = policy("1000/hour")
     decision = await limiter.admit(p)
     sent = count_round_trips(limiter)
-    await limiter.release(p, decision, 0)
-    assert sent == []
+    await limiter.release(p, decision, charge(model="grok-ledger"))
+    assert sent == ["EVALSHA"]
+    today = datetime.now(UTC).date()
+    rows = await limiter.ledger_rows(today - timedelta(days=1), today, key=p.key_id)
+    assert [(r.key, r.model, r.totals.requests) for r in rows] == [(p.key_id, "grok-ledger", 1)]
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -155,7 +162,7 @@ async def test_a_live_lease_is_refreshed_past_its_lease_time(redis_server):
     await asyncio.sleep(1.5)  # over twice the lease: only refreshing keeps it
     other = RedisLimiter(connect(redis_server.url), lease_seconds=0.6)
     assert not (await other.admit(p)).allowed
-    await holder.release(p, held, 0)
+    await holder.release(p, held, charge())
     assert (await other.admit(p)).allowed
     await holder.aclose()
     await other.aclose()
@@ -187,7 +194,7 @@ async def test_local_mode_counts_in_memory_while_redis_is_down_and_returns(own_r
     decision = await lim.admit(p)
     assert decision.allowed and decision.store == "memory"
     assert lim.ready() == (True, "local fallback: redis unreachable, counting per replica")
-    await lim.release(p, decision, 0)
+    await lim.release(p, decision, charge())
     restarted = start_redis(own_redis.port)
     try:
         assert await wait_until(lambda: lim.mode == "redis")

@@ -10,6 +10,7 @@ from service.limiter.headers import duration
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
+from tests.support.charges import charge
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -74,10 +75,10 @@ async def test_headers_describe_the_most_restrictive_window(limiter):
 async def test_token_budget_refuses_once_spent_and_charges_on_release(limiter):
     p = policy(tokens="100/hour")
     first = await limiter.admit(p)
-    await limiter.release(p, first, 60)
+    await limiter.release(p, first, charge(60))
     second = await limiter.admit(p)
     assert second.allowed and second.tokens.remaining == 40
-    await limiter.release(p, second, 60)  # overshoots: usage is known only afterwards
+    await limiter.release(p, second, charge(60))  # overshoots: usage is known only afterwards
     third = await limiter.admit(p)
     assert not third.allowed and third.reason == "tokens_limit_exceeded"
     assert third.tokens.remaining == 0
@@ -88,7 +89,7 @@ async def test_concurrency_cap_and_release(limiter):
     a, b, c = await admit_n(limiter, p, 3)
     assert a.allowed and b.allowed and not c.allowed
     assert c.reason == "concurrency_limit_exceeded" and c.retry_after == 1
-    await limiter.release(p, a, 0)
+    await limiter.release(p, a, charge())
     assert (await limiter.admit(p)).allowed
 
 
@@ -96,13 +97,13 @@ async def test_concurrency_refusal_spends_no_request_unit(limiter):
     p = policy(requests="3/hour", conc=1)
     held = await limiter.admit(p)
     assert not any(d.allowed for d in await admit_n(limiter, p, 4))
-    await limiter.release(p, held, 0)
+    await limiter.release(p, held, charge())
     outcomes = []
     for _ in range(3):
         decision = await limiter.admit(p)
         outcomes.append(decision.reason)
         if decision.allowed:
-            await limiter.release(p, decision, 0)
+            await limiter.release(p, decision, charge())
     # Two more units were left of three: the four refusals spent none.
     assert outcomes == [None, None, "rate_limit_exceeded"]
 

@@ -287,7 +287,7 @@ async def in_process_gateway(
     )
     registry.models = ModelCatalog(aliases=ALIASES)  # what [models.aliases] parses into
     app = create_app(Settings(xai_base_url=f"{simulator.url}/v1", xai_api_key="xai-test"), registry)
-    router = app.app  # type: ignore[attr-defined]
+    router = app.router  # type: ignore[attr-defined]
     async with (
         router.lifespan_context(router),
         httpx.AsyncClient(

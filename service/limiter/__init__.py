@@ -15,12 +15,14 @@ def create_limiter(
     redis_timeout: float = 1.0,
     pool_size: int = 32,
     key_prefix: str = "gw",
+    retention_days: int = 400,
 ) -> Limiter:
     """Memory limiter without a URL; otherwise Redis behind the failover of `failure_mode`.
 
+    `retention_days`: how long the usage ledger keeps a day (USAGE_RETENTION_DAYS).
     Raises ValueError for a URL it cannot use.
     """
-    memory = MemoryLimiter(lease_seconds, key_prefix)
+    memory = MemoryLimiter(lease_seconds, key_prefix, retention_days)
     if redis_url is None:
         return memory
     from service.limiter.connection import connect
@@ -33,6 +35,8 @@ def create_limiter(
         lease_seconds,
         key_prefix,
         multiplexed=MultiplexedConnection.from_url(redis_url, redis_timeout),
+        timeout=redis_timeout,
+        retention_days=retention_days,
     )
     return FailoverLimiter(redis, memory, failure_mode)
 

@@ -1,17 +1,49 @@
-"""The limiter's contract: admit a request against a policy, release it when it ends."""
+"""The limiter's contract: admit a request against a policy, release it when it ends.
+
+Also what the usage endpoints read: a key's budgets and usage, and the ledger.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal, Protocol
 
 from service.limiter.policy import LimitPolicy
+from service.usage.ledger import LedgerRow, UsageSnapshot
+from service.usage.record import Charge
 
-RejectReason = Literal["rate_limit_exceeded", "tokens_limit_exceeded", "concurrency_limit_exceeded"]
+RejectReason = Literal[
+    "rate_limit_exceeded",
+    "tokens_limit_exceeded",
+    "concurrency_limit_exceeded",
+    "spend_limit_exceeded",  # wins over the others when several budgets are spent
+    "not_found",  # owner_check names a response id the key's tenant does not own
+]
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8).hex(), itertools.count()
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_id() -> str:
+    """A unique admission (and lease) id: this process's random prefix and a counter.
+
+    Cheaper than a uuid4 per request, and as unique: 64 random bits per process.
+    """
+    return f"{_prefix}{next(_counter):x}"
 
 
 class LimiterUnavailable(Exception):
-    """The limiter store cannot be reached and the failure mode is `closed`."""
+    """The limiter store cannot be reached and the failure mode is `closed` (or, for the
+    ledger, whatever the mode: a replica's memory is no ledger)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +69,11 @@ class Decision:
     retry_after: int = 0  # whole seconds, >= 1 when refused
     requests: WindowState | None = None
     tokens: WindowState | None = None
+    spend_limit: str | None = None  # when refused for spend: "tenant budget $500/month"
     lease: str | None = None  # concurrency lease id, when the policy caps concurrency
     store: str = "memory"  # which store admitted it: "redis" or "memory"
+    id: str = ""  # unique per admission; its release applies once under this id
+    admitted_at: float = 0.0  # time.monotonic() at admission
     extra: dict = field(default_factory=dict)
 
 
@@ -53,14 +88,32 @@ class Limiter(Protocol):
     async def aclose(self) -> None:
         """Stop background tasks and close connections."""
 
-    async def admit(self, policy: LimitPolicy) -> Decision:
+    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
         """Check every limit, then consume one request unit and a slot, atomically.
 
+        With `owner_check`, refuse with reason `not_found` (consuming nothing) unless the
+        key's tenant (a key without one is its own tenant) owns that response id.
         Raises LimiterUnavailable when the store is down and the failure mode is `closed`.
         """
 
-    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
-        """Free the concurrency slot and charge `tokens` to the token windows."""
+    async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
+        """Free the slot; charge tokens, spend and the ledger; record or forget a response id.
+
+        Every admitted request is released exactly once, whatever happened to it.
+        """
+
+    async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
+        """The key's (and its tenant's) budgets and usage now, consuming nothing.
+
+        Raises LimiterUnavailable when Redis is down and the failure mode is `closed`.
+        """
+
+    async def ledger_rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        """Ledger rows from day `first` to `last` (UTC, inclusive), optionally of one
+        tenant (`-`: keys without one) or key. Raises LimiterUnavailable while Redis is down.
+        """
 
     def ready(self) -> tuple[bool, str]:
         """Whether this replica can serve, and a one-line description for /readyz."""

@@ -4,6 +4,13 @@
 per transition), probe Redis every second and go back to it by itself. `closed`: refuse
 with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
 requests don't wait on it: only the probe does.
+
+Nothing is lost on the way: the releases Redis did not confirm (slots, tokens, spend, ledger,
+response ids) and the charges of requests admitted from memory are kept, and applied once
+Redis answers again, before admissions return to it (see `redis_store`). Response ownership
+falls back to memory too: every id this replica records or forgets is mirrored there.
+The usage snapshot falls back to memory in `local` mode; the ledger never does (a replica's
+memory is not the ledger): it raises LimiterUnavailable while Redis is down.
 """
 
 from __future__ import annotations
@@ -11,18 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-from redis.exceptions import RedisError
+from datetime import date
 
 from service.limiter.base import Decision, LimiterUnavailable
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy
-from service.limiter.redis_store import RedisLimiter
+from service.limiter.redis_store import STORE_ERRORS, RedisLimiter
 from service.observability.metrics import LIMITER_FALLBACK, LIMITER_STORE_ERRORS
+from service.usage.ledger import LedgerRow, UsageSnapshot
+from service.usage.record import Charge
 
 log = logging.getLogger("service.limiter")
 
-STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 _PROBE_SECONDS = 1.0
 
 
@@ -52,6 +59,11 @@ class FailoverLimiter:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if not self.down and self.redis.pending:
+            with contextlib.suppress(*STORE_ERRORS):
+                await self.redis.replay()
+        if self.redis.pending:
+            log.error("shutting down with %d releases Redis never got", self.redis.pending)
         await self.redis.aclose()
 
     def ready(self) -> tuple[bool, str]:
@@ -61,26 +73,48 @@ class FailoverLimiter:
             return True, "local fallback: redis unreachable, counting per replica"
         return False, "redis unreachable"
 
-    async def admit(self, policy: LimitPolicy) -> Decision:
+    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
         if not self.down:
             try:
-                return await self.redis.admit(policy)
+                return await self.redis.admit(policy, owner_check)
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
             raise LimiterUnavailable("redis unreachable")
-        return self.memory.admit_now(policy)
+        return self.memory.admit_now(policy, owner_check)
 
-    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
+    async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         if decision.store == "memory":
-            self.memory.release_now(policy, decision, tokens)
-            return
+            self.memory.release_now(policy, decision, charge)
+        else:
+            self.memory.note_responses(policy, charge)
         if self.down:
-            return  # the lease expires by itself; the tokens are lost with the outage
+            self.redis.defer(policy, decision, charge)
+            return
         try:
-            await self.redis.release(policy, decision, tokens)
+            await self.redis.release(policy, decision, charge)
         except STORE_ERRORS as exc:
             self._went_down(exc)
+
+    async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
+        if not self.down:
+            try:
+                return await self.redis.usage_snapshot(policy)
+            except STORE_ERRORS as exc:
+                self._went_down(exc)
+        if self.failure_mode == "closed":
+            raise LimiterUnavailable("redis unreachable")
+        return self.memory.snapshot_now(policy)
+
+    async def ledger_rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        if not self.down:
+            try:
+                return await self.redis.ledger_rows(first, last, tenant, key)
+            except STORE_ERRORS as exc:
+                self._went_down(exc)
+        raise LimiterUnavailable("redis unreachable: the ledger lives there")
 
     def _went_down(self, exc: BaseException) -> None:
         LIMITER_STORE_ERRORS.inc()
@@ -102,10 +136,14 @@ class FailoverLimiter:
             try:
                 await self.redis.reset_connections()
                 await self.redis.ping()
+                replayed = await self.redis.replay()  # before admissions read the counters
             except STORE_ERRORS:
                 LIMITER_STORE_ERRORS.inc()
                 continue
             self.down = False
             LIMITER_FALLBACK.set(0)
-            log.warning("redis reachable again: shared counting resumed")
+            log.warning(
+                "redis reachable again: shared counting resumed, %d kept releases applied",
+                replayed,
+            )
             return

@@ -1,30 +1,52 @@
 """In-process counters: the limiter without Redis (one replica), and the `local` fallback.
 
 One event loop runs every admission to its end without awaiting, so check-all-then-consume
-is atomic here without locks. Same fixed windows and semantics as the Redis store.
+is atomic here without locks. Same fixed windows, spend periods (calendar UTC day and
+month), ledger and response ownership as the Redis store, on this process's clock. The
+ledger is pruned after `retention_days`; ownership keeps at most OWNED_RESPONSES ids.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import time
-import uuid
+from datetime import UTC, date, datetime, timedelta
 
-from service.limiter.base import Decision, WindowState
-from service.limiter.plan import Plan, WindowPlan, build_plan
+from service.limiter.base import Decision, WindowState, new_id
+from service.limiter.plan import Plan, WindowPlan, build_plan, window_label
 from service.limiter.policy import LimitPolicy
+from service.usage.ledger import (
+    MAX_RESPONSE_ID_CHARS,
+    NO_TENANT,
+    RESPONSE_SECONDS,
+    LedgerRow,
+    LimitState,
+    Totals,
+    UsageSnapshot,
+    ledger_model,
+    owner_of,
+)
+from service.usage.record import Charge
 
 _SWEEP_SECONDS = 60.0
+OWNED_RESPONSES = 100_000  # ids remembered; the oldest are forgotten first
 
 
 class MemoryLimiter:
     mode = "memory"
 
-    def __init__(self, lease_seconds: float = 30.0, prefix: str = "gw") -> None:
+    def __init__(
+        self, lease_seconds: float = 30.0, prefix: str = "gw", retention_days: int = 400
+    ) -> None:
         self.lease_seconds = lease_seconds
         self.prefix = prefix
+        self.retention_days = retention_days
         self._counters: dict[str, tuple[int, int, float]] = {}  # key -> (window, used, expiry)
         self._leases: dict[str, dict[str, float]] = {}  # concurrency key -> lease id -> expiry
+        self._sums: dict[tuple[str, str], Totals] = {}  # (sums base, day or month) -> totals
+        self._ledger: dict[tuple[date, str, str, str], Totals] = {}  # day, tenant, key, model
+        self._owners: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._plans: dict[LimitPolicy, Plan] = {}
         self._next_sweep = 0.0
 
@@ -37,11 +59,25 @@ class MemoryLimiter:
     def ready(self) -> tuple[bool, str]:
         return True, "memory: counted in this process, single replica only"
 
-    async def admit(self, policy: LimitPolicy) -> Decision:
-        return self.admit_now(policy)
+    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+        return self.admit_now(policy, owner_check)
 
-    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
-        self.release_now(policy, decision, tokens)
+    async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
+        self.release_now(policy, decision, charge)
+
+    async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
+        return self.snapshot_now(policy)
+
+    async def ledger_rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        return [
+            LedgerRow(day, row_tenant, row_key, model, totals)
+            for (day, row_tenant, row_key, model), totals in sorted(self._ledger.items())
+            if first <= day <= last
+            and (tenant is None or row_tenant == tenant)
+            and (key is None or row_key == key)
+        ]
 
     def plan(self, policy: LimitPolicy) -> Plan:
         plan = self._plans.get(policy)
@@ -49,11 +85,13 @@ class MemoryLimiter:
             plan = self._plans[policy] = build_plan(policy, self.prefix)
         return plan
 
-    def admit_now(self, policy: LimitPolicy) -> Decision:
-        """Check every window and the concurrency cap; consume only if all pass."""
+    def admit_now(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+        """Check ownership, every window, spend and the concurrency cap; consume if all pass."""
         plan = self.plan(policy)
         now = time.time()
         self._sweep(now)
+        if owner_check is not None and not self.owns(policy, owner_check, now):
+            return Decision(allowed=False, reason="not_found", store="memory")
         reason, retry = None, 0.0
         request_states = []
         for window in plan.requests:
@@ -71,19 +109,26 @@ class MemoryLimiter:
                 retry = max(retry, reset)
         leases = None
         if plan.concurrency_key is not None:
-            leases = self._leases.setdefault(plan.concurrency_key, {})
-            for lease_id in [k for k, expiry in leases.items() if expiry <= now]:
-                del leases[lease_id]
+            leases = self._live_leases(plan.concurrency_key, now)
             if len(leases) >= (plan.concurrent or 0) and reason is None:
                 reason, retry = "concurrency_limit_exceeded", 1.0
+        spent = None
+        for budget in plan.spend:
+            used, reset = self._spent(plan, budget.scope, budget.period, now)
+            if used >= budget.ticks:
+                if spent is None:
+                    spent = f"{budget.scope} budget ${budget.text}"
+                    reason, retry = "spend_limit_exceeded", reset
+                retry = max(retry, reset)
         allowed = reason is None
+        admission = new_id()
         lease = None
         if allowed:
             for window, used, reset in request_states:
                 index = int(now // window.seconds)
                 self._counters[window.key] = (index, used + 1, now + reset)
             if leases is not None:
-                lease = uuid.uuid4().hex
+                lease = admission
                 leases[lease] = now + self.lease_seconds
         return Decision(
             allowed=allowed,
@@ -91,13 +136,17 @@ class MemoryLimiter:
             retry_after=max(1, math.ceil(retry)) if not allowed else 0,
             requests=_tightest(request_states, 1 if allowed else 0),
             tokens=_tightest(token_states, 0),
+            spend_limit=spent,
             lease=lease,
             store="memory",
+            id=admission,
+            admitted_at=time.monotonic(),
         )
 
-    def release_now(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
+    def release_now(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         plan = self.plan(policy)
         now = time.time()
+        tokens = charge.usage.total_tokens
         if tokens > 0:
             for window in plan.tokens:
                 used, reset = self._used(window, now)
@@ -108,6 +157,99 @@ class MemoryLimiter:
                 )
         if decision.lease is not None and plan.concurrency_key is not None:
             self._leases.get(plan.concurrency_key, {}).pop(decision.lease, None)
+        totals = Totals.of(charge)
+        day = _utc(now).date()
+        row = (day, plan.tenant or NO_TENANT, plan.key_id, ledger_model(charge.model))
+        self._ledger[row] = self._ledger.get(row, Totals()) + totals
+        for base in (plan.key_spend, plan.tenant_sums):
+            if base is not None:
+                for period in (day.isoformat(), day.isoformat()[:7]):
+                    self._sums[base, period] = self._sums.get((base, period), Totals()) + totals
+        self.note_responses(policy, charge)
+
+    def note_responses(self, policy: LimitPolicy, charge: Charge) -> None:
+        """Record and forget response ids as `charge` says (ownership, no counting)."""
+        if charge.forget_response is not None:
+            self._owners.pop(charge.forget_response, None)
+        record = charge.record_response
+        if record is not None and len(record) <= MAX_RESPONSE_ID_CHARS:
+            self._owners[record] = (
+                owner_of(policy.key_id, policy.tenant),
+                time.time() + RESPONSE_SECONDS,
+            )
+            self._owners.move_to_end(record)
+            while len(self._owners) > OWNED_RESPONSES:
+                self._owners.popitem(last=False)
+
+    def owns(self, policy: LimitPolicy, response_id: str, now: float | None = None) -> bool:
+        entry = self._owners.get(response_id)
+        if entry is None:
+            return False
+        owner, expiry = entry
+        return owner == owner_of(policy.key_id, policy.tenant) and expiry > (now or time.time())
+
+    def snapshot_now(self, policy: LimitPolicy) -> UsageSnapshot:
+        plan = self.plan(policy)
+        now = time.time()
+        limits = []
+        for window in plan.requests + plan.tokens:
+            used, reset = self._used(window, now)
+            limits.append(
+                LimitState(
+                    window.scope,
+                    window.kind,
+                    window_label(window.seconds),
+                    window.limit,
+                    max(0, window.limit - used),
+                    reset,
+                )
+            )
+        for budget in plan.spend:
+            used, reset = self._spent(plan, budget.scope, budget.period, now)
+            limits.append(
+                LimitState(
+                    budget.scope,
+                    "spend",
+                    budget.period,
+                    budget.ticks,
+                    max(0, budget.ticks - used),
+                    reset,
+                )
+            )
+        if plan.concurrency_key is not None:
+            live = len(self._live_leases(plan.concurrency_key, now))
+            cap = plan.concurrent or 0
+            limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live), None))
+        day = _utc(now).date().isoformat()
+
+        def sums(base: str | None, period: str) -> Totals | None:
+            return None if base is None else self._sums.get((base, period), Totals())
+
+        return UsageSnapshot(
+            limits=limits,
+            key_today=sums(plan.key_spend, day) or Totals(),
+            key_month=sums(plan.key_spend, day[:7]) or Totals(),
+            tenant_today=sums(plan.tenant_sums, day),
+            tenant_month=sums(plan.tenant_sums, day[:7]),
+        )
+
+    def _spent(self, plan: Plan, scope: str, period: str, now: float) -> tuple[int, float]:
+        """Ticks spent in the current calendar `period` by the key or tenant; seconds left."""
+        base = plan.key_spend if scope == "key" else plan.tenant_sums
+        today = _utc(now).date()
+        if period == "day":
+            name, end = today.isoformat(), today + timedelta(days=1)
+        else:
+            name = today.isoformat()[:7]
+            end = date(today.year + today.month // 12, today.month % 12 + 1, 1)
+        reset = datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp() - now
+        return self._sums.get((base, name), Totals()).cost_ticks, reset  # type: ignore[arg-type]
+
+    def _live_leases(self, concurrency_key: str, now: float) -> dict[str, float]:
+        leases = self._leases.setdefault(concurrency_key, {})
+        for lease_id in [k for k, expiry in leases.items() if expiry <= now]:
+            del leases[lease_id]
+        return leases
 
     def _used(self, window: WindowPlan, now: float) -> tuple[int, float]:
         index = int(now // window.seconds)
@@ -125,6 +267,16 @@ class MemoryLimiter:
             del self._counters[key]
         for key in [k for k, leases in self._leases.items() if not leases]:
             del self._leases[key]
+        today = _utc(now).date()
+        for key in [k for k in self._sums if not k[1].startswith(today.isoformat()[:7])]:
+            del self._sums[key]  # last month's sums; this month's days stay (a few per key)
+        oldest = today - timedelta(days=self.retention_days)
+        for row in [r for r in self._ledger if r[0] < oldest]:
+            del self._ledger[row]
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _tightest(states: list[tuple[WindowPlan, int, float]], consumed: int) -> WindowState | None:

@@ -26,12 +26,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def pack_command(*args: str | int | bytes) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """One command in RESP: an array of bulk strings (packed by hiredis, in C)."""
+    return hiredis.pack_command(args)
 
 
 class _Protocol(asyncio.Protocol):
@@ -137,6 +133,10 @@ class MultiplexedConnection:
             async with asyncio.timeout(self.timeout):
                 return await reply
         except TimeoutError:
+            # The reply may have been read in the same loop turn as the timer fired (a busy
+            # loop): it is the answer, and dropping it would leave its effect unknown.
+            if reply.done() and not reply.cancelled() and reply.exception() is None:
+                return reply.result()
             raise RedisTimeoutError(f"no reply from Redis within {self.timeout:g}s") from None
 
     async def aclose(self) -> None:

@@ -13,6 +13,21 @@ Concurrency slots are leases in a sorted set (member = lease id, score = expiry)
 leases are purged at admission, so a replica that died frees its slots within the lease
 time; live ones are refreshed by one pipelined round trip per process every lease/3.
 
+Money and ownership ride in the same two scripts. Admission refuses a key or tenant whose
+spend budget (its day or month spend counter, calendar periods in UTC on Redis's clock)
+is spent, and, with an owner check, an id its tenant does not own. Release charges the
+token windows, adds the request to the key's ledger row, to its spend counters and to the
+tenant's day and month sums (INCRBY/HINCRBY, integers), and records or forgets a response
+id (`usage/ledger.py`). Lua's cost is per `redis.call`, so zero measures are not written
+and expiries are set once, when a counter is created.
+
+Faults (a hung Redis runs the commands queued on its connections once it resumes, however
+late): every script call carries a deadline in Redis's time (`clock`), a little before the
+caller gives up, and a script that starts past it does nothing. A release Redis has not
+confirmed is kept (bounded) and applied again once Redis answers; each release writes a
+short-lived marker under its admission's id, so one whose reply was lost is not applied
+twice. An admission given up with a lease is followed by the lease's removal.
+
 Admit and release go over the process's multiplexed connection when there is one (see
 `multiplexed`), else through redis-py's scripts; everything else uses redis-py.
 """
@@ -20,32 +35,111 @@ Admit and release go over the process's multiplexed connection when there is one
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
-import uuid
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.limiter.base import Decision, WindowState
+from service.limiter.base import Decision, WindowState, new_id
+from service.limiter.clock import RedisClock
 from service.limiter.multiplexed import MultiplexedConnection, MultiplexedScript
-from service.limiter.plan import Plan, build_plan
+from service.limiter.plan import Plan, build_plan, window_label
 from service.limiter.policy import LimitPolicy
+from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
+from service.usage.ledger import (
+    MAX_RESPONSE_ID_CHARS,
+    RESPONSE_SECONDS,
+    LedgerRow,
+    LimitState,
+    Totals,
+    UsageSnapshot,
+    ledger_model,
+    measures_of,
+    parse_ledger_fields,
+    parse_ledger_name,
+)
+from service.usage.record import Charge
 
 log = logging.getLogger("service.limiter")
 
-# KEYS: request window bases..., token window bases..., [concurrency set]
-# ARGV: n_requests, n_tokens, has_concurrency, (limit, seconds) per window...,
+STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+# A script must start this much before the caller's timeout, so that its reply still has
+# time to arrive: past the deadline it does nothing.
+_DEADLINE_SHARE = 0.75
+_MARKER_MS = 300_000  # how long a release's marker outlives it (a replay comes sooner)
+_REPLAY_LIMIT = 100_000  # releases kept while Redis is unreachable; the oldest go first
+_REPLAY_BATCH = 256
+_EXPIRED = -1  # a script's status when it started past its deadline
+
+# Calendar periods on Redis's clock: days since 1970 to a civil date and back (Howard
+# Hinnant's algorithms), so the month, and when it ends, come from `TIME` like the windows.
+_CALENDAR = """
+local function civil(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100)
+    + math.floor((153 * mp + 2) / 5) + d - 1
+  return era * 146097 + doe - 719468
+end
+-- The day and month (names, and when each ends in ms) that the instant `ms` falls in.
+local function periods(ms)
+  local z = math.floor(ms / 86400000)
+  local y, m, d = civil(z)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  return string.format('%04d-%02d-%02d', y, m, d), string.format('%04d-%02d', y, m),
+    (z + 1) * 86400000, days_from_civil(ny, nm, 1) * 86400000
+end
+"""
+
+# KEYS: request window bases..., token window bases..., [concurrency set],
+#       [key spend base, [tenant sums base]] (with spend budgets), [owned response key]
+# ARGV: deadline_ms, n_requests, n_tokens, has_concurrency, n_spend, check_owner,
+#       (limit, seconds) per window..., (sums 1 key / 2 tenant, 'd'|'m', ticks) per budget...,
 #       [cap, lease_ms, lease_id]
-# Returns: allowed, reason, retry_ms, req (limit, remaining, reset_ms, seconds),
-#          tok (limit, remaining, reset_ms, seconds)   (limit -1: none)
-ADMIT = """
+# Returns: now_ms, allowed (1, 0, or -1: past the deadline, nothing done), reason, retry_ms,
+#          req (limit, remaining, reset_ms, seconds), tok (same)   (limit -1: none),
+#          the spent budget's index (0: none)
+ADMIT = (
+    _CALENDAR
+    + """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nreq, ntok, hasconc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local a = 4
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1, '', 0} end
+local nreq, ntok, hasconc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nspend = tonumber(ARGV[5])
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  return {now_ms, 0, 'not_found', 0}
+end
+local a = 7
 local reason, retry = '', 0
-local names, used, limits, periods, resets, indexes = {}, {}, {}, {}, {}, {}
+local names, used, limits, periods_s, resets, indexes = {}, {}, {}, {}, {}, {}
 for i = 1, nreq + ntok do
   local limit, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
@@ -54,7 +148,7 @@ for i = 1, nreq + ntok do
   local n = tonumber(redis.call('GET', name) or '0')
   local reset = (index + 1) * period * 1000 - now_ms
   names[i], used[i], limits[i] = name, n, limit
-  periods[i], resets[i], indexes[i] = period, reset, index
+  periods_s[i], resets[i], indexes[i] = period, reset, index
   if i <= nreq then
     if n + 1 > limit then
       if reason == '' then reason = 'rate_limit_exceeded' end
@@ -63,6 +157,26 @@ for i = 1, nreq + ntok do
   elseif n >= limit then
     if reason == '' then reason = 'tokens_limit_exceeded' end
     if reset > retry then retry = reset end
+  end
+end
+local spent = 0
+if nspend > 0 then
+  local day, month, day_end, month_end = periods(now_ms)
+  local sums = nreq + ntok + hasconc
+  for j = 1, nspend do
+    local scope, period, ticks = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+    a = a + 3
+    local name = KEYS[sums + scope] .. ':' .. (period == 'd' and day or month)
+    local used
+    if scope == 1 then used = redis.call('GET', name) else used = redis.call('HGET', name, '$') end
+    if tonumber(used or '0') >= ticks then
+      local reset = (period == 'd' and day_end or month_end) - now_ms
+      if spent == 0 then
+        spent, reason, retry = j, 'spend_limit_exceeded', reset
+      elseif reset > retry then
+        retry = reset
+      end
+    end
   end
 end
 local zset
@@ -77,7 +191,7 @@ local allowed = reason == ''
 if allowed then
   for i = 1, nreq do
     if redis.call('INCR', names[i]) == 1 then
-      redis.call('PEXPIREAT', names[i], (indexes[i] + 1) * periods[i] * 1000 + 1000)
+      redis.call('PEXPIREAT', names[i], (indexes[i] + 1) * periods_s[i] * 1000 + 1000)
     end
   end
   if zset then
@@ -86,7 +200,7 @@ if allowed then
     redis.call('PEXPIRE', zset, lease_ms * 2)
   end
 end
-local out = {allowed and 1 or 0, reason, retry}
+local out = {now_ms, allowed and 1 or 0, reason, retry}
 local consumed = allowed and 1 or 0
 for pass = 1, 2 do
   local first, last = 1, nreq
@@ -95,36 +209,140 @@ for pass = 1, 2 do
   for i = first, last do
     local remaining = math.max(0, limits[i] - used[i] - consumed)
     if best == nil or remaining < best[2] or (remaining == best[2] and resets[i] > best[3]) then
-      best = {limits[i], remaining, resets[i], periods[i]}
+      best = {limits[i], remaining, resets[i], periods_s[i]}
     end
   end
   best = best or {-1, 0, 0, 0}
   for _, v in ipairs(best) do out[#out + 1] = v end
 end
+out[#out + 1] = spent
 return out
 """
+)
 
-# KEYS: token window bases..., [concurrency set]; ARGV: n_tokens, has_concurrency, tokens,
-# seconds per token window..., [lease_id]
-RELEASE = """
+# KEYS: marker, request window bases (replays of memory admissions only)...,
+#       token window bases..., [concurrency set], ledger base, key spend base,
+#       [tenant sums base], responses base
+# ARGV: deadline_ms, ended_ms (0: now), admitted_ms, marker_ms, n_requests, n_tokens,
+#       has_concurrency, has_tenant, seconds per window..., then lease_id, key_id, model,
+#       total_tokens, the six measures (r i c o x $), retention_ms, record_id, forget_id,
+#       response_ms   ('' for no lease or id)
+# A request admitted from memory counts one unit in the windows of its admission; tokens,
+# the ledger, spend and the tenant's sums go to the day of the moment it ended. Zero
+# measures are not written; expiries are set when a counter or row is created.
+# Returns: now_ms, status (1 applied, 0 applied before: skipped, -1 past the deadline)
+RELEASE = (
+    _CALENDAR
+    + """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ntok, hasconc, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if tokens > 0 then
-  for i = 1, ntok do
-    local period = tonumber(ARGV[3 + i])
-    local index = math.floor(now_ms / (period * 1000))
-    local name = KEYS[i] .. ':' .. index
-    if redis.call('INCRBY', name, tokens) == tokens then
-      redis.call('PEXPIREAT', name, (index + 1) * period * 1000 + 1000)
-    end
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[4]) then return {now_ms, 0} end
+local ended, admitted = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ended == 0 then ended = now_ms end
+local nreq, ntok = tonumber(ARGV[5]), tonumber(ARGV[6])
+local hasconc, hastenant = ARGV[7] == '1', ARGV[8] == '1'
+local w = 8 + nreq + ntok
+local function add(name, amount, expiry)
+  if redis.call('INCRBY', name, amount) == tonumber(amount) then
+    redis.call('PEXPIREAT', name, expiry)
   end
 end
-if hasconc == 1 then
-  redis.call('ZREM', KEYS[ntok + 1], ARGV[4 + ntok])
+local function window(base, period, at, amount)
+  local index = math.floor(at / (period * 1000))
+  add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
 end
-return 1
+for i = 1, nreq do window(KEYS[1 + i], tonumber(ARGV[8 + i]), admitted, 1) end
+if ARGV[w + 4] ~= '0' then
+  for i = nreq + 1, nreq + ntok do
+    window(KEYS[1 + i], tonumber(ARGV[8 + i]), ended, ARGV[w + 4])
+  end
+end
+local k = 2 + nreq + ntok
+if hasconc then
+  redis.call('ZREM', KEYS[k], ARGV[w + 1])
+  k = k + 1
+end
+local day, month, day_end, month_end = periods(ended)
+local row, model = KEYS[k] .. ':' .. day .. ':' .. ARGV[w + 2], ARGV[w + 3]
+if redis.call('HINCRBY', row, 'r|' .. model, 1) == 1 then
+  redis.call('PEXPIREAT', row, day_end + tonumber(ARGV[w + 11]))
+end
+local sums = {}
+if hastenant then
+  sums = {{KEYS[k + 2] .. ':' .. day, day_end}, {KEYS[k + 2] .. ':' .. month, month_end}}
+end
+for _, s in ipairs(sums) do
+  if redis.call('HINCRBY', s[1], 'r', 1) == 1 then
+    redis.call('PEXPIREAT', s[1], s[2] + 86400000)
+  end
+end
+local codes = {'r', 'i', 'c', 'o', 'x', '$'}
+for j = 2, 6 do
+  local v = ARGV[w + 4 + j]
+  if v ~= '0' then
+    redis.call('HINCRBY', row, codes[j] .. '|' .. model, v)
+    for _, s in ipairs(sums) do redis.call('HINCRBY', s[1], codes[j], v) end
+  end
+end
+local cost = ARGV[w + 10]
+if cost ~= '0' then
+  add(KEYS[k + 1] .. ':' .. day, cost, day_end + 86400000)
+  add(KEYS[k + 1] .. ':' .. month, cost, month_end + 86400000)
+end
+local responses = KEYS[#KEYS]
+if ARGV[w + 13] ~= '' then redis.call('DEL', responses .. ':' .. ARGV[w + 13]) end
+if ARGV[w + 12] ~= '' then
+  redis.call('SET', responses .. ':' .. ARGV[w + 12], 1, 'PX', ARGV[w + 14])
+end
+return {now_ms, 1}
 """
+)
+
+# KEYS: request window bases..., token window bases..., [concurrency set], ledger base,
+#       key spend base, [tenant sums base]
+# ARGV: n_windows, has_concurrency, has_tenant, key_id, seconds per window...
+# Returns: now_ms, day_end_ms, month_end_ms, {units used per window}, live slots,
+#          key spend today, key spend this month, {the key's ledger rows (HGETALL lists)
+#          for each day of this month, today last}, tenant day, tenant month (HGETALL
+#          lists; {} without a tenant)
+SNAPSHOT = (
+    _CALENDAR
+    + """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n, hasconc, hastenant = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
+local used = {}
+for i = 1, n do
+  local period = tonumber(ARGV[4 + i])
+  used[i] = tonumber(redis.call('GET', KEYS[i] .. ':' .. math.floor(now_ms / (period * 1000)))
+    or '0')
+end
+local k, live = n + 1, 0
+if hasconc then
+  live = redis.call('ZCOUNT', KEYS[k], '(' .. now_ms, '+inf')
+  k = k + 1
+end
+local day, month, day_end, month_end = periods(now_ms)
+local rows = {}
+local today = math.floor(now_ms / 86400000)
+local y, m = civil(today)
+for z = days_from_civil(y, m, 1), today do
+  local yy, mm, dd = civil(z)
+  local name = string.format('%s:%04d-%02d-%02d:%s', KEYS[k], yy, mm, dd, ARGV[4])
+  rows[#rows + 1] = redis.call('HGETALL', name)
+end
+local out = {now_ms, day_end, month_end, used, live,
+  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. day) or '0'),
+  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. month) or '0'), rows, {}, {}}
+if hastenant then
+  out[9] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. day)
+  out[10] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. month)
+end
+return out
+"""
+)
 
 # KEYS: concurrency set; ARGV: lease_ms, lease ids... (XX: a lease already expired stays gone)
 REFRESH = """
@@ -138,6 +356,30 @@ return 1
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A policy's plan and the script arguments that do not change between calls."""
+
+    plan: Plan
+    admit_keys: list[str]
+    admit_args: list[int | str]  # ARGV[1] (deadline) and ARGV[6] (owner check) set per call
+    token_keys: list[str]
+    token_periods: list[int]
+    snapshot_keys: list[str]
+    snapshot_args: list[int | str]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A release Redis has not confirmed: applied when Redis answers again."""
+
+    compiled: _Compiled
+    decision: Decision
+    charge: Charge | None  # None: an admission given up, whose lease may still exist
+    ended_ms: int  # Redis's time when the request ended (estimated)
+    admitted_ms: int  # Redis's time when it was admitted (estimated)
+
+
 class RedisLimiter:
     """Admissions against Redis. Raises redis/OS errors; the failover wrapper decides."""
 
@@ -149,21 +391,32 @@ class RedisLimiter:
         lease_seconds: float = 30.0,
         prefix: str = "gw",
         multiplexed: MultiplexedConnection | None = None,
+        timeout: float = 1.0,
+        clock: RedisClock | None = None,
+        replay_limit: int = _REPLAY_LIMIT,
+        retention_days: int = 400,
     ) -> None:
         self.redis = redis
         self.multiplexed = multiplexed
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.prefix = prefix
+        self.retention_ms = retention_days * 86_400_000
+        self.clock = clock or RedisClock()
+        self._budget = timeout * _DEADLINE_SHARE  # seconds a script may take to start
         if multiplexed is not None:
             self._admit = MultiplexedScript(multiplexed, ADMIT)
             self._release = MultiplexedScript(multiplexed, RELEASE)
+            self._snapshot = MultiplexedScript(multiplexed, SNAPSHOT)
         else:
             self._admit = redis.register_script(ADMIT)
             self._release = redis.register_script(RELEASE)
+            self._snapshot = redis.register_script(SNAPSHOT)
         self._refresh = redis.register_script(REFRESH)
-        self._plans: dict[LimitPolicy, tuple[Plan, list[str], list[int | str]]] = {}
+        self._plans: dict[LimitPolicy, _Compiled] = {}
         self._leases: dict[str, str] = {}  # lease id -> concurrency set, held by this process
         self._refresher: asyncio.Task[None] | None = None
+        self._pending: collections.deque[_Pending] = collections.deque(maxlen=replay_limit)
+        self._overflowing = False  # logged once per outage
 
     async def start(self) -> None:
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_leases())
@@ -180,10 +433,19 @@ class RedisLimiter:
     def ready(self) -> tuple[bool, str]:
         return True, "redis"
 
+    @property
+    def pending(self) -> int:
+        """Releases kept for when Redis answers again."""
+        return len(self._pending)
+
     async def ping(self) -> None:
-        """Check the connection admissions use (and open it, so the first request needn't)."""
+        """Check the connections admissions use (opening them) and learn Redis's clock."""
+        sent = self.clock.local_ms()
         if self.multiplexed is not None:
-            await self.multiplexed.execute("PING")
+            seconds, micros = await self.multiplexed.execute("TIME")
+        else:
+            seconds, micros = await self.redis.time()
+        self.clock.observe(sent, self.clock.local_ms(), int(seconds) * 1000 + int(micros) // 1000)
         await self.redis.ping()
 
     async def reset_connections(self) -> None:
@@ -194,54 +456,297 @@ class RedisLimiter:
         if pool is not None:
             await pool.disconnect()
 
-    def _compiled(self, policy: LimitPolicy) -> tuple[Plan, list[str], list[int | str]]:
+    def _compiled(self, policy: LimitPolicy) -> _Compiled:
         compiled = self._plans.get(policy)
         if compiled is None:
-            plan = build_plan(policy, self.prefix)
-            windows = plan.requests + plan.tokens
-            keys = [w.key for w in windows]
-            args: list[int | str] = [len(plan.requests), len(plan.tokens), 0]
-            for window in windows:
-                args += [window.limit, window.seconds]
-            if plan.concurrency_key is not None:
-                keys.append(plan.concurrency_key)
-                args[2] = 1
-                args += [plan.concurrent or 0, self.lease_ms]
-            compiled = self._plans[policy] = (plan, keys, args)
+            compiled = self._plans[policy] = self._compile(build_plan(policy, self.prefix))
         return compiled
 
-    async def admit(self, policy: LimitPolicy) -> Decision:
-        plan, keys, args = self._compiled(policy)
-        lease = uuid.uuid4().hex if plan.concurrency_key is not None else None
-        result = await self._admit(keys, [*args, lease] if lease else args)
-        allowed = result[0] == 1
+    def _compile(self, plan: Plan) -> _Compiled:
+        windows = plan.requests + plan.tokens
+        keys = [w.key for w in windows]
+        args: list[int | str] = [0, len(plan.requests), len(plan.tokens), 0, len(plan.spend), 0]
+        for window in windows:
+            args += [window.limit, window.seconds]
+        if plan.concurrency_key is not None:
+            keys.append(plan.concurrency_key)
+            args[3] = 1
+        sums = [plan.key_spend] if plan.tenant_sums is None else [plan.key_spend, plan.tenant_sums]
+        if plan.spend:
+            keys += sums
+            for budget in plan.spend:
+                args += [1 if budget.scope == "key" else 2, budget.period[0], budget.ticks]
+        if plan.concurrency_key is not None:
+            args += [plan.concurrent or 0, self.lease_ms]
+        snapshot_keys = [w.key for w in windows]
+        if plan.concurrency_key is not None:
+            snapshot_keys.append(plan.concurrency_key)
+        snapshot_keys += [plan.ledger, *sums]
+        snapshot_args: list[int | str] = [
+            len(windows),
+            1 if plan.concurrency_key is not None else 0,
+            1 if plan.tenant_sums is not None else 0,
+            plan.key_id,
+            *(w.seconds for w in windows),
+        ]
+        return _Compiled(
+            plan,
+            keys,
+            args,
+            [w.key for w in plan.tokens],
+            [w.seconds for w in plan.tokens],
+            snapshot_keys,
+            snapshot_args,
+        )
+
+    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+        compiled = self._compiled(policy)
+        plan = compiled.plan
+        keys = compiled.admit_keys
+        args = list(compiled.admit_args)
+        if owner_check is not None:
+            if len(owner_check) > MAX_RESPONSE_ID_CHARS:  # never recorded, so never owned
+                return Decision(allowed=False, reason="not_found", store="redis")
+            keys = [*keys, f"{plan.responses}:{owner_check}"]
+            args[5] = 1
+        admission = new_id()
+        lease = admission if plan.concurrency_key is not None else None
+        if lease is not None:
+            args.append(lease)
+        try:
+            result = await self._call(self._admit, keys, args)
+        except STORE_ERRORS:
+            if lease is not None:  # it may have run before its deadline: take the slot back
+                given_up = Decision(allowed=True, lease=lease, store="redis", id=admission)
+                self._keep(_Pending(compiled, given_up, None, 0, 0))
+            raise
+        allowed = result[1] == 1
+        reason = result[2].decode() if isinstance(result[2], bytes) else result[2]
+        if reason == "not_found":
+            return Decision(allowed=False, reason="not_found", store="redis")
         if allowed and lease is not None:
             self._leases[lease] = plan.concurrency_key  # type: ignore[assignment]
-        reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
+        spent = plan.spend[result[12] - 1] if result[12] else None
         return Decision(
             allowed=allowed,
             reason=reason or None,
-            retry_after=0 if allowed else max(1, math.ceil(result[2] / 1000)),
-            requests=_state(result[3:7]),
-            tokens=_state(result[7:11]),
+            retry_after=0 if allowed else max(1, math.ceil(result[3] / 1000)),
+            requests=_state(result[4:8]),
+            tokens=_state(result[8:12]),
+            spend_limit=f"{spent.scope} budget ${spent.text}" if spent else None,
             lease=lease if allowed else None,
             store="redis",
+            id=admission,
+            admitted_at=time.monotonic(),
         )
 
-    async def release(self, policy: LimitPolicy, decision: Decision, tokens: int) -> None:
-        plan, _, _ = self._compiled(policy)
-        charge = tokens > 0 and bool(plan.tokens)
-        if decision.lease is None and not charge:
-            return  # nothing to do: no round trip
-        keys = [w.key for w in plan.tokens]
-        args: list[int | str] = [len(plan.tokens), 0, max(0, tokens)]
-        args += [w.seconds for w in plan.tokens]
-        if decision.lease is not None:
+    async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
+        """Free the slot, charge tokens, the ledger and the sums, record or forget a response
+        id (and, for a request admitted from memory, count its request unit). Unconfirmed,
+        the release is kept for `replay` and the error raised."""
+        pending = self._pending_of(policy, decision, charge)
+        try:
+            await self._apply(pending, replay=False)
+        except STORE_ERRORS:
+            self._keep(pending)
+            raise
+
+    def defer(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
+        """Keep a release for `replay`, without trying Redis now (it is known down)."""
+        self._keep(self._pending_of(policy, decision, charge))
+
+    async def replay(self) -> int:
+        """Apply every kept release; how many were applied.
+
+        Raises the store error that stopped it: the releases not applied stay kept.
+        """
+        applied = 0
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), _REPLAY_BATCH))]
+            results = await asyncio.gather(
+                *(self._apply(pending, replay=True) for pending in batch), return_exceptions=True
+            )
+            failure: BaseException | None = None
+            for pending, result in zip(batch, results, strict=True):
+                if isinstance(result, ResponseError):  # would fail forever: say so, go on
+                    log.error("dropped a release Redis refuses to run: %s", result)
+                elif isinstance(result, BaseException):
+                    self._keep(pending)
+                    failure = result
+                else:
+                    applied += 1
+            LIMITER_REPLAY_PENDING.set(len(self._pending))
+            if failure is not None:
+                raise failure
+        self._overflowing = False
+        return applied
+
+    async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
+        compiled = self._compiled(policy)
+        plan = compiled.plan
+        reply = await self._snapshot(compiled.snapshot_keys, compiled.snapshot_args)
+        now, day_end, month_end, used, live, spent_day, spent_month, rows, *tenant = reply
+        days = [sum(parse_ledger_fields(_mapping(row)).values(), Totals()) for row in rows]
+        key_today, key_month = days[-1], sum(days, Totals())
+        tenant_day, tenant_month = (measures_of(raw) for raw in tenant)
+        limits = []
+        for window, units in zip(plan.requests + plan.tokens, used, strict=True):
+            reset_ms = (now // (window.seconds * 1000) + 1) * window.seconds * 1000 - now
+            limits.append(
+                LimitState(
+                    window.scope,
+                    window.kind,
+                    window_label(window.seconds),
+                    window.limit,
+                    max(0, window.limit - int(units)),
+                    reset_ms / 1000,
+                )
+            )
+        for budget in plan.spend:
+            day = budget.period == "day"
+            if budget.scope == "key":
+                spent = spent_day if day else spent_month
+            else:
+                spent = (tenant_day if day else tenant_month).cost_ticks
+            limits.append(
+                LimitState(
+                    budget.scope,
+                    "spend",
+                    budget.period,
+                    budget.ticks,
+                    max(0, budget.ticks - spent),
+                    ((day_end if day else month_end) - now) / 1000,
+                )
+            )
+        if plan.concurrency_key is not None:
+            cap = plan.concurrent or 0
+            limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live), None))
+        tenant = plan.tenant_sums is not None
+        return UsageSnapshot(
+            limits=limits,
+            key_today=key_today,
+            key_month=key_month,
+            tenant_today=tenant_day if tenant else None,
+            tenant_month=tenant_month if tenant else None,
+        )
+
+    async def ledger_rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        """Scans for the ledger's day hashes (rare, operator reads), then reads them."""
+        owner = "*" if tenant is None else ("k:*" if tenant == "-" else f"t:{tenant}")
+        pattern = f"{self.prefix}:{{{owner}}}:led:*:{key or '*'}"
+        names = []
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            where = parse_ledger_name(self.prefix, name)
+            if (
+                where is not None
+                and first <= where[0] <= last
+                and (tenant is None or where[1] == tenant)
+                and (key is None or where[2] == key)
+            ):
+                names.append((name, where))
+        rows = []
+        for chunk in range(0, len(names), 500):
+            batch = names[chunk : chunk + 500]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, _ in batch:
+                    pipe.hgetall(name)
+                hashes = await pipe.execute()
+            for (_, (day, row_tenant, row_key)), raw in zip(batch, hashes, strict=True):
+                for model, totals in parse_ledger_fields(raw).items():
+                    rows.append(LedgerRow(day, row_tenant, row_key, model, totals))
+        rows.sort(key=lambda r: (r.day, r.tenant, r.key, r.model))
+        return rows
+
+    def _pending_of(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> _Pending:
+        compiled = self._compiled(policy)
+        if decision.store == "redis" and decision.lease is not None:
+            # Whatever becomes of this release, the refresher must stop renewing the lease.
             self._leases.pop(decision.lease, None)
+        if not decision.id:
+            decision.id = new_id()
+        ended = self.clock.redis_ms(self.clock.local_ms())
+        age_ms = int((time.monotonic() - decision.admitted_at) * 1000)
+        return _Pending(compiled, decision, charge, ended, ended - age_ms)
+
+    async def _apply(self, pending: _Pending, replay: bool) -> None:
+        compiled, decision, charge = pending.compiled, pending.decision, pending.charge
+        plan = compiled.plan
+        if charge is None:  # a given-up admission: its lease, if the script ran after all
+            await self._execute("ZREM", plan.concurrency_key, decision.lease)  # type: ignore[arg-type]
+            return
+        units = plan.requests if decision.store == "memory" else ()
+        keys = [f"{plan.base}:rel:{decision.id}", *(w.key for w in units), *compiled.token_keys]
+        lease = decision.lease if decision.store == "redis" else None
+        if lease is not None:
             keys.append(plan.concurrency_key)  # type: ignore[arg-type]
-            args[1] = 1
-            args.append(decision.lease)
-        await self._release(keys, args)
+        keys += [plan.ledger, plan.key_spend]
+        if plan.tenant_sums is not None:
+            keys.append(plan.tenant_sums)
+        keys.append(plan.responses)
+        usage = charge.usage
+        record = charge.record_response
+        if record is not None and len(record) > MAX_RESPONSE_ID_CHARS:
+            log.warning("response id of %d characters not recorded", len(record))
+            record = None
+        args: list[int | str] = [
+            0,
+            pending.ended_ms if replay else 0,
+            pending.admitted_ms,
+            _MARKER_MS,
+            len(units),
+            len(compiled.token_keys),
+            0 if lease is None else 1,
+            0 if plan.tenant_sums is None else 1,
+            *(w.seconds for w in units),
+            *compiled.token_periods,
+            lease or "",
+            plan.key_id,
+            ledger_model(charge.model),
+            max(0, usage.total_tokens),
+            *Totals.of(charge).values(),
+            self.retention_ms,
+            record or "",
+            charge.forget_response or "",
+            RESPONSE_SECONDS * 1000,
+        ]
+        await self._call(self._release, keys, args)
+
+    async def _execute(self, *command: str | int) -> Any:
+        if self.multiplexed is not None:
+            return await self.multiplexed.execute(*command)
+        return await self.redis.execute_command(*command)
+
+    async def _call(self, script: Any, keys: list[str], args: list[int | str]) -> list[Any]:
+        """Run a script with a deadline (ARGV[1]) a little before this caller gives up.
+
+        A reply saying it started past the deadline comes from a Redis that answers but
+        whose clock this process misjudged (or a wait for a pooled connection): the reply
+        corrected the clock, so it is tried once more before counting as a timeout.
+        """
+        for _ in range(2):
+            args[0] = self.clock.deadline_ms(self._budget)
+            sent = self.clock.local_ms()
+            result = await script(keys, args)
+            self.clock.observe(sent, self.clock.local_ms(), int(result[0]))
+            if result[1] != _EXPIRED:
+                return result
+        raise RedisTimeoutError("the limiter's script reached Redis after its deadline")
+
+    def _keep(self, pending: _Pending) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            LIMITER_REPLAY_DROPPED.inc()
+            if not self._overflowing:
+                self._overflowing = True
+                log.error(
+                    "%d releases kept for Redis: dropping the oldest (their charges are lost; "
+                    "their slots free themselves within the lease)",
+                    len(self._pending),
+                )
+        self._pending.append(pending)
+        LIMITER_REPLAY_PENDING.set(len(self._pending))
 
     async def _refresh_leases(self) -> None:
         interval = self.lease_ms / 3000
@@ -260,6 +765,11 @@ class RedisLimiter:
                     await pipe.execute()
             except Exception as exc:  # the leases expire by themselves if this keeps failing
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
+
+
+def _mapping(flat: list[Any]) -> dict[Any, Any]:
+    """HGETALL's reply inside a script's reply: a flat [field, value, ...] list."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _state(values: list[int]) -> WindowState | None:

@@ -1,8 +1,11 @@
 """Admit the request against its key's (and tenant's) budgets; release it when it ends.
 
 One unit per request, counted at admission however long it then streams; refused requests
-spend nothing (the limiter checks every window before consuming any). The release runs
-whatever happens to the request, and charges the tokens the route recorded.
+spend nothing (the limiter checks every window before consuming any). A request naming a
+stored response (`ctx.owner_check`) is admitted only if the key's tenant owns it, else
+answered exactly like an unknown id. The release runs whatever happens to the request: it
+charges what the route recorded (tokens, cost, the ledger; a response id created or
+deleted) and counts it in the usage metrics.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.context import RequestContext
-from service.errors import ApiError
+from service.errors import ApiError, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
+from service.observability.metrics import COST_USD, TOKENS
 from service.registry.models import ModelCatalog
-from service.usage.record import Charge, Usage
+from service.usage.ledger import NO_TENANT, ledger_model
+from service.usage.record import Charge, Usage, ticks_to_usd
 
 _MESSAGES = {
     "rate_limit_exceeded": "Rate limit reached for requests",
     "tokens_limit_exceeded": "Token budget spent",
     "concurrency_limit_exceeded": "Too many requests in flight",
+    "spend_limit_exceeded": "Spend budget reached",
 }
 
 
@@ -32,7 +38,7 @@ class RateLimitMiddleware:
         ctx = scope["gateway"]
         policy = ctx.key.policy
         try:
-            decision = await self.limiter.admit(policy)
+            decision = await self.limiter.admit(policy, owner_check=ctx.owner_check)
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await ApiError(
@@ -42,6 +48,10 @@ class RateLimitMiddleware:
                 type="server_error",
                 headers=[(b"retry-after", b"1")],
             ).send(send)
+            return
+        if decision.reason == "not_found":
+            ctx.reason = "not_found"
+            await response_not_found(ctx.owner_check or "").send(send)
             return
         headers = rate_limit_headers(decision)
         if not decision.allowed:
@@ -53,7 +63,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             charge = charge_of(ctx)
-            await self.limiter.release(policy, decision, charge.usage.total_tokens)
+            await self.limiter.release(policy, decision, charge)
+            _count(policy.tenant, charge)
 
 
 def charge_of(ctx: RequestContext) -> Charge:
@@ -72,12 +83,33 @@ def charge_of(ctx: RequestContext) -> Charge:
     )
 
 
+def _count(tenant: str | None, charge: Charge) -> None:
+    """The usage metrics. Zero amounts add no series: a client-sent model name becomes a
+    label only once the upstream charged for it."""
+    labels = (tenant or NO_TENANT, ledger_model(charge.model))
+    usage = charge.usage
+    for kind, amount in (
+        ("input", usage.input_tokens),
+        ("cached_input", usage.cached_input_tokens),
+        ("output", usage.output_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ):
+        if amount > 0:
+            TOKENS.labels(*labels, kind).inc(amount)
+    if charge.cost_ticks > 0:
+        COST_USD.labels(*labels).inc(ticks_to_usd(charge.cost_ticks))
+
+
 def _refusal(key_id: str, decision: Decision, headers: list[tuple[bytes, bytes]]) -> ApiError:
     reason = decision.reason or "rate_limit_exceeded"
     window = decision.tokens if reason == "tokens_limit_exceeded" else decision.requests
     detail = ""
     if reason == "concurrency_limit_exceeded":
         detail = " (concurrent requests cap)"
+    elif reason == "spend_limit_exceeded":
+        detail = f" ({decision.spend_limit})" if decision.spend_limit else ""
+        # Not before the period ends: tell the OpenAI SDK not to retry at all.
+        headers = [*headers, (b"x-should-retry", b"false")]
     elif window is not None:
         detail = f" (limit {window.limit}, resets in {window.reset_seconds:.0f}s)"
     return ApiError(

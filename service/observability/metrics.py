@@ -1,7 +1,8 @@
 """Prometheus metrics: one module-level registry of the gateway's series.
 
-Label values are bounded: key ids come from the key registry (operator-controlled), statuses
-and reasons from fixed sets. With several workers per pod, set PROMETHEUS_MULTIPROC_DIR
+Label values are bounded: key ids and tenants come from the key registry (operator-controlled),
+models are names the upstream charged for (cut to 128 characters), statuses and reasons come
+from fixed sets. With several workers per pod, set PROMETHEUS_MULTIPROC_DIR
 (the CLI does it for GATEWAY_WORKERS > 1) and prometheus-client aggregates across processes.
 """
 
@@ -50,6 +51,26 @@ UPSTREAM_UP = Gauge(
     "gateway_upstream_up",
     "1 while the upstream's key-status endpoint (GET /api-key) says the gateway's key is usable",
     multiprocess_mode="livemin",
+)
+LIMITER_REPLAY_PENDING = Gauge(
+    "gateway_limiter_replay_pending",
+    "Releases (slots, charges) kept in memory until Redis answers again",
+    multiprocess_mode="livesum",
+)
+LIMITER_REPLAY_DROPPED = Counter(
+    "gateway_limiter_replay_dropped_total",
+    "Kept releases dropped because the replay queue was full (their charges are lost)",
+)
+TOKENS = Counter(
+    "gateway_tokens_total",
+    "Tokens the upstream reported, by tenant, model (as the client named it) and kind "
+    "(input, cached_input, output, reasoning)",
+    ["tenant", "model", "kind"],
+)
+COST_USD = Counter(
+    "gateway_cost_usd_total",
+    "What requests cost in USD, by tenant and model (as the client named it)",
+    ["tenant", "model"],
 )
 KEY_RELOADS = Counter(
     "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]

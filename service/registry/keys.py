@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.limiter.policy import LimitPolicy, Window, parse_rates
+from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.registry.models import ModelCatalog, parse_catalog
 
 log = logging.getLogger("service.registry")
@@ -26,7 +26,8 @@ K = TypeVar("K", "ApiKey", "AdminKey")
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_LIMIT_FIELDS = {"requests", "tokens", "concurrent"}
+_LIMIT_FIELDS = {"requests", "tokens", "concurrent", "spend"}
+_TENANT_FIELDS = {"requests", "tokens", "spend"}
 _KEY_FIELDS = {"id", "tenant", "sha256", "models", "disabled", *_LIMIT_FIELDS}
 _ADMIN_KEY_FIELDS = {"id", "sha256", "disabled"}
 _NAMED_AT_MOST = 50  # keys named in the no-limit warning; the count covers the rest
@@ -132,9 +133,11 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         where = f"{source} [tenants.{name}]"
         if not isinstance(table, dict):
             raise RegistryError(f"{where}: must be a table")
-        if set(table) - {"requests"}:
-            raise RegistryError(f"{where}: only 'requests' is allowed for a tenant")
-        tenants[name] = _limits(table, where).get("requests", ())
+        if set(table) - _TENANT_FIELDS:
+            raise RegistryError(
+                f"{where}: only {', '.join(sorted(_TENANT_FIELDS))} are allowed for a tenant"
+            )
+        tenants[name] = _limits(table, where)
 
     entries = doc.get("keys", [])
     if not isinstance(entries, list):
@@ -233,6 +236,11 @@ def _limits(table: dict[str, Any], where: str) -> dict[str, Any]:
                 parsed[name] = parse_rates(table[name])
             except ValueError as exc:
                 raise RegistryError(f"{where}: {name}: {exc}") from None
+    if "spend" in table:
+        try:
+            parsed["spend"] = parse_spend(table["spend"])
+        except ValueError as exc:
+            raise RegistryError(f"{where}: spend: {exc}") from None
     if "concurrent" in table:
         value = table["concurrent"]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -246,7 +254,7 @@ def _parse_key(
     index: int,
     source: str,
     defaults: dict[str, Any],
-    tenants: dict[str, tuple[Window, ...]],
+    tenants: dict[str, dict[str, Any]],
 ) -> ApiKey | None:
     where = f"{source}: keys[{index}]"
     if not isinstance(entry, dict):
@@ -276,13 +284,17 @@ def _parse_key(
     if disabled:
         return None
     limits = {**defaults, **own}
+    shared = tenants.get(tenant, {}) if tenant else {}
     policy = LimitPolicy(
         key_id=key_id,
         tenant=tenant,
         requests=limits.get("requests", ()),
-        tenant_requests=tenants.get(tenant, ()) if tenant else (),
+        tenant_requests=shared.get("requests", ()),
         tokens=limits.get("tokens", ()),
         concurrent=limits.get("concurrent"),
+        spend=limits.get("spend", ()),
+        tenant_tokens=shared.get("tokens", ()),
+        tenant_spend=shared.get("spend", ()),
     )
     return ApiKey(
         id=key_id,

@@ -1,0 +1,208 @@
+"""The ledger, the usage snapshot and response ownership on a real redis-server.
+
+Separate limiter instances (each with its own connections) stand for separate replicas.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.limiter import create_limiter
+from service.limiter.connection import connect
+from service.limiter.multiplexed import MultiplexedConnection
+from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
+from service.limiter.redis_store import _CALENDAR, RedisLimiter
+from service.usage.ledger import Totals
+from service.usage.record import TICKS_PER_USD
+from tests.support.charges import charge
+
+CLIENTS = ["multiplexed", "redis-py"]
+
+
+def replica(url: str, client: str = "multiplexed", **kwargs) -> RedisLimiter:
+    multiplexed = MultiplexedConnection.from_url(url) if client == "multiplexed" else None
+    return RedisLimiter(connect(url), multiplexed=multiplexed, **kwargs)
+
+
+@pytest.fixture
+async def replicas(redis_server):
+    group = [replica(redis_server.url, client) for client in CLIENTS]
+    yield group
+    for limiter in group:
+        await limiter.aclose()
+
+
+def tenant_policy(key: str, tenant: str, **budgets: str) -> LimitPolicy:
+    return LimitPolicy(
+        key_id=key,
+        tenant=tenant,
+        requests=parse_rates(budgets.get("requests", "1000/hour")),
+        tokens=parse_rates(budgets["tokens"]) if "tokens" in budgets else (),
+        concurrent=int(budgets["concurrent"]) if "concurrent" in budgets else None,
+        spend=parse_spend(budgets["spend"]) if "spend" in budgets else (),
+        tenant_requests=parse_rates("1000/hour"),
+        tenant_tokens=parse_rates(budgets["tenant_tokens"]) if "tenant_tokens" in budgets else (),
+        tenant_spend=parse_spend(budgets["tenant_spend"]) if "tenant_spend" in budgets else (),
+    )
+
+
+def fresh(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_lua_calendar_periods_match_pythons_calendar(redis_server):
+    client = aioredis.from_url(redis_server.url)
+    script = client.register_script(
+        _CALENDAR + "local d, m, de, me = periods(tonumber(ARGV[1])) return {d, m, de, me}"
+    )
+    edges = ["1970-01-01", "2000-02-29", "2024-02-29", "2100-02-28", "2100-03-01", "2026-12-31"]
+    days = [date.fromisoformat(d) for d in edges]
+    rng = random.Random(7)
+    days += [date(1970, 1, 1) + timedelta(days=rng.randrange(0, 80_000)) for _ in range(300)]
+    try:
+        for day in days:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            for offset_ms in (0, 86_399_999):
+                ms = int(start.timestamp() * 1000) + offset_ms
+                name, month, day_end, month_end = await script(args=[ms])
+                next_month = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+                assert name.decode() == day.isoformat()
+                assert month.decode() == day.isoformat()[:7]
+                assert day_end == int(start.timestamp() * 1000) + 86_400_000
+                assert month_end == int(
+                    datetime(next_month.year, next_month.month, 1, tzinfo=UTC).timestamp() * 1000
+                )
+    finally:
+        await client.aclose()
+
+
+async def test_a_response_recorded_on_one_replica_is_owned_on_another(replicas, redis_server):
+    one, two = replicas
+    tenant = fresh("acme")
+    a, b = tenant_policy("a", tenant), tenant_policy("b", tenant)
+    intruder = tenant_policy("c", fresh("evil"))
+    response = f"resp_{uuid.uuid4().hex}"
+    await one.release(a, await one.admit(a), charge(record=response))
+    assert (await two.admit(b, owner_check=response)).allowed
+    refused = await two.admit(intruder, owner_check=response)
+    assert (refused.allowed, refused.reason) == (False, "not_found")
+    assert (await two.admit(intruder)).requests.remaining == 999  # the refusal spent nothing
+    client = aioredis.from_url(redis_server.url)
+    ttl = await client.pttl(f"gw:{{t:{tenant}}}:resp:{response}")
+    await client.aclose()
+    assert 29.9 * 86400_000 < ttl <= 30 * 86400_000
+    deleting = await two.admit(b, owner_check=response)
+    await two.release(b, deleting, charge(forget=response))
+    assert (await one.admit(a, owner_check=response)).reason == "not_found"
+
+
+async def test_the_ledger_read_on_one_replica_sums_what_every_replica_wrote(replicas, redis_server):
+    tenant = fresh("acme")
+    p = tenant_policy("k1", tenant)
+    for limiter, (tokens, cost) in zip(replicas * 3, [(4, 10), (8, 20), (12, 30)] * 2, strict=True):
+        await limiter.release(p, await limiter.admit(p), charge(tokens, cost, model="grok-4"))
+    today = datetime.now(UTC).date()
+    for limiter in replicas:
+        rows = await limiter.ledger_rows(today - timedelta(days=1), today, tenant=tenant)
+        assert [(r.day, r.tenant, r.key, r.model) for r in rows] == [
+            (today, tenant, "k1", "grok-4")
+        ]
+        assert rows[0].totals == Totals(6, 36, 0, 12, 0, 120)
+    client = aioredis.from_url(redis_server.url)
+    ttl = await client.pttl(f"gw:{{t:{tenant}}}:led:{today.isoformat()}:k1")
+    await client.aclose()
+    assert 399 * 86400_000 < ttl <= 401 * 86400_000  # USAGE_RETENTION_DAYS, 400 by default
+
+
+async def test_the_ledger_keeps_the_configured_retention(redis_server):
+    limiter = replica(redis_server.url, retention_days=3)
+    p = tenant_policy("k", fresh("short"))
+    try:
+        await limiter.release(p, await limiter.admit(p), charge(cost=1))
+        client = aioredis.from_url(redis_server.url)
+        (name,) = await client.keys(f"gw:{{t:{p.tenant}}}:led:*")
+        ttl = await client.pttl(name)
+        await client.aclose()
+        assert 3 * 86400_000 < ttl <= 4 * 86400_000
+    finally:
+        await limiter.aclose()
+
+
+async def test_the_snapshot_on_one_replica_shows_the_spend_of_all(replicas):
+    tenant = fresh("acme")
+    a = tenant_policy("a", tenant, spend="10/day", tenant_spend="100/month")
+    b = tenant_policy("b", tenant, spend="10/day", tenant_spend="100/month")
+    await replicas[0].release(a, await replicas[0].admit(a), charge(cost=3 * TICKS_PER_USD))
+    await replicas[1].release(b, await replicas[1].admit(b), charge(cost=4 * TICKS_PER_USD))
+    snapshot = await replicas[1].usage_snapshot(a)
+    spend = {(s.scope, s.window): s.remaining for s in snapshot.limits if s.kind == "spend"}
+    assert spend == {("key", "day"): 7 * TICKS_PER_USD, ("tenant", "month"): 93 * TICKS_PER_USD}
+    assert snapshot.key_today.cost_ticks == 3 * TICKS_PER_USD
+    assert snapshot.tenant_month.cost_ticks == 7 * TICKS_PER_USD
+    assert snapshot.tenant_today.requests == 2
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_admit_and_release_with_every_budget_ledger_and_ownership_take_two_round_trips(
+    redis_server, client
+):
+    limiter = replica(redis_server.url, client)
+    p = tenant_policy(
+        "all",
+        fresh("acme"),
+        requests="10/minute;1000/hour",
+        tokens="10000/hour",
+        concurrent="5",
+        spend="10/day;100/month",
+        tenant_tokens="100000/day",
+        tenant_spend="1000/month",
+    )
+    try:
+        first = f"resp_{uuid.uuid4().hex}"
+        await limiter.release(p, await limiter.admit(p), charge(10, 5, record=first))  # loads
+        sent = count_round_trips(limiter)
+        decision = await limiter.admit(p, owner_check=first)
+        await limiter.release(p, decision, charge(25, 7, record=f"resp_{uuid.uuid4().hex}"))
+        assert decision.allowed
+        assert sent == ["EVALSHA", "EVALSHA"]
+    finally:
+        await limiter.aclose()
+
+
+def count_round_trips(limiter: RedisLimiter) -> list[str]:
+    """Record each command the limiter's clients send (one entry per round trip)."""
+    sent: list[str] = []
+
+    def counting(original):
+        async def call(*args, **kwargs):
+            sent.append(str(args[0]))
+            return await original(*args, **kwargs)
+
+        return call
+
+    limiter.redis.execute_command = counting(limiter.redis.execute_command)
+    if limiter.multiplexed is not None:
+        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
+    return sent
+
+
+async def test_the_failover_raises_for_the_ledger_while_redis_is_down():
+    from service.limiter import LimiterUnavailable
+    from tests.support.processes import free_port
+
+    limiter = create_limiter(f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2)
+    await limiter.start()
+    try:
+        today = datetime.now(UTC).date()
+        with pytest.raises(LimiterUnavailable):
+            await limiter.ledger_rows(today, today)
+        # The snapshot falls back to this replica's memory in local mode.
+        snapshot = await limiter.usage_snapshot(tenant_policy("k", "t"))
+        assert snapshot.key_today == Totals()
+    finally:
+        await limiter.aclose()

@@ -1,0 +1,425 @@
+"""Redis hangs and comes back: no budget lost or charged twice, no one locked out (SPEC 9).
+
+A hang is a real one: redis-server stopped with SIGSTOP keeps its connections open, and once
+SIGCONT resumes it, runs every command queued on them, including those of callers that gave
+up long ago. A lost reply is a real TCP relay that stops passing one direction. Short leases
+and timeouts keep each test to seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from service.limiter import create_limiter
+from service.limiter.clock import RedisClock
+from service.limiter.connection import connect
+from service.limiter.failover import FailoverLimiter
+from service.limiter.memory_store import MemoryLimiter
+from service.limiter.multiplexed import MultiplexedConnection
+from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
+from service.limiter.redis_store import RedisLimiter
+from service.usage.ledger import Totals
+from service.usage.record import TICKS_PER_USD
+from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
+from tests.support.charges import charge
+from tests.support.processes import Proc, RedisServer, start_gateway, start_redis
+
+pytestmark = pytest.mark.slow
+
+LEASE = 3.0  # CONCURRENCY_LEASE_SECONDS; a hang under 2 leases keeps the slot set alive
+TIMEOUT = 0.3  # REDIS_TIMEOUT_SECONDS
+SLOTS, LOAD, OTHER = "gk-hang-slots", "gk-hang-load", "gk-hang-other"
+
+
+@pytest.fixture
+def redis_to_hang():
+    """A private redis-server this test may stop (SIGSTOP) and resume."""
+    server = start_redis()
+    yield server
+    os.kill(server.popen.pid, signal.SIGCONT)
+    server.stop()
+
+
+def hang(server: RedisServer) -> None:
+    os.kill(server.popen.pid, signal.SIGSTOP)
+
+
+def resume(server: RedisServer) -> None:
+    os.kill(server.popen.pid, signal.SIGCONT)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+async def total(url: str, pattern: str) -> int:
+    """The sum of every counter whose name matches `pattern` (all windows of one budget)."""
+    client = aioredis.from_url(url)
+    try:
+        names = await client.keys(pattern)
+        return sum(int(v) for v in await client.mget(names)) if names else 0
+    finally:
+        await client.aclose()
+
+
+async def live_slots(url: str, name: str) -> int:
+    """Leases in a concurrency set that have not expired on Redis's clock: slots held."""
+    client = aioredis.from_url(url)
+    try:
+        seconds, micros = await client.time()
+        return await client.zcount(name, seconds * 1000 + micros // 1000, "+inf")
+    finally:
+        await client.aclose()
+
+
+def request_units(key_id: str) -> str:
+    return f"gw:{{k:{key_id}}}:req:k:{key_id}:*"
+
+
+def token_units(key_id: str) -> str:
+    return f"gw:{{k:{key_id}}}:tok:k:{key_id}:*"
+
+
+def slots(key_id: str) -> str:
+    return f"gw:{{k:{key_id}}}:conc:{key_id}"
+
+
+# --- gateways on a hanging Redis ----------------------------------------------------------
+
+
+def start_gateways(simulator: Proc, redis: RedisServer, tmp_path, mode: str, n: int) -> list[Proc]:
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        keys_toml(
+            key_entry("slots", SLOTS, extra="concurrent = 10"),
+            key_entry("load", LOAD, extra="concurrent = 1000"),
+            key_entry("other", OTHER),
+            defaults='requests = "1000000/hour"',
+        )
+    )
+    env = gateway_env(
+        simulator,
+        str(keys),
+        REDIS_URL=redis.url,
+        REDIS_TIMEOUT_SECONDS=str(TIMEOUT),
+        CONCURRENCY_LEASE_SECONDS=str(LEASE),
+        RATE_LIMIT_FAILURE_MODE=mode,
+    )
+    return [start_gateway(env) for _ in range(n)]
+
+
+async def stream(client: httpx.AsyncClient, url: str, secret: str, **sim: int) -> int:
+    """One streaming chat request read to its end; its status."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = await client.post(
+        f"{url}/api/v1/chat/completions",
+        json={**body, "sim": sim},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    return response.status_code
+
+
+async def all_on_redis(client: httpx.AsyncClient, gateways: list[Proc]) -> bool:
+    for gateway in gateways:
+        if (await client.get(f"{gateway.url}/readyz")).json().get("limiter") != "redis":
+            return False
+    return True
+
+
+@pytest.mark.parametrize("mode", ["local", "closed"])
+async def test_slots_of_streams_that_ended_during_a_hang_are_free_within_the_lease(
+    simulator, redis_to_hang, tmp_path, mode
+):
+    (gateway,) = start_gateways(simulator, redis_to_hang, tmp_path, mode, 1)
+    url = redis_to_hang.url
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            running = [
+                asyncio.ensure_future(stream(client, gateway.url, SLOTS, chunks=15, delay_ms=100))
+                for _ in range(10)
+            ]
+            assert await eventually(lambda: _equals(live_slots(url, slots("slots")), 10), 5)
+            hang(redis_to_hang)
+            hung_at = time.monotonic()
+            flipped = [await stream(client, gateway.url, OTHER, chunks=1) for _ in range(3)]
+            assert flipped == ([200] * 3 if mode == "local" else [503] * 3)
+            assert await asyncio.gather(*running) == [200] * 10  # they end during the hang
+            await asyncio.sleep(max(0.0, hung_at + 3.5 - time.monotonic()))
+            resume(redis_to_hang)
+            assert await eventually(lambda: _equals(live_slots(url, slots("slots")), 0), LEASE)
+            assert await eventually(lambda: all_on_redis(client, [gateway]), 3)
+            again = await asyncio.gather(
+                *(stream(client, gateway.url, SLOTS, chunks=2) for _ in range(10))
+            )
+            assert again == [200] * 10
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("mode", ["local", "closed"])
+async def test_under_load_through_a_hang_redis_counts_exactly_the_requests_answered(
+    simulator, redis_to_hang, tmp_path, mode
+):
+    gateways = start_gateways(simulator, redis_to_hang, tmp_path, mode, 2)
+    url = redis_to_hang.url
+    answered: list[tuple[float, float, int]] = []  # (sent, answered, status)
+
+    async def worker(client: httpx.AsyncClient, target: str, until: float) -> None:
+        while time.monotonic() < until:
+            sent = time.monotonic()
+            status = await stream(client, target, LOAD, chunks=4, delay_ms=40)
+            answered.append((sent, time.monotonic(), status))
+            if status != 200:
+                await asyncio.sleep(0.05)  # back off, as clients do on a refusal
+
+    try:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            started = time.monotonic()
+            load = asyncio.gather(
+                *(worker(client, gateways[i % 2].url, started + 6) for i in range(80))
+            )
+            await asyncio.sleep(1.5)
+            hang(redis_to_hang)
+            hung_at = time.monotonic()
+            await asyncio.sleep(3)
+            resume(redis_to_hang)
+            resumed_at = time.monotonic()
+            await load
+            assert await eventually(lambda: all_on_redis(client, gateways), 3)
+        assert await eventually(lambda: _equals(live_slots(url, slots("load")), 0), LEASE)
+        ok = sum(1 for _, _, status in answered if status == 200)
+        assert await total(url, request_units("load")) == ok
+        # Sent after the hang began and answered before it ended, whatever the client's lag:
+        during = [status for sent, done, status in answered if hung_at < sent < done < resumed_at]
+        if mode == "closed":
+            assert during and set(during) == {503}
+        else:
+            assert during and set(during) == {200}
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+# --- the limiter on a hanging Redis -------------------------------------------------------
+
+
+def policy(requests: str = "1000000/hour", tokens: str = "", conc: int | None = None):
+    return LimitPolicy(
+        key_id=uuid.uuid4().hex[:12],
+        tenant=None,
+        requests=parse_rates(requests),
+        tokens=parse_rates(tokens) if tokens else (),
+        concurrent=conc,
+    )
+
+
+def redis_limiter(url: str, **kwargs) -> RedisLimiter:
+    return RedisLimiter(
+        connect(url, TIMEOUT),
+        multiplexed=MultiplexedConnection.from_url(url, TIMEOUT),
+        timeout=TIMEOUT,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("skew", [0, 3600, -3600], ids=["same-clock", "ahead", "behind"])
+async def test_an_admission_given_up_during_a_pause_never_takes_effect(redis_server, skew):
+    """Redis runs the script after the pause; the caller's deadline makes it consume nothing."""
+    limiter = redis_limiter(
+        redis_server.url, clock=RedisClock(lambda: time.monotonic() + skew), lease_seconds=30
+    )
+    p = policy(conc=5)
+    admin = aioredis.from_url(redis_server.url)
+    try:
+        await limiter.start()
+        await limiter.ping()  # learns Redis's clock
+        assert (await limiter.admit(p)).allowed
+        await admin.execute_command("CLIENT", "PAUSE", "700", "ALL")
+        with pytest.raises(Exception, match="no reply from Redis"):
+            await limiter.admit(p)
+        await asyncio.sleep(0.8)  # the pause ends: Redis runs the queued admission now
+        assert await total(redis_server.url, request_units(p.key_id)) == 1
+        assert await live_slots(redis_server.url, slots(p.key_id)) == 1
+        assert (await limiter.admit(p)).allowed  # and admissions go on as before
+    finally:
+        await admin.aclose()
+        await limiter.aclose()
+
+
+async def test_charges_counted_in_memory_during_a_hang_reach_redis_when_it_answers(
+    redis_to_hang,
+):
+    url = redis_to_hang.url
+    limiter = create_limiter(url, failure_mode="local", redis_timeout=TIMEOUT)
+    p = policy(tokens="1000000/hour", conc=5)
+    try:
+        await limiter.start()
+        await limiter.release(p, await limiter.admit(p), charge(10))
+        hang(redis_to_hang)
+        fallback = [await limiter.admit(p) for _ in range(3)]
+        assert [d.store for d in fallback] == ["memory"] * 3
+        for decision in fallback:
+            await limiter.release(p, decision, charge(100))
+        resume(redis_to_hang)
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await total(url, request_units(p.key_id)) == 4
+        assert await total(url, token_units(p.key_id)) == 310
+        assert await live_slots(url, slots(p.key_id)) == 0
+    finally:
+        await limiter.aclose()
+
+
+async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(redis_to_hang):
+    url = redis_to_hang.url
+    limiter = create_limiter(url, failure_mode="local", redis_timeout=TIMEOUT)
+    other_replica = redis_limiter(url)
+    tenant = f"acme-{uuid.uuid4().hex[:6]}"
+    p = LimitPolicy(
+        key_id="a", tenant=tenant, requests=parse_rates("100/hour"), spend=parse_spend("10/day")
+    )
+    try:
+        await limiter.start()
+        hang(redis_to_hang)
+        creating = await limiter.admit(p)
+        assert creating.store == "memory"
+        await limiter.release(p, creating, charge(40, 3 * TICKS_PER_USD, record="resp_hang"))
+        reading = await limiter.admit(p, owner_check="resp_hang")  # ownership from memory
+        assert reading.allowed
+        await limiter.release(p, reading, charge(8, 1))
+        resume(redis_to_hang)
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        snapshot = await other_replica.usage_snapshot(p)
+        assert snapshot.key_today == Totals(2, 36, 0, 12, 0, 3 * TICKS_PER_USD + 1)
+        assert snapshot.tenant_today == snapshot.key_today
+        spend = next(s for s in snapshot.limits if s.kind == "spend")
+        assert spend.remaining == 7 * TICKS_PER_USD - 1
+        assert (await other_replica.admit(p, owner_check="resp_hang")).allowed
+    finally:
+        await limiter.aclose()
+        await other_replica.aclose()
+
+
+async def _is(value: str, expected: str) -> bool:
+    return value == expected
+
+
+class FaultyLink:
+    """A TCP relay to Redis that can stop passing requests, or replies (a network fault)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.requests_pass = True
+        self.replies_pass = True
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._relays: set[asyncio.Task] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    def heal(self) -> None:
+        """Pass everything again; the connections that lost bytes are closed."""
+        self.requests_pass = self.replies_pass = True
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.heal()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._relays.add(asyncio.current_task())  # type: ignore[arg-type]
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, "requests_pass"),
+            self._pipe(up_reader, writer, "replies_pass"),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: str):
+        try:
+            while data := await reader.read(65536):
+                if getattr(self, gate):
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_release_whose_reply_was_lost_counts_once_and_a_deferred_one_is_not_lost(
+    redis_server,
+):
+    link = FaultyLink(redis_server.port)
+    limiter = create_limiter(await link.start(), failure_mode="local", redis_timeout=TIMEOUT)
+    p = policy(tokens="1000000/hour")
+    try:
+        await limiter.start()
+        await limiter.release(p, await limiter.admit(p), charge(1))  # both scripts loaded
+        applied, deferred = await limiter.admit(p), await limiter.admit(p)
+        link.replies_pass = False
+        await limiter.release(p, applied, charge(500))  # Redis applies it; the reply never arrives
+        assert limiter.mode == "local-fallback"
+        await limiter.release(p, deferred, charge(30))  # Redis is known down: kept for later
+        assert await total(redis_server.url, token_units(p.key_id)) == 501
+        link.heal()
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await total(redis_server.url, token_units(p.key_id)) == 531
+    finally:
+        await limiter.aclose()
+        await link.aclose()
+
+
+async def test_a_slot_whose_release_could_not_be_kept_frees_within_the_lease(redis_to_hang):
+    """Even with no room to keep the release for later, the slot is not refreshed forever."""
+    url = redis_to_hang.url
+    store = redis_limiter(url, lease_seconds=1.5, replay_limit=0)
+    limiter = FailoverLimiter(store, MemoryLimiter(1.5), "local")
+    p = policy(conc=2)
+    try:
+        await limiter.start()
+        held = [await limiter.admit(p), await limiter.admit(p)]
+        hang(redis_to_hang)
+        for decision in held:  # the first times out, the second finds Redis known down
+            await limiter.release(p, decision, charge())
+        await asyncio.sleep(2.0)  # over the lease: the refresher would have renewed them
+        resume(redis_to_hang)
+        assert await eventually(lambda: _equals(live_slots(url, slots(p.key_id)), 0), 1.8)
+    finally:
+        await limiter.aclose()
+
+
+def test_redis_clock_keeps_the_tightest_lower_bound_and_follows_a_step_back():
+    clock = RedisClock(lambda: 0.0)
+    clock.observe(sent_ms=1000, received_ms=1010, redis_ms=5005)  # offset in [3995, 4006]
+    assert clock.offset_ms == 3995
+    clock.observe(sent_ms=2000, received_ms=2002, redis_ms=6001)  # [3999, 4002]: tighter
+    assert clock.offset_ms == 3999
+    clock.observe(sent_ms=3000, received_ms=3030, redis_ms=7000)  # [3970, 4001]: looser
+    assert clock.offset_ms == 3999
+    clock.observe(sent_ms=4000, received_ms=4001, redis_ms=6000)  # Redis stepped back 2 s
+    assert clock.offset_ms == 1999
