@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +37,7 @@ from service.routes.chat import ChatCompletions
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
 from service.routes.models import ListModels
+from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
 from service.routes.usage import KeyUsage
 from service.routes.vision import VisionAnalyze
 from service.settings import Settings
@@ -96,9 +97,15 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     )
 
     def api(
-        route: ASGIApp, validate: validation.Validator | None, *, limited: bool = True
+        route: ASGIApp,
+        validate: validation.Validator | None,
+        guard: Callable[[ASGIApp], ASGIApp] | None = None,
+        *,
+        limited: bool = True,
     ) -> ASGIApp:
         app = RateLimitMiddleware(route, services.limiter) if limited else route
+        if guard is not None:  # sees the validated request before the limiter admits it
+            app = guard(app)
         if validate is not None:
             app = BodyMiddleware(app, validate, settings.max_body_bytes, settings.body_timeout)
         return AuthMiddleware(app, services.registry)
@@ -135,6 +142,16 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         # Spends nothing and must answer when the key's budgets are spent: no limiter.
         JsonRoute("/api/v1/usage", api(KeyUsage(services), None, limited=False), methods=["GET"]),
         JsonRoute("/admin/v1/usage", admin(AdminUsage(services)), methods=["GET"]),
+        JsonRoute(
+            "/api/v1/responses",
+            api(CreateResponse(services), validation.response_request, OwnedResponses),
+            methods=["POST"],
+        ),
+        JsonRoute(
+            "/api/v1/responses/{response_id}",
+            api(StoredResponse(services), None, OwnedResponses),
+            methods=["GET", "DELETE"],
+        ),
     ]
     # No redirects: Starlette's would send clients to the host their Host header names.
     router = Router(
@@ -195,7 +212,7 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
         return
     body = error_body(
         f"Unknown path {scope['path']!r}. The API lives under /api/v1 "
-        "(chat/completions, images/generations, vision/analyze, models).",
+        "(chat/completions, responses, images/generations, vision/analyze, models).",
         type="invalid_request_error",
         code="not_found",
     )

@@ -136,6 +136,24 @@ def vision_analysis(body: dict[str, Any], default_model: str) -> dict[str, Any]:
     return body
 
 
+def response_request(body: dict[str, Any]) -> dict[str, Any]:
+    """POST /responses: `model` and `input` are required; everything else is passed on."""
+    _require_model(body)
+    content = body.get("input")
+    if isinstance(content, str):
+        if not content:
+            raise bad_request("'input' must not be empty", "input")
+    elif not isinstance(content, list) or not content:
+        raise bad_request("'input' is required: a string or a non-empty array of items", "input")
+    elif not all(isinstance(item, dict | str) for item in content):
+        raise bad_request("'input' items must be objects or strings", "input")
+    _optional_bool(body, "stream")
+    _optional_bool(body, "store")
+    _optional_str(body, "previous_response_id")
+    _optional_str(body, "instructions")
+    return body
+
+
 def has_image_content(messages: list[dict[str, Any]]) -> bool:
     """Whether any message carries an `image_url` content part."""
     for message in messages:

@@ -79,6 +79,14 @@ ENDPOINTS = [
         {"image_url": "https://example.com/cat.png", "prompt": "What is it?", "detail": "low"},
     ),
     Endpoint("GET", "/api/v1/models", None),
+    Endpoint("POST", "/api/v1/responses", {"model": MODEL, "input": "hi", "store": False}),
+    Endpoint(
+        "POST",
+        "/api/v1/responses",
+        {"model": MODEL, "input": [{"role": "user", "content": "hi"}], "stream": True},
+    ),
+    Endpoint("GET", "/api/v1/responses/resp_0123456789abcdef", None),
+    Endpoint("DELETE", "/api/v1/responses/resp_0123456789abcdef", None),
 ]
 
 # A 5xx the gateway may answer: the upstream failed, not the gateway.

@@ -1,0 +1,157 @@
+"""The Responses API: POST /api/v1/responses, GET and DELETE /api/v1/responses/{id}.
+
+Streams relay the upstream's `event:`/`data:` events untouched (the SSE relay's Responses
+dialect); tokens are charged from `response.completed`'s usage, or from the body's.
+
+Every tenant's requests go out under the one upstream key, so xAI alone would let any tenant
+read, delete or continue any stored response. `OwnedResponses` names the id a request touches
+(`{id}` in the path, or `previous_response_id`) before the limiter; the limiter's admission
+refuses it, as 404 `not_found`, unless the key's tenant created it through this gateway. The
+answer is the same as for an id that does not exist, and the upstream is never called.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.asgi import send_json
+from service.context import RequestContext
+from service.deps import Services
+from service.errors import ApiError, response_not_found
+from service.routes.completion import call_json, with_upstream_model
+from service.sse import ResponsesDialect, relay_sse
+from service.upstream.call import EVENT_STREAM, open_upstream
+from service.usage.record import estimated_usage
+
+RESPONSES_PATH = "responses"
+# xAI's ids are `resp_` and hex or a UUID; anything outside this shape cannot be one.
+_RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class OwnedResponses:
+    """Before the limiter: name the stored response this request touches, for its check.
+
+    An id that cannot be a response id is answered as unknown at once (404, nothing spent).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        response_id = scope.get("path_params", {}).get("response_id")
+        if response_id is None and ctx.payload is not None:
+            response_id = ctx.payload.get("previous_response_id")
+        if response_id is not None:
+            if not _RESPONSE_ID.match(response_id):
+                ctx.reason = "not_found"
+                await response_not_found(response_id[:128]).send(send)
+                return
+            ctx.owner_check = response_id
+        await self.app(scope, receive, send)
+
+
+class CreateResponse:
+    """POST /api/v1/responses, streamed through or answered whole."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        body = ctx.payload
+        assert body is not None
+        upstream_body = with_upstream_model(ctx, body)
+        stored = body.get("store") is not False
+        try:
+            if body.get("stream") is True:
+                await self._stream(ctx, upstream_body, stored, receive, send)
+                return
+            raw = await call_json(
+                self.services, ctx, receive, "POST", RESPONSES_PATH, upstream_body
+            )
+        except ApiError as error:
+            await _answer_error(ctx, error, send, body.get("previous_response_id"))
+            return
+        if stored:
+            ctx.response_id = _response_id(raw)
+        await send_json(send, 200, raw)
+
+    async def _stream(
+        self,
+        ctx: RequestContext,
+        upstream_body: dict[str, Any],
+        stored: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        services = self.services
+        assert services.upstream is not None
+        content = json.dumps(upstream_body, separators=(",", ":")).encode()
+        upstream = await open_upstream(
+            services.upstream,
+            "POST",
+            RESPONSES_PATH,
+            services.upstream_policy,
+            content,
+            accept=EVENT_STREAM,
+        )
+        result = await relay_sse(
+            upstream,
+            receive,
+            send,
+            services.streams,
+            ResponsesDialect(),
+            idle_timeout=services.settings.idle_timeout,
+            max_event_bytes=services.settings.sse_max_event_bytes,
+        )
+        ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
+        if stored and result.completed:
+            ctx.response_id = result.response_id
+        if result.disconnected:
+            ctx.reason = "client_disconnected"
+
+
+class StoredResponse:
+    """GET or DELETE /api/v1/responses/{id}: a stored response of the key's tenant."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        method = scope["method"]
+        response_id = scope["path_params"]["response_id"]
+        path = f"{RESPONSES_PATH}/{response_id}"
+        try:
+            raw = await call_json(self.services, ctx, receive, method, path, None)
+        except ApiError as error:
+            await _answer_error(ctx, error, send, response_id)
+            return
+        if method == "DELETE":
+            ctx.deleted_response = response_id
+        await send_json(send, 200, raw)
+
+
+async def _answer_error(
+    ctx: RequestContext, error: ApiError, send: Send, response_id: str | None = None
+) -> None:
+    # The upstream's own 404 for an id gets the gateway's one answer, so that an id the
+    # upstream expired reads exactly like another tenant's.
+    if response_id is not None and error.status == 404:
+        error = response_not_found(response_id)
+    ctx.reason = ctx.reason or error.code
+    await error.send(send)
+
+
+def _response_id(raw: bytes) -> str | None:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    response_id = doc.get("id") if isinstance(doc, dict) else None
+    return response_id if isinstance(response_id, str) and _RESPONSE_ID.match(response_id) else None
