@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from service import __version__
 from service.registry.keys import (
@@ -261,12 +262,15 @@ def _usage(argv: list[str]) -> int:
     except ValueError as exc:  # a URL the Redis client cannot use
         print(f"grok-gateway usage: configuration error: REDIS_URL: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # The limiter's own log lines (e.g. "refusing requests with 503") are about serving
+    # traffic, not this report: the one line below says what went wrong.
+    logging.getLogger("service").setLevel(logging.CRITICAL)
     try:
         body = asyncio.run(_read_report(limiter, query))
-    except (LimiterUnavailable, OSError, RedisError) as exc:
+    except (LimiterUnavailable, OSError, RedisError):
+        where = urlsplit(settings.redis_url).netloc.rpartition("@")[2]  # never the password
         print(
-            f"grok-gateway usage: cannot read the ledger, Redis is unreachable "
-            f"({type(exc).__name__})",
+            f"grok-gateway usage: cannot read the ledger: Redis at {where} is unreachable",
             file=sys.stderr,
         )
         return 1

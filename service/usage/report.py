@@ -79,7 +79,7 @@ class UsageQuery:
         days = (last - first).days + 1
         if days > MAX_RANGE_DAYS:
             raise QueryError(
-                "to", f"The range covers {days} days; at most {MAX_RANGE_DAYS} per query."
+                "to", f"'from' to 'to' covers {days} days; at most {MAX_RANGE_DAYS} per query."
             )
         fmt = params.get("format", "json")
         if fmt not in formats:
