@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import gateway_env, key_entry
-from tests.support.processes import start_gateway
+from tests.support.processes import start_gateway, start_redis
 from tests.support.usage import (
     MEASURES,
     MODEL,
@@ -68,12 +68,16 @@ spend = "25/day"''',
 
 
 @pytest.fixture(scope="module")
-def gw(simulator, redis_server, tmp_path_factory):
+def gw(simulator, tmp_path_factory):
+    """A gateway on a Redis of its own: tenant sums are per tenant name, and other modules
+    have tenants called acme too."""
+    redis = start_redis()
     keys = tmp_path_factory.mktemp("usage-api") / "keys.toml"
     keys.write_text(KEYS_TOML)
-    proc = start_gateway(gateway_env(simulator, str(keys), REDIS_URL=redis_server.url))
+    proc = start_gateway(gateway_env(simulator, str(keys), REDIS_URL=redis.url))
     yield proc
     proc.stop()
+    redis.stop()
 
 
 def usage(gw, key: str) -> httpx.Response:
