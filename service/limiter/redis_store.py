@@ -24,9 +24,14 @@ and expiries are set once, when a counter is created.
 Faults (a hung Redis runs the commands queued on its connections once it resumes, however
 late): every script call carries a deadline in Redis's time (`clock`), a little before the
 caller gives up, and a script that starts past it does nothing. A release Redis has not
-confirmed is kept (bounded) and applied again once Redis answers; each release writes a
-short-lived marker under its admission's id, so one whose reply was lost is not applied
-twice. An admission given up with a lease is followed by the lease's removal.
+confirmed is kept (bounded) and applied again once Redis answers. Each admission writes a
+short-lived marker under its id ('a:' and the instant its windows were counted in), which
+its release turns into 'r', so a release whose reply was lost is not applied twice. An
+admission given up (no reply: it may have run, or may not) is kept in the same queue and
+followed by a cancellation: if the marker still says 'a:', its request units come off the
+windows it counted and its lease goes (marker 'c'); if absent (the script never ran, or ran
+past its deadline), nothing. A given-up admission is never released (the request was
+refused, or served from memory under a decision of its own), so the two cannot collide.
 
 Admit and release go over the process's multiplexed connection when there is one (see
 `multiplexed`), else through redis-py's scripts; everything else uses redis-py.
@@ -75,7 +80,7 @@ STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 # A script must start this much before the caller's timeout, so that its reply still has
 # time to arrive: past the deadline it does nothing.
 _DEADLINE_SHARE = 0.75
-_MARKER_MS = 300_000  # how long a release's marker outlives it (a replay comes sooner)
+_MARKER_MS = 300_000  # how long an admission's marker lives, and a release's outlives it
 _REPLAY_LIMIT = 100_000  # releases kept while Redis is unreachable; the oldest go first
 _REPLAY_BATCH = 256
 _EXPIRED = -1  # a script's status when it started past its deadline
@@ -118,15 +123,19 @@ end
 """
 
 # KEYS: request window bases..., token window bases..., [concurrency set],
-#       [key spend base, [tenant sums base]] (with spend budgets), [owned response key]
+#       [key spend base, [tenant sums base]] (with spend budgets), [owned response key],
+#       the admission's marker (the key its release and its cancellation use)
 # ARGV: deadline_ms, n_requests, n_tokens, has_concurrency, n_spend, check_owner,
 #       (limit, seconds) per window..., (sums 1 key / 2 tenant, 'd'|'m', ticks) per budget...,
 #       [cap, lease_ms, lease_id]
 # Returns: now_ms, allowed (1, 0, or -1: past the deadline, nothing done), reason, retry_ms,
 #          req (limit, remaining, reset_ms, seconds), tok (same)   (limit -1: none),
 #          the spent budget's index (0: none)
+# An admission writes its marker, 'a:<now_ms>' (the instant its windows were counted in), so
+# that if its reply is lost, CANCEL can take it back.
 ADMIT = (
     _CALENDAR
+    + f"local MARKER_MS = {_MARKER_MS}\n"
     + """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -134,7 +143,7 @@ local deadline = tonumber(ARGV[1])
 if deadline > 0 and now_ms > deadline then return {now_ms, -1, '', 0} end
 local nreq, ntok, hasconc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nspend = tonumber(ARGV[5])
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 0 then
   return {now_ms, 0, 'not_found', 0}
 end
 local a = 7
@@ -199,6 +208,7 @@ if allowed then
     redis.call('ZADD', zset, now_ms + lease_ms, ARGV[a + 2])
     redis.call('PEXPIRE', zset, lease_ms * 2)
   end
+  redis.call('SET', KEYS[#KEYS], string.format('a:%d', now_ms), 'PX', MARKER_MS)
 end
 local out = {now_ms, allowed and 1 or 0, reason, retry}
 local consumed = allowed and 1 or 0
@@ -230,6 +240,9 @@ return out
 # A request admitted from memory counts one unit in the windows of its admission; tokens,
 # the ledger, spend and the tenant's sums go to the day of the moment it ended. Zero
 # measures are not written; expiries are set when a counter or row is created.
+# The marker: absent (a memory admission, or one older than the marker) or 'a:<ms>' (admitted
+# in Redis): apply, and set it to 'r'; anything else ('r' released, 'c' cancelled, or an older
+# version's '1'): skip.
 # Returns: now_ms, status (1 applied, 0 applied before: skipped, -1 past the deadline)
 RELEASE = (
     _CALENDAR
@@ -238,7 +251,9 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = tonumber(ARGV[1])
 if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
-if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[4]) then return {now_ms, 0} end
+local mark = redis.call('GET', KEYS[1])
+if mark and string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
+redis.call('SET', KEYS[1], 'r', 'PX', ARGV[4])
 local ended, admitted = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ended == 0 then ended = now_ms end
 local nreq, ntok = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -299,6 +314,31 @@ end
 return {now_ms, 1}
 """
 )
+
+# An admission given up (its reply never came): take it back if it ran. Only a marker saying
+# 'a:<ms>' means it ran and was neither released nor cancelled: then each request window it
+# counted (the index from that ms, so across a window's end too) loses its unit if the counter
+# still exists (never below 0), its lease goes, and the marker says 'c'. Absent (never ran, or
+# ran past its deadline and did nothing), 'r' or 'c': nothing.
+# KEYS: marker, request window bases..., [concurrency set]
+# ARGV: deadline_ms, marker_ms, n_requests, seconds per window..., lease_id ('' for none)
+# Returns: now_ms, status (1 taken back, 0 nothing to take back, -1 past the deadline)
+CANCEL = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+local mark = redis.call('GET', KEYS[1])
+if not mark or string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
+local admitted, nreq = tonumber(string.sub(mark, 3)), tonumber(ARGV[3])
+for i = 1, nreq do
+  local name = KEYS[1 + i] .. ':' .. math.floor(admitted / (tonumber(ARGV[3 + i]) * 1000))
+  if tonumber(redis.call('GET', name) or '0') > 0 then redis.call('DECR', name) end
+end
+if ARGV[4 + nreq] ~= '' then redis.call('ZREM', KEYS[2 + nreq], ARGV[4 + nreq]) end
+redis.call('SET', KEYS[1], 'c', 'PX', ARGV[2])
+return {now_ms, 1}
+"""
 
 # KEYS: request window bases..., token window bases..., [concurrency set], ledger base,
 #       key spend base, [tenant sums base]
@@ -375,7 +415,7 @@ class _Pending:
 
     compiled: _Compiled
     decision: Decision
-    charge: Charge | None  # None: an admission given up, whose lease may still exist
+    charge: Charge | None  # None: an admission given up, to take back if it ran
     ended_ms: int  # Redis's time when the request ended (estimated)
     admitted_ms: int  # Redis's time when it was admitted (estimated)
 
@@ -407,10 +447,12 @@ class RedisLimiter:
             self._admit = MultiplexedScript(multiplexed, ADMIT)
             self._release = MultiplexedScript(multiplexed, RELEASE)
             self._snapshot = MultiplexedScript(multiplexed, SNAPSHOT)
+            self._cancel = MultiplexedScript(multiplexed, CANCEL)
         else:
             self._admit = redis.register_script(ADMIT)
             self._release = redis.register_script(RELEASE)
             self._snapshot = redis.register_script(SNAPSHOT)
+            self._cancel = redis.register_script(CANCEL)
         self._refresh = redis.register_script(REFRESH)
         self._plans: dict[LimitPolicy, _Compiled] = {}
         self._leases: dict[str, str] = {}  # lease id -> concurrency set, held by this process
@@ -510,15 +552,16 @@ class RedisLimiter:
             keys = [*keys, f"{plan.responses}:{owner_check}"]
             args[5] = 1
         admission = new_id()
+        keys = [*keys, _marker(plan, admission)]
         lease = admission if plan.concurrency_key is not None else None
         if lease is not None:
             args.append(lease)
         try:
             result = await self._call(self._admit, keys, args)
         except STORE_ERRORS:
-            if lease is not None:  # it may have run before its deadline: take the slot back
-                given_up = Decision(allowed=True, lease=lease, store="redis", id=admission)
-                self._keep(_Pending(compiled, given_up, None, 0, 0))
+            # It may have run before its deadline, its reply lost: take it back (`_apply`).
+            given_up = Decision(allowed=True, lease=lease, store="redis", id=admission)
+            self._keep(_Pending(compiled, given_up, None, 0, 0))
             raise
         allowed = result[1] == 1
         reason = result[2].decode() if isinstance(result[2], bytes) else result[2]
@@ -674,11 +717,16 @@ class RedisLimiter:
     async def _apply(self, pending: _Pending, replay: bool) -> None:
         compiled, decision, charge = pending.compiled, pending.decision, pending.charge
         plan = compiled.plan
-        if charge is None:  # a given-up admission: its lease, if the script ran after all
-            await self._execute("ZREM", plan.concurrency_key, decision.lease)  # type: ignore[arg-type]
+        if charge is None:  # a given-up admission: take it back, if the script ran after all
+            keys = [_marker(plan, decision.id), *(w.key for w in plan.requests)]
+            if decision.lease is not None:
+                keys.append(plan.concurrency_key)  # type: ignore[arg-type]
+            cancel: list[int | str] = [0, _MARKER_MS, len(plan.requests)]
+            cancel += [*(w.seconds for w in plan.requests), decision.lease or ""]
+            await self._call(self._cancel, keys, cancel)
             return
         units = plan.requests if decision.store == "memory" else ()
-        keys = [f"{plan.base}:rel:{decision.id}", *(w.key for w in units), *compiled.token_keys]
+        keys = [_marker(plan, decision.id), *(w.key for w in units), *compiled.token_keys]
         lease = decision.lease if decision.store == "redis" else None
         if lease is not None:
             keys.append(plan.concurrency_key)  # type: ignore[arg-type]
@@ -765,6 +813,11 @@ class RedisLimiter:
                     await pipe.execute()
             except Exception as exc:  # the leases expire by themselves if this keeps failing
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
+
+
+def _marker(plan: Plan, admission: str) -> str:
+    """The key an admission's release and cancellation share (written by ADMIT)."""
+    return f"{plan.base}:rel:{admission}"
 
 
 def _mapping(flat: list[Any]) -> dict[Any, Any]:
