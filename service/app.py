@@ -3,7 +3,9 @@
     ObserveMiddleware (request id, drain refusal, access log, metrics)
     └─ Router
        ├─ /healthz /readyz /metrics                           no key
-       └─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
+       ├─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
+       ├─ /api/v1/usage  Auth → route                         reads budgets, spends none
+       └─ /admin/v1/...  Auth (admin keys only) → route       no tenant budgets
 
 Each API route gets its own middleware chain (the body validator differs per route), so the
 limiter only ever sees authenticated, well-formed requests: bad input spends nothing.
@@ -30,11 +32,13 @@ from service.middleware.observe import ObserveMiddleware
 from service.middleware.ratelimit import RateLimitMiddleware
 from service.registry.keys import KeyRegistry
 from service.registry.reload import RegistryHolder
+from service.routes.admin import AdminUsage
 from service.routes.chat import ChatCompletions
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
 from service.routes.models import ListModels
 from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
+from service.routes.usage import KeyUsage
 from service.routes.vision import VisionAnalyze
 from service.settings import Settings
 from service.sse import StreamSet
@@ -96,13 +100,18 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         route: ASGIApp,
         validate: validation.Validator | None,
         guard: Callable[[ASGIApp], ASGIApp] | None = None,
+        *,
+        limited: bool = True,
     ) -> ASGIApp:
-        app = RateLimitMiddleware(route, services.limiter)
+        app = RateLimitMiddleware(route, services.limiter) if limited else route
         if guard is not None:  # sees the validated request before the limiter admits it
             app = guard(app)
         if validate is not None:
             app = BodyMiddleware(app, validate, settings.max_body_bytes, settings.body_timeout)
         return AuthMiddleware(app, services.registry)
+
+    def admin(route: ASGIApp) -> ASGIApp:
+        return AuthMiddleware(route, services.registry, admin=True)
 
     images = api(
         ImageGeneration(services),
@@ -130,6 +139,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             methods=["POST"],
         ),
         JsonRoute("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
+        # Spends nothing and must answer when the key's budgets are spent: no limiter.
+        JsonRoute("/api/v1/usage", api(KeyUsage(services), None, limited=False), methods=["GET"]),
+        JsonRoute("/admin/v1/usage", admin(AdminUsage(services)), methods=["GET"]),
         JsonRoute(
             "/api/v1/responses",
             api(CreateResponse(services), validation.response_request, OwnedResponses),

@@ -1,19 +1,25 @@
-"""Command line: `python -m service [--demo]`, and `python -m service keys new`.
+"""Command line: `python -m service [--demo]`, `keys new|digest`, and `usage`.
 
 Start-up problems (bad settings, a broken key file, a bad Redis URL) print one line naming
-the problem and exit 2: never a traceback, never a half-started server.
+the problem and exit 2: never a traceback, never a half-started server. `usage` reads the
+ledger from REDIS_URL and prints what `GET /admin/v1/usage` answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from service import __version__
 from service.registry.keys import (
+    ADMIN_KEY_PREFIX,
     KeyRegistry,
     RegistryError,
     hash_key,
@@ -22,21 +28,36 @@ from service.registry.keys import (
     parse_registry,
 )
 from service.settings import ConfigError, Settings
+from service.usage.report import (
+    FORMATS,
+    GROUP_FIELDS,
+    QueryError,
+    UsageQuery,
+    render,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    from service.limiter.base import Limiter
 
 log = logging.getLogger("service")
 
 EXIT_CONFIG = 2
+CLI_FORMATS = (*FORMATS, "table")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
         return _keys(argv[1:])
+    if argv[:1] == ["usage"]:
+        return _usage(argv[1:])
     parser = argparse.ArgumentParser(
         prog="grok-gateway",
         description="OpenAI-compatible gateway in front of the xAI Grok API. "
         "Configured by environment variables (see the README). "
-        "Subcommand: 'keys new --id ID [--tenant T]' makes a tenant key.",
+        "Subcommands: 'keys new --id ID [--tenant T]' makes a tenant key "
+        "('--admin' an admin key); 'usage --from DAY --to DAY' prints the usage ledger.",
     )
     parser.add_argument(
         "--demo",
@@ -105,35 +126,163 @@ def _run_demo(settings: Settings) -> int:
     return uvloop.run(run_demo(settings))
 
 
+DEFAULT_NEW_KEY_REQUESTS = "60/minute"
+
+
 def _keys(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="grok-gateway keys")
     sub = parser.add_subparsers(dest="command", required=True)
-    new = sub.add_parser("new", help="make a new tenant key; prints the secret once")
+    new = sub.add_parser("new", help="make a new key; prints the secret once")
     new.add_argument("--id", required=True, help="public key id (logs, metrics, headers)")
     new.add_argument("--tenant", help="tenant the key belongs to")
+    new.add_argument(
+        "--requests",
+        default=DEFAULT_NEW_KEY_REQUESTS,
+        metavar="RATE",
+        help=f"the key's own request limit (default {DEFAULT_NEW_KEY_REQUESTS})",
+    )
+    new.add_argument(
+        "--admin", action="store_true", help="an admin key for /admin/v1 (no tenant, no limits)"
+    )
     digest = sub.add_parser("digest", help="print the sha256 entry for an existing secret")
     digest.add_argument("secret")
     args = parser.parse_args(argv)
     if args.command == "digest":
         print(hash_key(args.secret))
         return 0
+    if args.admin and (args.tenant or args.requests != DEFAULT_NEW_KEY_REQUESTS):
+        print("grok-gateway keys: an admin key has no --tenant and no --requests", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        # Validate the id and tenant the same way the registry will.
-        secret = new_key_secret()
-        entry = _toml_entry(args.id, args.tenant, hash_key(secret))
+        # Validate the entry the same way the registry will.
+        if args.admin:
+            secret = new_key_secret(ADMIN_KEY_PREFIX)
+            entry = _admin_entry(args.id, hash_key(secret))
+        else:
+            secret = new_key_secret()
+            entry = _toml_entry(args.id, args.tenant, hash_key(secret), args.requests)
         parse_registry(entry.encode())
     except RegistryError as exc:
         print(f"grok-gateway keys: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"Key (shown once, give it to the tenant): {secret}", file=sys.stderr)
+    who = "the operator" if args.admin else "the tenant"
+    print(f"Key (shown once, give it to {who}): {secret}", file=sys.stderr)
     print("Add this entry to the key file (GATEWAY_KEYS_FILE):", file=sys.stderr)
     print(entry, end="")
     return 0
 
 
-def _toml_entry(key_id: str, tenant: str | None, digest: str) -> str:
+def _toml_entry(key_id: str, tenant: str | None, digest: str, requests: str) -> str:
     lines = ["[[keys]]", f'id = "{key_id}"']
     if tenant:
         lines.append(f'tenant = "{tenant}"')
     lines.append(f'sha256 = "{digest}"')
+    # Always a request limit: a key without one at any level has no rate cap at all.
+    lines.append(f"requests = {_toml_string(requests)}  # this key's own; overrides [defaults]")
     return "\n".join(lines) + "\n"
+
+
+def _admin_entry(key_id: str, digest: str) -> str:
+    return f'[[admin_keys]]\nid = "{key_id}"\nsha256 = "{digest}"\n'
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
+
+
+def _usage(argv: list[str]) -> int:
+    """`usage --from DAY --to DAY ...`: the ledger's sums, as the admin API answers them."""
+    from redis.exceptions import RedisError
+
+    from service.limiter.base import LimiterUnavailable
+
+    parser = argparse.ArgumentParser(
+        prog="grok-gateway usage",
+        description="Print the usage ledger (read from REDIS_URL) summed by day, tenant, key "
+        "and model; the same report as GET /admin/v1/usage.",
+    )
+    parser.add_argument("--from", dest="first", required=True, metavar="YYYY-MM-DD")
+    parser.add_argument("--to", dest="last", required=True, metavar="YYYY-MM-DD")
+    parser.add_argument("--tenant", help="only this tenant ('-' for keys without one)")
+    parser.add_argument("--key", help="only this key id")
+    parser.add_argument(
+        "--group-by",
+        default=",".join(GROUP_FIELDS),
+        metavar="FIELDS",
+        help="comma-separated subset of day,tenant,key,model in the order wanted "
+        "(default: all four; '' for one line of totals)",
+    )
+    parser.add_argument(
+        "--format",
+        default="table",
+        choices=CLI_FORMATS,
+        help="default: table; json and csv print exactly what the admin API answers",
+    )
+    args = parser.parse_args(argv)
+    params = {
+        "from": args.first,
+        "to": args.last,
+        "tenant": args.tenant,
+        "key": args.key,
+        "group_by": args.group_by,
+        "format": args.format,
+    }
+    try:
+        query = UsageQuery.parse(
+            {k: v for k, v in params.items() if v is not None}, formats=CLI_FORMATS
+        )
+        # Only the REDIS_* settings matter here; the rest of the gateway's need not be set.
+        settings = Settings.from_env(
+            {k: v for k, v in os.environ.items() if k.startswith("REDIS_")}, demo=True
+        )
+    except QueryError as exc:
+        print(f"grok-gateway usage: --{exc.param.replace('_', '-')}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"grok-gateway usage: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if settings.redis_url is None:
+        print(
+            "grok-gateway usage: REDIS_URL is not set. Without it the ledger lives in the "
+            "gateway's memory: ask the running gateway instead, GET /admin/v1/usage with an "
+            "admin key.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    from service.limiter import create_limiter
+
+    try:
+        limiter = create_limiter(
+            settings.redis_url,
+            failure_mode="closed",  # never a silent report from an empty in-memory ledger
+            redis_timeout=settings.redis_timeout,
+            pool_size=settings.redis_pool_size,
+        )
+    except ValueError as exc:  # a URL the Redis client cannot use
+        print(f"grok-gateway usage: configuration error: REDIS_URL: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    # The limiter's own log lines (e.g. "refusing requests with 503") are about serving
+    # traffic, not this report: the one line below says what went wrong.
+    logging.getLogger("service").setLevel(logging.CRITICAL)
+    try:
+        body = asyncio.run(_read_report(limiter, query))
+    except (LimiterUnavailable, OSError, RedisError):
+        where = urlsplit(settings.redis_url).netloc.rpartition("@")[2]  # never the password
+        print(
+            f"grok-gateway usage: cannot read the ledger: Redis at {where} is unreachable",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.buffer.write(body + (b"\n" if query.format == "json" else b""))
+    sys.stdout.flush()
+    return 0
+
+
+async def _read_report(limiter: Limiter, query: UsageQuery) -> bytes:
+    await limiter.start()
+    try:
+        rows = await limiter.ledger_rows(query.first, query.last, query.tenant, query.key)
+    finally:
+        await limiter.aclose()
+    return render(summarize(rows, query.group_by), query)

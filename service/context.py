@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.registry.keys import ApiKey
+    from service.registry.keys import AdminKey, ApiKey
     from service.registry.models import ModelCatalog
     from service.usage.record import Usage
 
@@ -17,7 +17,8 @@ class RequestContext:
 
     request_id: str
     started: float  # loop.time() at arrival
-    key: ApiKey | None = None
+    key: ApiKey | None = None  # the tenant key, on /api/v1
+    admin: AdminKey | None = None  # the admin key, on /admin/v1
     model: str | None = None
     stream: bool = False
     payload: dict[str, Any] | None = None  # the validated JSON body

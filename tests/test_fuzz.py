@@ -27,9 +27,10 @@ from service.app import create_app
 from service.registry.keys import parse_registry
 from service.settings import Settings
 from tests.conftest import MODEL, key_entry, keys_toml
-from tests.support.processes import Proc
+from tests.support.processes import Proc, digest
 
 MAIN = "gk-fuzz-main-0123456789"
+ADMIN = "gk-admin-fuzz-0123456789"
 ALLOW_LISTED = "gk-fuzz-allow-0123456789"
 MAX_BODY = 1024 * 1024
 
@@ -39,6 +40,7 @@ class Endpoint:
     method: str
     path: str
     body: dict[str, Any] | None  # a valid body, the seed of the mutations; None: no body
+    limited: bool = True  # False: answers without the limiter (spends nothing, even on 200)
 
 
 ENDPOINTS = [
@@ -87,6 +89,7 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/api/v1/responses/resp_0123456789abcdef", None),
     Endpoint("DELETE", "/api/v1/responses/resp_0123456789abcdef", None),
+    Endpoint("GET", "/api/v1/usage", None, limited=False),
 ]
 
 # A 5xx the gateway may answer: the upstream failed, not the gateway.
@@ -111,6 +114,7 @@ class InProcessGateway:
             keys_toml(
                 key_entry("main", MAIN, tenant="fuzz"),
                 key_entry("allow-listed", ALLOW_LISTED, extra=f'models = ["{MODEL}"]'),
+                f'[[admin_keys]]\nid = "ops"\nsha256 = "{digest(ADMIN)}"\n',
                 defaults='requests = "100000000/day"',
             ).encode()
         )
@@ -355,6 +359,7 @@ def send_and_check(
     path: str,
     headers: list,
     body: bytes | None,
+    limited: bool = True,
 ) -> httpx.Response:
     """Send one request and check the three properties; returns the response."""
     log_problems.records.clear()
@@ -374,7 +379,8 @@ def send_and_check(
         assert spent == {1}, f"admitted once, counted {spent}"
     else:
         assert not spent, f"{status} refused but counted {spent}: {response.text}"
-        assert 400 <= status < 500 and error is not None and error["code"], response.text
+        if limited or status >= 400:
+            assert 400 <= status < 500 and error is not None and error["code"], response.text
     return response
 
 
@@ -395,7 +401,35 @@ def test_no_request_to_any_endpoint_gets_a_5xx_a_traceback_or_a_charge_when_refu
     headers = data.draw(headers_for(body))
     method = data.draw(st.sampled_from([endpoint.method] * 12 + ["GET", "POST", "PUT", "DELETE"]))
     path = endpoint.path + data.draw(st.sampled_from(["", "", "", "/"]))
-    send_and_check(gateway, log_problems, method, path, headers, body)
+    send_and_check(gateway, log_problems, method, path, headers, body, endpoint.limited)
+
+
+ADMIN_PARAMS = ("from", "to", "tenant", "key", "group_by", "format")
+
+
+@FUZZ
+@given(
+    params=st.lists(
+        st.tuples(st.sampled_from(ADMIN_PARAMS) | st.text(max_size=8), latin1_text), max_size=8
+    ),
+    admin=st.booleans(),
+)
+def test_no_admin_usage_query_gets_a_5xx_a_traceback_or_a_charge(
+    gateway, log_problems, params, admin
+):
+    secret = ADMIN if admin else MAIN
+    query = str(httpx.QueryParams(params))
+    response = send_and_check(
+        gateway,
+        log_problems,
+        "GET",
+        f"/admin/v1/usage?{query}",
+        [(b"authorization", f"Bearer {secret}".encode())],
+        None,
+        limited=False,
+    )
+    if not admin:
+        assert response.status_code == 401
 
 
 @FUZZ

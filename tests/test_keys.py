@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import httpx
 import pytest
 
 from service.registry.keys import RegistryError, hash_key, parse_registry
+from service.usage.cost import Price
+from service.usage.record import Usage
 from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
 from tests.support.processes import digest, start_gateway
 
@@ -82,6 +85,32 @@ def test_disabled_key_is_refused():
         (f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n[[keys]]\nid = "b"\nsha256 = "{D1}"\n', "dup"),
         ('[defaults]\nrequests = "5/fortnight"\n', "[defaults]: requests"),
         (f'[[keys]]\nid = "bad id!"\nsha256 = "{D1}"\n', "keys[0]: id must be"),
+        ("[limits]\nrequests = 1\n", "unknown section(s) ['limits']"),
+        ("[models.aliases]\nold = 3\n", '[models.aliases] "old": must be a non-empty model'),
+        ('[models.aliases]\na = "b"\nb = "a"\n', "cycle (a -> b -> a)"),
+        ('[models]\ndefault = "x"\n', "[models]: unknown field(s) ['default']"),
+        ('[prices."m"]\ninput = 1\n', '[prices."m"]: output is required'),
+        ('[prices."m"]\ninput = -1\noutput = 1\n', '[prices."m"]: input: must be a finite'),
+        ('[prices."m"]\ninput = "2"\noutput = 1\n', '[prices."m"]: input: must be a number'),
+        ('[prices."m"]\ninput = 1\noutput = 0.00000000001\n', "more than 10 decimal places"),
+        ('[prices."m"]\ninput = 1\noutput = 1\ncache = 1\n', "unknown field(s) ['cache']"),
+        (
+            '[models.aliases]\nold = "new"\n[prices."old"]\ninput = 1\noutput = 1\n',
+            '[prices."old"]: never used, "old" is an alias of "new"',
+        ),
+        ('[[admin_keys]]\nid = "ops"\nsha256 = "xyz"\n', "admin_keys[0] (ops): sha256 must"),
+        (
+            f'[[admin_keys]]\nid = "ops"\nsha256 = "{D1}"\ntenant = "acme"\n',
+            "admin_keys[0] (ops): unknown field(s) ['tenant']",
+        ),
+        (
+            f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n[[admin_keys]]\nid = "a"\nsha256 = "{D2}"\n',
+            "admin_keys[0] (a): duplicate id",
+        ),
+        (
+            f'[[keys]]\nid = "a"\nsha256 = "{D1}"\n[[admin_keys]]\nid = "b"\nsha256 = "{D1}"\n',
+            "admin_keys[0] (b): duplicate sha256",
+        ),
     ],
 )
 def test_invalid_file_is_refused_naming_the_entry(text, fragment):
@@ -91,19 +120,122 @@ def test_invalid_file_is_refused_naming_the_entry(text, fragment):
     assert str(raised.value).startswith("keys.toml")
 
 
-def test_keys_new_prints_a_secret_once_and_an_entry_that_loads():
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "keys", "new", "--id", "acme-prod", "--tenant", "acme"],
-        capture_output=True,
-        text=True,
-        check=True,
+def test_model_aliases_resolve_to_the_last_name_of_a_chain():
+    reg = registry(
+        '[models.aliases]\n"grok-beta" = "grok-2"\n"grok-2" = "grok-4"\n"grok-3" = "grok-4"\n'
     )
+    catalog = reg.models
+    assert catalog.upstream_name("grok-beta") == "grok-4"
+    assert catalog.upstream_name("grok-3") == "grok-4"
+    assert catalog.upstream_name("grok-4") == "grok-4"
+
+
+def test_prices_are_read_exactly_as_written_in_ticks():
+    reg = registry(
+        '[prices."grok-4"]\ninput = 3.0000000001\ncached_input = 0.75\noutput = 15\n'
+        '[prices."grok-mini"]\ninput = 0.2\noutput = 0.5\n'
+    )
+    # 3.0000000001 as a float is 3.00000000009999...: only exact decimals give ...0001.
+    assert reg.models.prices["grok-4"] == Price(30_000_000_001, 7_500_000_000, 150_000_000_000)
+    # Without cached_input, cached tokens cost what other input tokens cost.
+    assert reg.models.prices["grok-mini"] == Price(2_000_000_000, 2_000_000_000, 5_000_000_000)
+
+
+def test_prices_are_looked_up_by_the_aliased_name():
+    reg = registry('[models.aliases]\nold = "new"\n[prices."new"]\ninput = 1\noutput = 2\n')
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert reg.models.cost("old", usage) == (30_000_000_000, True)
+
+
+def test_admin_key_is_found_only_as_an_admin_key():
+    reg = registry(
+        f'[[keys]]\nid = "t"\nsha256 = "{D1}"\n\n[[admin_keys]]\nid = "ops"\nsha256 = "{D2}"\n'
+    )
+    assert reg.lookup_admin("two").id == "ops"
+    assert reg.lookup("two") is None
+    assert reg.lookup_admin("one") is None
+    assert reg.lookup("one").id == "t"
+
+
+def test_disabled_admin_key_is_refused():
+    reg = registry(f'[[admin_keys]]\nid = "ops"\nsha256 = "{D2}"\ndisabled = true\n')
+    assert reg.lookup_admin("two") is None
+
+
+def test_keys_without_a_request_limit_at_any_level_are_named_in_a_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="service.registry")
+    registry(
+        f"""
+[tenants.acme]
+requests = "100/minute"
+
+[[keys]]
+id = "free-for-all"
+sha256 = "{D1}"
+tokens = "1000/minute"
+
+[[keys]]
+id = "tenant-capped"
+tenant = "acme"
+sha256 = "{D2}"
+"""
+    )
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("keys.toml: 1 key(s) have no request limit at any level")
+    assert warning.endswith(": free-for-all")
+
+
+def test_defaults_with_a_request_limit_silence_the_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="service.registry")
+    registry(f'[defaults]\nrequests = "60/minute"\n[[keys]]\nid = "a"\nsha256 = "{D1}"\n')
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def _keys_new(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "keys", "new", *args], capture_output=True, text=True
+    )
+
+
+def test_keys_new_prints_a_secret_once_and_an_entry_that_loads():
+    done = _keys_new("--id", "acme-prod", "--tenant", "acme")
+    assert done.returncode == 0
     secret = done.stderr.split("shown once, give it to the tenant): ")[1].split()[0]
     reg = registry(done.stdout)
     key = reg.lookup(secret)
     assert key.id == "acme-prod" and key.tenant == "acme"
     assert secret not in done.stdout
     assert hash_key(secret) in done.stdout
+
+
+def test_keys_new_entry_carries_a_request_limit_even_without_defaults(caplog):
+    caplog.set_level(logging.WARNING, logger="service.registry")
+    done = _keys_new("--id", "acme-prod")
+    key = registry(done.stdout).lookup(done.stderr.split("tenant): ")[1].split()[0])
+    assert [(w.limit, w.seconds) for w in key.policy.requests] == [(60, 60)]
+    assert caplog.records == []
+
+
+def test_keys_new_takes_the_request_limit_to_print():
+    done = _keys_new("--id", "batch", "--requests", "10/second;1000/day")
+    key = registry(done.stdout).lookup(done.stderr.split("tenant): ")[1].split()[0])
+    assert [(w.limit, w.seconds) for w in key.policy.requests] == [(10, 1), (1000, 86400)]
+
+
+def test_keys_new_admin_prints_an_admin_key_entry():
+    done = _keys_new("--id", "ops", "--admin")
+    assert done.returncode == 0
+    secret = done.stderr.split("give it to the operator): ")[1].split()[0]
+    assert secret.startswith("gk-admin-")
+    reg = registry(done.stdout)
+    assert reg.lookup_admin(secret).id == "ops"
+    assert reg.lookup(secret) is None
+
+
+def test_keys_new_admin_refuses_a_tenant():
+    done = _keys_new("--id", "ops", "--admin", "--tenant", "acme")
+    assert done.returncode == 2
+    assert "an admin key has no --tenant" in done.stderr
 
 
 def test_keys_new_refuses_a_bad_id():

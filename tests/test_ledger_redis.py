@@ -16,7 +16,8 @@ from service.limiter import create_limiter
 from service.limiter.connection import connect
 from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
-from service.limiter.redis_store import _CALENDAR, RedisLimiter
+from service.limiter.redis_store import RedisLimiter
+from service.limiter.scripts import CALENDAR
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
 from tests.support.charges import charge
@@ -58,7 +59,7 @@ def fresh(name: str) -> str:
 async def test_lua_calendar_periods_match_pythons_calendar(redis_server):
     client = aioredis.from_url(redis_server.url)
     script = client.register_script(
-        _CALENDAR + "local d, m, de, me = periods(tonumber(ARGV[1])) return {d, m, de, me}"
+        CALENDAR + "local d, m, de, me = periods(tonumber(ARGV[1])) return {d, m, de, me}"
     )
     edges = ["1970-01-01", "2000-02-29", "2024-02-29", "2100-02-28", "2100-03-01", "2026-12-31"]
     days = [date.fromisoformat(d) for d in edges]

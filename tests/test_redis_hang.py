@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.limiter import create_limiter
+from service.limiter.base import LimiterUnavailable
 from service.limiter.clock import RedisClock
 from service.limiter.connection import connect
 from service.limiter.failover import FailoverLimiter
@@ -423,3 +424,81 @@ def test_redis_clock_keeps_the_tightest_lower_bound_and_follows_a_step_back():
     assert clock.offset_ms == 3999
     clock.observe(sent_ms=4000, received_ms=4001, redis_ms=6000)  # Redis stepped back 2 s
     assert clock.offset_ms == 1999
+
+
+async def rel_marker(url: str, key_id: str, admission: str) -> bytes | None:
+    client = aioredis.from_url(url)
+    try:
+        return await client.get(f"gw:{{k:{key_id}}}:rel:{admission}")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("mode", ["local", "closed"])
+async def test_an_admission_whose_reply_was_lost_is_not_charged(redis_server, mode):
+    """The script ran (windows counted, lease added) but its reply never came: the gateway
+    answered 503 or admitted the request from memory (whose own unit is replayed), so once
+    Redis answers again the lost admission is taken back and the request counts at most once."""
+    link = FaultyLink(redis_server.port)
+    limiter = create_limiter(
+        await link.start(), failure_mode=mode, lease_seconds=30, redis_timeout=TIMEOUT
+    )
+    p = policy(requests="1000/minute;100000/hour", conc=5)
+    units = request_units(p.key_id)  # two windows: 2 units a request
+    try:
+        await limiter.start()
+        await limiter.release(p, await limiter.admit(p), charge(1))  # both scripts loaded
+        assert await total(redis_server.url, units) == 2
+        link.replies_pass = False
+        if mode == "local":
+            served = await limiter.admit(p)  # Redis admits it; the reply never arrives
+            assert served.store == "memory" and served.allowed
+            await limiter.release(p, served, charge(1))  # Redis is known down: kept
+        else:
+            with pytest.raises(LimiterUnavailable):
+                await limiter.admit(p)
+        assert limiter.mode != "redis"
+        assert await total(redis_server.url, units) == 4  # Redis did count the lost one
+        assert await live_slots(redis_server.url, slots(p.key_id)) == 1
+        link.heal()
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await total(redis_server.url, units) == (4 if mode == "local" else 2)
+        assert await live_slots(redis_server.url, slots(p.key_id)) == 0
+        later = await limiter.admit(p)
+        assert later.store == "redis"
+        await limiter.release(p, later, charge(1))
+        assert await total(redis_server.url, units) == (6 if mode == "local" else 4)
+    finally:
+        await limiter.aclose()
+        await link.aclose()
+
+
+async def test_an_admission_that_never_ran_is_not_taken_back(redis_to_hang):
+    """Given up before Redis ran it (then past its deadline, it does nothing): the cancel that
+    follows finds no admission to take back and leaves the counters as they were."""
+    url = redis_to_hang.url
+    store = redis_limiter(url, lease_seconds=30)
+    p = policy(requests="1000/minute;100000/hour", conc=5)
+    units = request_units(p.key_id)
+    try:
+        await store.start()
+        await store.ping()  # learns Redis's clock: admissions carry a deadline
+        await store.release(p, await store.admit(p), charge(1))
+        held = await store.admit(p)  # admitted, not yet released: a slot and 2 more units
+        assert await total(url, units) == 4
+        hang(redis_to_hang)
+        with pytest.raises(Exception, match="no reply from Redis"):
+            await store.admit(p)
+        assert store.pending == 1  # the given-up admission, kept to be taken back
+        resume(redis_to_hang)
+        await asyncio.sleep(0.1)  # Redis runs the queued script: past its deadline, nothing
+        await store.reset_connections()
+        assert await store.replay() == 1
+        assert await total(url, units) == 4
+        assert await live_slots(url, slots(p.key_id)) == 1  # the held slot only
+        await store.release(p, held, charge(1))
+        assert await total(url, units) == 4
+        assert await live_slots(url, slots(p.key_id)) == 0
+        assert await rel_marker(url, p.key_id, held.id) == b"r"
+    finally:
+        await store.aclose()

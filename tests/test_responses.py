@@ -282,8 +282,12 @@ def test_events_reach_the_client_byte_identical_to_what_the_upstream_sent(
 
     assert response.status_code == 200
     assert received == b"".join(responses_events(6))
+    line = '"path":"/api/v1/responses","key_id":"acme-1"'
+    deadline = time.monotonic() + 5  # the access log line follows the last byte sent
+    while line not in hostile_gateway.read_output() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = hostile_gateway.read_output()
-    assert '"path":"/api/v1/responses","key_id":"acme-1"' in log
+    assert line in log
     assert RESPONSE_ID not in log  # ids are the tenant's business, not the log's
 
 

@@ -1,4 +1,8 @@
-"""Authenticate the tenant key: `Authorization: Bearer <key>` against the registry in force."""
+"""Authenticate the caller: `Authorization: Bearer <key>` against the registry in force.
+
+Tenant keys open `/api/v1`, admin keys (`[[admin_keys]]`) open `/admin/v1`, and neither
+opens the other: each side answers 401 for the other's keys.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ from service.registry.reload import RegistryHolder
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, registry: RegistryHolder) -> None:
+    """Sets `ctx.key` (tenant key) or, with `admin=True`, `ctx.admin` (admin key)."""
+
+    def __init__(self, app: ASGIApp, registry: RegistryHolder, *, admin: bool = False) -> None:
         self.app = app
         self.registry = registry
+        self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope["gateway"]
@@ -26,13 +33,27 @@ class AuthMiddleware:
                 error = invalid_api_key("Malformed Authorization header. Expected 'Bearer <key>'.")
             else:
                 registry = self.registry.current
-                key = registry.lookup(token.decode("latin-1"))
-                if key is not None:
-                    ctx.key = key
-                    ctx.catalog = registry.models
-                    await self.app(scope, receive, send)
-                    return
-                # Never echo the presented key, not even a prefix.
-                error = invalid_api_key("Incorrect API key provided.")
+                secret = token.decode("latin-1")
+                if self.admin:
+                    admin = registry.lookup_admin(secret)
+                    if admin is not None:
+                        ctx.admin = admin
+                        await self.app(scope, receive, send)
+                        return
+                    wrong_side = registry.lookup(secret) is not None
+                    hint = " A tenant key does not open /admin/v1; use an admin key."
+                else:
+                    key = registry.lookup(secret)
+                    if key is not None:
+                        ctx.key = key
+                        ctx.catalog = registry.models
+                        await self.app(scope, receive, send)
+                        return
+                    wrong_side = registry.lookup_admin(secret) is not None
+                    hint = " An admin key opens /admin/v1 only; use a tenant key here."
+                # Never echo the presented key, not even a prefix. The hint only goes to a
+                # caller who holds a valid key of the other kind.
+                message = "Incorrect API key provided." + (hint if wrong_side else "")
+                error = invalid_api_key(message)
         ctx.reason = "invalid_api_key"
         await error.send(send)

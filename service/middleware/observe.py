@@ -64,7 +64,7 @@ class ObserveMiddleware:
                 ctx.ttfb = perf_counter() - ctx.started
             await send(message)
 
-        api = scope["path"].startswith("/api/")
+        api = scope["path"].startswith(("/api/", "/admin/"))
         try:
             if api and self.lifecycle.draining:
                 ctx.reason = "shutting_down"
@@ -96,7 +96,7 @@ class ObserveMiddleware:
     def _record(self, scope: Scope, ctx: RequestContext) -> None:
         duration = perf_counter() - ctx.started
         key = ctx.key
-        key_id = key.id if key is not None else None
+        key_id = key.id if key is not None else ctx.admin.id if ctx.admin is not None else None
         status = ctx.status or 499  # the client went away before any response
         metrics.REQUESTS.labels(key_id or "-", str(status)).inc()
         if ctx.reason is not None:
@@ -121,6 +121,8 @@ class ObserveMiddleware:
             "tokens": usage.total_tokens if usage is not None else 0,
             "reason": ctx.reason,
         }
+        if ctx.admin is not None:
+            line["admin"] = True
         if usage is not None and usage.estimated:
             line["tokens_estimated"] = True
         if ctx.cost_ticks is not None:

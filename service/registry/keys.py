@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import tomllib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
-from service.registry.models import ModelCatalog
+from service.registry.models import ModelCatalog, parse_catalog
+
+log = logging.getLogger("service.registry")
+
+K = TypeVar("K", "ApiKey", "AdminKey")
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _LIMIT_FIELDS = {"requests", "tokens", "concurrent", "spend"}
 _TENANT_FIELDS = {"requests", "tokens", "spend"}
 _KEY_FIELDS = {"id", "tenant", "sha256", "models", "disabled", *_LIMIT_FIELDS}
+_ADMIN_KEY_FIELDS = {"id", "sha256", "disabled"}
+_NAMED_AT_MOST = 50  # keys named in the no-limit warning; the count covers the rest
+_SECTIONS = {"defaults", "tenants", "keys", "admin_keys", "models", "prices"}
 
 
 class RegistryError(ValueError):
@@ -40,37 +49,61 @@ class ApiKey:
     policy: LimitPolicy
 
 
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    """An operator key for `/admin/v1`: no tenant, no budgets, and no access to `/api/v1`."""
+
+    id: str
+    digest: str
+
+
 class KeyRegistry:
-    """Immutable lookup from a presented secret to its ApiKey."""
+    """Immutable lookup from a presented secret to its ApiKey (or AdminKey)."""
 
     def __init__(
-        self, keys: list[ApiKey], source: str = "", models: ModelCatalog | None = None
+        self,
+        keys: list[ApiKey],
+        source: str = "",
+        models: ModelCatalog | None = None,
+        admin_keys: list[AdminKey] | None = None,
     ) -> None:
         self.source = source
         self.models = models or ModelCatalog()
         self._by_digest = {key.digest: key for key in keys}
+        self._admin_by_digest = {key.digest: key for key in admin_keys or ()}
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
     def lookup(self, secret: str) -> ApiKey | None:
-        """The key whose digest matches `secret`, or None (unknown or disabled)."""
-        digest = hash_key(secret)
-        # The dict finds the candidate by digest (timing there reveals nothing about the
-        # secret: SHA-256 preimages are out of reach); the final check is constant-time.
-        key = self._by_digest.get(digest)
-        if key is not None and hmac.compare_digest(key.digest, digest):
-            return key
-        return None
+        """The tenant key whose digest matches `secret`, or None (unknown, disabled, admin)."""
+        return _find(self._by_digest, secret)
+
+    def lookup_admin(self, secret: str) -> AdminKey | None:
+        """The admin key whose digest matches `secret`, or None (unknown, disabled, tenant)."""
+        return _find(self._admin_by_digest, secret)
+
+
+def _find(by_digest: dict[str, K], secret: str) -> K | None:
+    digest = hash_key(secret)
+    # The dict finds the candidate by digest (timing there reveals nothing about the
+    # secret: SHA-256 preimages are out of reach); the final check is constant-time.
+    key = by_digest.get(digest)
+    if key is not None and hmac.compare_digest(key.digest, digest):
+        return key
+    return None
 
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def new_key_secret() -> str:
-    """A fresh random key string: 'gk-' and 256 bits of URL-safe randomness."""
-    return "gk-" + secrets.token_urlsafe(32)
+ADMIN_KEY_PREFIX = "gk-admin-"  # tells a leaked admin key from a tenant key at a glance
+
+
+def new_key_secret(prefix: str = "gk-") -> str:
+    """A fresh random key string: `prefix` and 256 bits of URL-safe randomness."""
+    return prefix + secrets.token_urlsafe(32)
 
 
 def load_registry(path: str | Path) -> KeyRegistry:
@@ -84,11 +117,13 @@ def load_registry(path: str | Path) -> KeyRegistry:
 
 
 def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
+    """Parse and validate a key file's content; logs a warning naming keys without limits."""
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        # Decimal, not float: prices are money and must read exactly as written.
+        doc = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RegistryError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"defaults", "tenants", "keys"}
+    unknown = set(doc) - _SECTIONS
     if unknown:
         raise RegistryError(f"{source}: unknown section(s) {sorted(unknown)}")
 
@@ -121,7 +156,68 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         seen_ids.add(key.id)
         seen_digests.add(key.digest)
         keys.append(key)
-    return KeyRegistry(keys, source)
+    admin_keys = _parse_admin_keys(doc.get("admin_keys", []), source, seen_ids, seen_digests)
+    try:
+        catalog = parse_catalog(doc.get("models"), doc.get("prices"))
+    except ValueError as exc:
+        raise RegistryError(f"{source}: {exc}") from None
+    _warn_unlimited(keys, source)
+    return KeyRegistry(keys, source, models=catalog, admin_keys=admin_keys)
+
+
+def _parse_admin_keys(
+    entries: Any, source: str, seen_ids: set[str], seen_digests: set[str]
+) -> list[AdminKey]:
+    """`[[admin_keys]]` entries; ids and digests unique across tenant and admin keys."""
+    if not isinstance(entries, list):
+        raise RegistryError(f"{source}: 'admin_keys' must be an array of tables ([[admin_keys]])")
+    admin_keys = []
+    for index, entry in enumerate(entries):
+        where = f"{source}: admin_keys[{index}]"
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{where}: must be a table")
+        key_id = entry.get("id")
+        if not isinstance(key_id, str) or not _ID.match(key_id):
+            raise RegistryError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        where = f"{where} ({key_id})"
+        unknown = set(entry) - _ADMIN_KEY_FIELDS
+        if unknown:
+            raise RegistryError(
+                f"{where}: unknown field(s) {sorted(unknown)}; an admin key has only "
+                "id, sha256 and disabled (no tenant, no limits)"
+            )
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+            raise RegistryError(f"{where}: sha256 must be 64 hex characters (the key's SHA-256)")
+        disabled = entry.get("disabled", False)
+        if not isinstance(disabled, bool):
+            raise RegistryError(f"{where}: disabled must be true or false")
+        digest = digest.lower()
+        if key_id in seen_ids:
+            raise RegistryError(f"{where}: duplicate id {key_id!r} (ids are unique across keys)")
+        if digest in seen_digests:
+            raise RegistryError(f"{where}: duplicate sha256 (a key is a tenant or an admin key)")
+        seen_ids.add(key_id)
+        seen_digests.add(digest)
+        if not disabled:
+            admin_keys.append(AdminKey(id=key_id, digest=digest))
+    return admin_keys
+
+
+def _warn_unlimited(keys: list[ApiKey], source: str) -> None:
+    """Name the keys with no request limit at any level (own, [defaults], tenant)."""
+    unlimited = [k.id for k in keys if not k.policy.requests and not k.policy.tenant_requests]
+    if unlimited:
+        named = ", ".join(unlimited[:_NAMED_AT_MOST])
+        if len(unlimited) > _NAMED_AT_MOST:
+            named += f" and {len(unlimited) - _NAMED_AT_MOST} more"
+        log.warning(
+            "%s: %d key(s) have no request limit at any level (own, [defaults] or tenant), "
+            "so nothing caps their request rate: %s",
+            source,
+            len(unlimited),
+            named,
+        )
 
 
 def _table(doc: dict[str, Any], name: str, source: str) -> dict[str, Any]:

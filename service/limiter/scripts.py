@@ -1,0 +1,317 @@
+"""The limiter's Lua scripts: admit, release, cancel a given-up admission, snapshot, refresh.
+
+Each runs atomically in Redis and touches only keys under one tenant's hash tag (Cluster).
+`redis_store` calls them; their KEYS and ARGV are documented above each one.
+"""
+
+MARKER_MS = 300_000  # how long an admission's marker lives, and a release's outlives it
+
+# Calendar periods on Redis's clock: days since 1970 to a civil date and back (Howard
+# Hinnant's algorithms), so the month, and when it ends, come from `TIME` like the windows.
+CALENDAR = """
+local function civil(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100)
+    + math.floor((153 * mp + 2) / 5) + d - 1
+  return era * 146097 + doe - 719468
+end
+-- The day and month (names, and when each ends in ms) that the instant `ms` falls in.
+local function periods(ms)
+  local z = math.floor(ms / 86400000)
+  local y, m, d = civil(z)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  return string.format('%04d-%02d-%02d', y, m, d), string.format('%04d-%02d', y, m),
+    (z + 1) * 86400000, days_from_civil(ny, nm, 1) * 86400000
+end
+"""
+
+# KEYS: request window bases..., token window bases..., [concurrency set],
+#       [key spend base, [tenant sums base]] (with spend budgets), [owned response key],
+#       the admission's marker (the key its release and its cancellation use)
+# ARGV: deadline_ms, n_requests, n_tokens, has_concurrency, n_spend, check_owner,
+#       (limit, seconds) per window..., (sums 1 key / 2 tenant, 'd'|'m', ticks) per budget...,
+#       [cap, lease_ms, lease_id]
+# Returns: now_ms, allowed (1, 0, or -1: past the deadline, nothing done), reason, retry_ms,
+#          req (limit, remaining, reset_ms, seconds), tok (same)   (limit -1: none),
+#          the spent budget's index (0: none)
+# An admission writes its marker, 'a:<now_ms>' (the instant its windows were counted in), so
+# that if its reply is lost, CANCEL can take it back.
+ADMIT = (
+    CALENDAR
+    + f"local MARKER_MS = {MARKER_MS}\n"
+    + """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1, '', 0} end
+local nreq, ntok, hasconc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nspend = tonumber(ARGV[5])
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 0 then
+  return {now_ms, 0, 'not_found', 0}
+end
+local a = 7
+local reason, retry = '', 0
+local names, used, limits, periods_s, resets, indexes = {}, {}, {}, {}, {}, {}
+for i = 1, nreq + ntok do
+  local limit, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local index = math.floor(now_ms / (period * 1000))
+  local name = KEYS[i] .. ':' .. index
+  local n = tonumber(redis.call('GET', name) or '0')
+  local reset = (index + 1) * period * 1000 - now_ms
+  names[i], used[i], limits[i] = name, n, limit
+  periods_s[i], resets[i], indexes[i] = period, reset, index
+  if i <= nreq then
+    if n + 1 > limit then
+      if reason == '' then reason = 'rate_limit_exceeded' end
+      if reset > retry then retry = reset end
+    end
+  elseif n >= limit then
+    if reason == '' then reason = 'tokens_limit_exceeded' end
+    if reset > retry then retry = reset end
+  end
+end
+local spent = 0
+if nspend > 0 then
+  local day, month, day_end, month_end = periods(now_ms)
+  local sums = nreq + ntok + hasconc
+  for j = 1, nspend do
+    local scope, period, ticks = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+    a = a + 3
+    local name = KEYS[sums + scope] .. ':' .. (period == 'd' and day or month)
+    local used
+    if scope == 1 then used = redis.call('GET', name) else used = redis.call('HGET', name, '$') end
+    if tonumber(used or '0') >= ticks then
+      local reset = (period == 'd' and day_end or month_end) - now_ms
+      if spent == 0 then
+        spent, reason, retry = j, 'spend_limit_exceeded', reset
+      elseif reset > retry then
+        retry = reset
+      end
+    end
+  end
+end
+local zset
+if hasconc == 1 then
+  zset = KEYS[nreq + ntok + 1]
+  redis.call('ZREMRANGEBYSCORE', zset, '-inf', now_ms)
+  if redis.call('ZCARD', zset) >= tonumber(ARGV[a]) and reason == '' then
+    reason, retry = 'concurrency_limit_exceeded', 1000
+  end
+end
+local allowed = reason == ''
+if allowed then
+  for i = 1, nreq do
+    if redis.call('INCR', names[i]) == 1 then
+      redis.call('PEXPIREAT', names[i], (indexes[i] + 1) * periods_s[i] * 1000 + 1000)
+    end
+  end
+  if zset then
+    local lease_ms = tonumber(ARGV[a + 1])
+    redis.call('ZADD', zset, now_ms + lease_ms, ARGV[a + 2])
+    redis.call('PEXPIRE', zset, lease_ms * 2)
+  end
+  redis.call('SET', KEYS[#KEYS], string.format('a:%d', now_ms), 'PX', MARKER_MS)
+end
+local out = {now_ms, allowed and 1 or 0, reason, retry}
+local consumed = allowed and 1 or 0
+for pass = 1, 2 do
+  local first, last = 1, nreq
+  if pass == 2 then first, last, consumed = nreq + 1, nreq + ntok, 0 end
+  local best = nil
+  for i = first, last do
+    local remaining = math.max(0, limits[i] - used[i] - consumed)
+    if best == nil or remaining < best[2] or (remaining == best[2] and resets[i] > best[3]) then
+      best = {limits[i], remaining, resets[i], periods_s[i]}
+    end
+  end
+  best = best or {-1, 0, 0, 0}
+  for _, v in ipairs(best) do out[#out + 1] = v end
+end
+out[#out + 1] = spent
+return out
+"""
+)
+
+# KEYS: marker, request window bases (replays of memory admissions only)...,
+#       token window bases..., [concurrency set], ledger base, key spend base,
+#       [tenant sums base], responses base
+# ARGV: deadline_ms, ended_ms (0: now), admitted_ms, marker_ms, n_requests, n_tokens,
+#       has_concurrency, has_tenant, seconds per window..., then lease_id, key_id, model,
+#       total_tokens, the six measures (r i c o x $), retention_ms, record_id, forget_id,
+#       response_ms   ('' for no lease or id)
+# A request admitted from memory counts one unit in the windows of its admission; tokens,
+# the ledger, spend and the tenant's sums go to the day of the moment it ended. Zero
+# measures are not written; expiries are set when a counter or row is created.
+# The marker: absent (a memory admission, or one older than the marker) or 'a:<ms>' (admitted
+# in Redis): apply, and set it to 'r'; anything else ('r' released, 'c' cancelled, or an older
+# version's '1'): skip.
+# Returns: now_ms, status (1 applied, 0 applied before: skipped, -1 past the deadline)
+RELEASE = (
+    CALENDAR
+    + """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+local mark = redis.call('GET', KEYS[1])
+if mark and string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
+redis.call('SET', KEYS[1], 'r', 'PX', ARGV[4])
+local ended, admitted = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ended == 0 then ended = now_ms end
+local nreq, ntok = tonumber(ARGV[5]), tonumber(ARGV[6])
+local hasconc, hastenant = ARGV[7] == '1', ARGV[8] == '1'
+local w = 8 + nreq + ntok
+local function add(name, amount, expiry)
+  if redis.call('INCRBY', name, amount) == tonumber(amount) then
+    redis.call('PEXPIREAT', name, expiry)
+  end
+end
+local function window(base, period, at, amount)
+  local index = math.floor(at / (period * 1000))
+  add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
+end
+for i = 1, nreq do window(KEYS[1 + i], tonumber(ARGV[8 + i]), admitted, 1) end
+if ARGV[w + 4] ~= '0' then
+  for i = nreq + 1, nreq + ntok do
+    window(KEYS[1 + i], tonumber(ARGV[8 + i]), ended, ARGV[w + 4])
+  end
+end
+local k = 2 + nreq + ntok
+if hasconc then
+  redis.call('ZREM', KEYS[k], ARGV[w + 1])
+  k = k + 1
+end
+local day, month, day_end, month_end = periods(ended)
+local row, model = KEYS[k] .. ':' .. day .. ':' .. ARGV[w + 2], ARGV[w + 3]
+if redis.call('HINCRBY', row, 'r|' .. model, 1) == 1 then
+  redis.call('PEXPIREAT', row, day_end + tonumber(ARGV[w + 11]))
+end
+local sums = {}
+if hastenant then
+  sums = {{KEYS[k + 2] .. ':' .. day, day_end}, {KEYS[k + 2] .. ':' .. month, month_end}}
+end
+for _, s in ipairs(sums) do
+  if redis.call('HINCRBY', s[1], 'r', 1) == 1 then
+    redis.call('PEXPIREAT', s[1], s[2] + 86400000)
+  end
+end
+local codes = {'r', 'i', 'c', 'o', 'x', '$'}
+for j = 2, 6 do
+  local v = ARGV[w + 4 + j]
+  if v ~= '0' then
+    redis.call('HINCRBY', row, codes[j] .. '|' .. model, v)
+    for _, s in ipairs(sums) do redis.call('HINCRBY', s[1], codes[j], v) end
+  end
+end
+local cost = ARGV[w + 10]
+if cost ~= '0' then
+  add(KEYS[k + 1] .. ':' .. day, cost, day_end + 86400000)
+  add(KEYS[k + 1] .. ':' .. month, cost, month_end + 86400000)
+end
+local responses = KEYS[#KEYS]
+if ARGV[w + 13] ~= '' then redis.call('DEL', responses .. ':' .. ARGV[w + 13]) end
+if ARGV[w + 12] ~= '' then
+  redis.call('SET', responses .. ':' .. ARGV[w + 12], 1, 'PX', ARGV[w + 14])
+end
+return {now_ms, 1}
+"""
+)
+
+# An admission given up (its reply never came): take it back if it ran. Only a marker saying
+# 'a:<ms>' means it ran and was neither released nor cancelled: then each request window it
+# counted (the index from that ms, so across a window's end too) loses its unit if the counter
+# still exists (never below 0), its lease goes, and the marker says 'c'. Absent (never ran, or
+# ran past its deadline and did nothing), 'r' or 'c': nothing.
+# KEYS: marker, request window bases..., [concurrency set]
+# ARGV: deadline_ms, marker_ms, n_requests, seconds per window..., lease_id ('' for none)
+# Returns: now_ms, status (1 taken back, 0 nothing to take back, -1 past the deadline)
+CANCEL = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+local mark = redis.call('GET', KEYS[1])
+if not mark or string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
+local admitted, nreq = tonumber(string.sub(mark, 3)), tonumber(ARGV[3])
+for i = 1, nreq do
+  local name = KEYS[1 + i] .. ':' .. math.floor(admitted / (tonumber(ARGV[3 + i]) * 1000))
+  if tonumber(redis.call('GET', name) or '0') > 0 then redis.call('DECR', name) end
+end
+if ARGV[4 + nreq] ~= '' then redis.call('ZREM', KEYS[2 + nreq], ARGV[4 + nreq]) end
+redis.call('SET', KEYS[1], 'c', 'PX', ARGV[2])
+return {now_ms, 1}
+"""
+
+# KEYS: request window bases..., token window bases..., [concurrency set], ledger base,
+#       key spend base, [tenant sums base]
+# ARGV: n_windows, has_concurrency, has_tenant, key_id, seconds per window...
+# Returns: now_ms, day_end_ms, month_end_ms, {units used per window}, live slots,
+#          key spend today, key spend this month, {the key's ledger rows (HGETALL lists)
+#          for each day of this month, today last}, tenant day, tenant month (HGETALL
+#          lists; {} without a tenant)
+SNAPSHOT = (
+    CALENDAR
+    + """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n, hasconc, hastenant = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
+local used = {}
+for i = 1, n do
+  local period = tonumber(ARGV[4 + i])
+  used[i] = tonumber(redis.call('GET', KEYS[i] .. ':' .. math.floor(now_ms / (period * 1000)))
+    or '0')
+end
+local k, live = n + 1, 0
+if hasconc then
+  live = redis.call('ZCOUNT', KEYS[k], '(' .. now_ms, '+inf')
+  k = k + 1
+end
+local day, month, day_end, month_end = periods(now_ms)
+local rows = {}
+local today = math.floor(now_ms / 86400000)
+local y, m = civil(today)
+for z = days_from_civil(y, m, 1), today do
+  local yy, mm, dd = civil(z)
+  local name = string.format('%s:%04d-%02d-%02d:%s', KEYS[k], yy, mm, dd, ARGV[4])
+  rows[#rows + 1] = redis.call('HGETALL', name)
+end
+local out = {now_ms, day_end, month_end, used, live,
+  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. day) or '0'),
+  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. month) or '0'), rows, {}, {}}
+if hastenant then
+  out[9] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. day)
+  out[10] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. month)
+end
+return out
+"""
+)
+
+# KEYS: concurrency set; ARGV: lease_ms, lease ids... (XX: a lease already expired stays gone)
+REFRESH = """
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return 1
+"""

@@ -1,0 +1,83 @@
+"""GET /api/v1/usage: the calling key's budgets and what it (and its tenant) used.
+
+Reads the limiter's state without consuming anything, so it sits outside the rate limiter:
+it spends nothing, is not in the ledger, and answers when every budget is spent. Spend
+amounts are shown in USD, exactly (see `service.usage.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import Receive, Scope, Send
+
+from service.asgi import send_json
+from service.context import RequestContext
+from service.deps import Services
+from service.errors import ApiError
+from service.limiter.base import LimiterUnavailable
+from service.usage.report import Usd, json_bytes, totals_doc
+
+if TYPE_CHECKING:
+    from service.usage.ledger import LimitState, Totals, UsageSnapshot
+
+
+class KeyUsage:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope["gateway"]
+        assert ctx.key is not None  # behind AuthMiddleware
+        try:
+            snapshot = await self.services.limiter.usage_snapshot(ctx.key.policy)
+        except LimiterUnavailable:
+            ctx.reason = "rate_limiter_unavailable"
+            await ApiError(
+                503,
+                "The limiter's store is unreachable, so usage cannot be read; retry shortly.",
+                code="rate_limiter_unavailable",
+                type="server_error",
+                headers=[(b"retry-after", b"1")],
+            ).send(send)
+            return
+        await send_json(send, 200, json_bytes(usage_doc(ctx.key.id, ctx.key.tenant, snapshot)))
+
+
+def usage_doc(key_id: str, tenant: str | None, snapshot: UsageSnapshot) -> dict[str, Any]:
+    """SPEC section 8's answer. A key without a tenant has `"tenant": null` in both places."""
+    return {
+        "object": "usage",
+        "key_id": key_id,
+        "tenant": tenant,
+        "limits": [limit_doc(state) for state in snapshot.limits],
+        "usage": {
+            "key": _period_doc(snapshot.key_today, snapshot.key_month),
+            "tenant": (
+                _period_doc(snapshot.tenant_today, snapshot.tenant_month)
+                if tenant is not None
+                and snapshot.tenant_today is not None
+                and snapshot.tenant_month is not None
+                else None
+            ),
+        },
+    }
+
+
+def limit_doc(state: LimitState) -> dict[str, Any]:
+    """One limit; spend in USD; `reset_seconds` in whole seconds, rounded up."""
+    spend = state.kind == "spend"
+    reset = state.reset_seconds
+    return {
+        "scope": state.scope,
+        "kind": state.kind,
+        "window": state.window,
+        "limit": Usd(state.limit) if spend else state.limit,
+        "remaining": Usd(state.remaining) if spend else state.remaining,
+        "reset_seconds": None if reset is None else max(0, math.ceil(reset)),
+    }
+
+
+def _period_doc(today: Totals, month: Totals) -> dict[str, Any]:
+    return {"today": totals_doc(today), "month": totals_doc(month)}

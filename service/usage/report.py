@@ -1,0 +1,269 @@
+"""Usage reports: the ledger's rows summed by any of day, tenant, key and model.
+
+One query shape (`UsageQuery`) and one set of renderers serve the admin API
+(`GET /admin/v1/usage`) and the command line (`python -m service usage`), so both print the
+same thing. Money is summed in integer ticks and turned into dollars once, exactly: `cost_usd`
+is written as a decimal with up to 10 places (1 tick = 10^-10 USD), never a float.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from service.usage.record import TICKS_PER_USD
+
+if TYPE_CHECKING:
+    from service.usage.ledger import LedgerRow, Totals
+
+GROUP_FIELDS = ("day", "tenant", "key", "model")
+MEASURES = (
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+)
+# Where each measure lives on the ledger's Totals (cost in ticks there, USD when shown).
+_TOTALS_FIELDS = (*MEASURES[:-1], "cost_ticks")
+MAX_RANGE_DAYS = 400  # the ledger's default retention (USAGE_RETENTION_DAYS)
+FORMATS = ("json", "csv")
+PARAMS = ("from", "to", "tenant", "key", "group_by", "format")
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as in the key file
+_NO_TENANT = "-"  # the ledger's tenant for keys without one
+
+
+class QueryError(ValueError):
+    """A bad report parameter; `param` names it (`from`, `group_by`, ...)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Which days, whose usage, summed by which fields, rendered how."""
+
+    first: date
+    last: date
+    tenant: str | None = None
+    key: str | None = None
+    group_by: tuple[str, ...] = GROUP_FIELDS
+    format: str = "json"
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str], formats: tuple[str, ...] = FORMATS) -> UsageQuery:
+        """From the admin API's query parameters (names as in PARAMS).
+
+        Raises QueryError naming the first bad parameter.
+        """
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise QueryError(
+                unknown[0], f"Unknown parameter '{unknown[0]}'; known: {', '.join(PARAMS)}."
+            )
+        first = _day(params, "from")
+        last = _day(params, "to")
+        if first > last:
+            raise QueryError("from", f"'from' ({first}) is after 'to' ({last}).")
+        days = (last - first).days + 1
+        if days > MAX_RANGE_DAYS:
+            raise QueryError(
+                "to", f"'from' to 'to' covers {days} days; at most {MAX_RANGE_DAYS} per query."
+            )
+        fmt = params.get("format", "json")
+        if fmt not in formats:
+            raise QueryError("format", f"'format' must be one of {', '.join(formats)}.")
+        return cls(
+            first=first,
+            last=last,
+            tenant=_filter(params, "tenant", allow=(_NO_TENANT,)),
+            key=_filter(params, "key"),
+            group_by=parse_group_by(params.get("group_by", ",".join(GROUP_FIELDS))),
+            format=fmt,
+        )
+
+
+def parse_group_by(text: str) -> tuple[str, ...]:
+    """'day,model' -> ('day', 'model'); any subset of GROUP_FIELDS in any order, '' = totals."""
+    fields = tuple(part.strip() for part in text.split(",")) if text.strip() else ()
+    for name in fields:
+        if name not in GROUP_FIELDS:
+            raise QueryError(
+                "group_by",
+                f"'group_by' has unknown field '{name}'; use any of {', '.join(GROUP_FIELDS)}.",
+            )
+    if len(set(fields)) != len(fields):
+        raise QueryError("group_by", "'group_by' names a field twice.")
+    return fields
+
+
+def _day(params: Mapping[str, str], name: str) -> date:
+    text = params.get(name)
+    if text is None:
+        raise QueryError(name, f"'{name}' is required (a UTC day, YYYY-MM-DD).")
+    try:
+        if not _DATE.match(text):
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise QueryError(name, f"'{name}' must be a date YYYY-MM-DD, got {text!r}.") from None
+
+
+def _filter(params: Mapping[str, str], name: str, allow: tuple[str, ...] = ()) -> str | None:
+    value = params.get(name)
+    if value is not None and value not in allow and not _ID.match(value):
+        raise QueryError(name, f"'{name}' must be a {name} id (A-Z a-z 0-9 . _ -).")
+    return value
+
+
+# --- summing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLine:
+    """One line of a report: the group's values (in group_by order) and its six sums."""
+
+    group: tuple[str, ...]
+    measures: tuple[int, ...]  # as MEASURES, the cost in ticks
+
+
+def summarize(rows: Iterable[LedgerRow], group_by: tuple[str, ...]) -> list[ReportLine]:
+    """Sum the rows per group, in integers; lines sorted by their group values.
+
+    With no group_by fields, one line of totals (zeros when there are no rows).
+    """
+    sums: dict[tuple[str, ...], list[int]] = {}
+    if not group_by:
+        sums[()] = [0] * len(MEASURES)
+    for row in rows:
+        group = tuple(_group_value(row, name) for name in group_by)
+        acc = sums.setdefault(group, [0] * len(MEASURES))
+        totals = row.totals
+        for i, name in enumerate(_TOTALS_FIELDS):
+            acc[i] += getattr(totals, name)
+    return [ReportLine(group, tuple(acc)) for group, acc in sorted(sums.items())]
+
+
+def _group_value(row: LedgerRow, name: str) -> str:
+    return row.day.isoformat() if name == "day" else getattr(row, name)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def usd_text(ticks: int) -> str:
+    """Exact dollars for `ticks`: '0.0000012345', '12.5', '500.0' (never a float)."""
+    sign = "-" if ticks < 0 else ""
+    whole, frac = divmod(abs(ticks), TICKS_PER_USD)
+    return f"{sign}{whole}.{f'{frac:010d}'.rstrip('0') or '0'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Usd:
+    """An amount in ticks that `json_bytes` writes as an exact decimal JSON number of USD."""
+
+    ticks: int
+
+
+def json_bytes(doc: Any) -> bytes:
+    """Compact JSON of `doc`, with every Usd written exactly (see usd_text)."""
+    return _json(doc).encode()
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, Usd):
+        return usd_text(value.ticks)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def totals_doc(totals: Totals) -> dict[str, Any]:
+    """The six measures of one Totals, as the API shows them (`U`)."""
+    values = [getattr(totals, name) for name in _TOTALS_FIELDS]
+    return _measures(values)
+
+
+def _measures(values: Iterable[int]) -> dict[str, Any]:
+    doc: dict[str, Any] = dict(zip(MEASURES, values, strict=True))
+    doc["cost_usd"] = Usd(doc["cost_usd"])
+    return doc
+
+
+def render(lines: list[ReportLine], query: UsageQuery) -> bytes:
+    """The report in `query.format`: json, csv or table."""
+    if query.format == "csv":
+        return to_csv(lines, query.group_by)
+    if query.format == "table":
+        return to_table(lines, query.group_by).encode()
+    return to_json(lines, query.group_by)
+
+
+def to_json(lines: list[ReportLine], group_by: tuple[str, ...]) -> bytes:
+    """`{"object": "list", "data": [{<group_by fields>, <six measures>}, ...]}`."""
+    data = [
+        {**dict(zip(group_by, line.group, strict=True)), **_measures(line.measures)}
+        for line in lines
+    ]
+    return json_bytes({"object": "list", "data": data})
+
+
+def to_csv(lines: list[ReportLine], group_by: tuple[str, ...]) -> bytes:
+    """RFC 4180 CSV: the group_by fields in the order given, then the six measures."""
+    out = io.StringIO()
+    writer = csv.writer(out)  # CRLF line ends, quotes where needed
+    writer.writerow([*group_by, *MEASURES])
+    for line in lines:
+        *counts, ticks = line.measures
+        writer.writerow([*map(_csv_text, line.group), *counts, usd_text(ticks)])
+    return out.getvalue().encode()
+
+
+def _csv_text(value: str) -> str:
+    """Defuse spreadsheet formulas: model names come from clients ('=HYPERLINK(...)')."""
+    if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and value != "-"):
+        return "'" + value
+    return value
+
+
+def to_table(lines: list[ReportLine], group_by: tuple[str, ...]) -> str:
+    """Aligned columns for a terminal, with a total line when there are several lines."""
+    rows = [[*map(_printable, line.group), *_shown(line.measures)] for line in lines]
+    if len(lines) > 1 and group_by:
+        total = [sum(line.measures[i] for line in lines) for i in range(len(MEASURES))]
+        rows.append(["total", *[""] * (len(group_by) - 1), *_shown(total)])
+    header = [*group_by, *MEASURES]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    numeric = len(group_by)
+
+    def fmt(row: list[str]) -> str:
+        cells = [
+            cell.rjust(w) if i >= numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join(fmt(r) for r in [header, *rows]) + "\n"
+
+
+def _shown(measures: Iterable[int]) -> list[str]:
+    *counts, ticks = measures
+    return [*(str(c) for c in counts), usd_text(ticks)]
+
+
+def _printable(value: str) -> str:
+    """No terminal control sequences from client-sent model names."""
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
