@@ -1,9 +1,11 @@
 """Load generator, run in its own process so its CPU is not charged to the target.
 
 N workers loop requests for a duration (or each sends one, with --once), timing the first
-body byte and the whole stream, and checking every stream is complete: the expected number
-of chunks and `data: [DONE]` last. Prints one JSON object.
-Usage: python -m bench.loadgen URL --key K --concurrency N (--duration S | --once) ...
+body byte and the whole stream, and checking every answer is complete (`bench.streams`: the
+expected number of content chunks in either stream shape, `data: [DONE]` or
+`response.completed` last). Prints one JSON object.
+Usage: python -m bench.loadgen ROOT_URL --key K [--api chat|responses] --concurrency N
+       (--duration S | --once) ...
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 
 import aiohttp
 
+from bench.streams import PATHS, check, request_body
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -24,16 +28,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    body = json.dumps(
-        {
-            "model": "grok-4-1-fast-non-reasoning",
-            "messages": [
-                {"role": "user", "content": "Write a short story about a space adventure"}
-            ],
-            "stream": args.stream,
-            "sim": {"chunks": args.chunks, "delay_ms": args.delay_ms},
-        }
-    ).encode()
+    body = request_body(args.api, args.stream, args.chunks, args.delay_ms, args.include_usage)
+    url = args.url.rstrip("/") + PATHS[args.api]
     headers = {"authorization": f"Bearer {args.key}", "content-type": "application/json"}
     ttfb: list[float] = []
     total: list[float] = []
@@ -51,7 +47,7 @@ async def run(args: argparse.Namespace) -> dict:
         first = None
         chunks: list[bytes] = []
         try:
-            async with session.post(args.url, data=body, headers=headers) as response:
+            async with session.post(url, data=body, headers=headers) as response:
                 async for data in response.content.iter_any():
                     if first is None:
                         first = time.perf_counter()
@@ -65,12 +61,9 @@ async def run(args: argparse.Namespace) -> dict:
         if status != 200:
             fail(f"http_{status}")
             return
-        if args.stream:
-            if not raw.endswith(b"data: [DONE]\n\n") or raw.count(b"data: {") != args.chunks:
-                fail("truncated")
-                return
-        elif b'"choices"' not in raw:
-            fail("bad_body")
+        problem = check(args.api, args.stream, raw, args.chunks, args.include_usage)
+        if problem is not None:
+            fail(problem)
             return
         done += 1
         ttfb.append((first or end) - t0)
@@ -103,7 +96,9 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("url")
+    parser.add_argument("url", help="the target's root URL; the path follows from --api")
+    parser.add_argument("--api", choices=sorted(PATHS), default="chat")
+    parser.add_argument("--include-usage", action="store_true", help="ask for the usage chunk")
     parser.add_argument("--key", default="x")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import platform
+import statistics
 from importlib import metadata
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psutil
 COLUMNS = (
     ("target", "target", "{}"),
     ("scenario", "scenario", "{}"),
+    ("shape", "shape", "{}"),
     ("conc", "concurrency", "{}"),
     ("streams/s", "streams_per_s", "{:.0f}"),
     ("TTFB p50 ms", "ttfb_p50_ms", "{:.1f}"),
@@ -43,34 +45,107 @@ def print_table(results: list[dict]) -> None:
     print(table(results))
 
 
-def _find(results: list[dict], target: str, scenario: str) -> dict | None:
-    return next((r for r in results if r["target"] == target and r["scenario"] == scenario), None)
+FLOOR = "floor-raw"  # the strictest floor: the targets compare against it
+GATEWAY = "gateway-redis"
+
+
+def _find(results: list[dict], target: str, scenario: str, shape: str | None = None) -> dict | None:
+    return next(
+        (
+            r
+            for r in results
+            if r["target"] == target
+            and r["scenario"] == scenario
+            and (shape is None or r.get("shape") == shape)
+        ),
+        None,
+    )
+
+
+def _throughput(results: list[dict], scenario: str) -> tuple[str, str, bool | None]:
+    """Judged on the paired rounds (median of the per-round ratios) where the run has them,
+    else on the one pass; both are shown."""
+    name = f"{scenario}: gateway (Redis) >= 0.8x the raw floor's streams/s"
+    parts, met = [], None
+    floor, gateway = (
+        _find(results, FLOOR, f"paired:{scenario}"),
+        _find(results, GATEWAY, f"paired:{scenario}"),
+    )
+    if floor and gateway:
+        ratios = [
+            g / f
+            for g, f in zip(gateway["streams_rounds"], floor["streams_rounds"], strict=True)
+            if f
+        ]
+        if ratios:
+            median = statistics.median(ratios)
+            met = median >= 0.8
+            parts.append(
+                f"{median:.2f}x, median of {len(ratios)} paired rounds "
+                f"({', '.join(f'{r:.2f}' for r in ratios)}; "
+                f"{gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f} streams/s)"
+            )
+    floor, gateway = _find(results, FLOOR, scenario), _find(results, GATEWAY, scenario)
+    if floor and gateway and floor["streams_per_s"]:
+        ratio = gateway["streams_per_s"] / floor["streams_per_s"]
+        text = (
+            f"one pass {ratio:.2f}x ({gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f}"
+        )
+        starlette = _find(results, "floor-starlette", scenario)
+        if starlette and starlette["streams_per_s"]:
+            text += (
+                f"; Starlette floor {starlette['streams_per_s']:.0f}, gateway "
+                f"{gateway['streams_per_s'] / starlette['streams_per_s']:.2f}x of it"
+            )
+        parts.append(text + ")")
+        if met is None:
+            met = ratio >= 0.8
+    return name, "; ".join(parts) or "not measured", met
+
+
+def _cpu_by_shape(results: list[dict], scenario: str) -> tuple[str, str, bool | None]:
+    label = scenario.split(":", 1)[1]
+    name = f"CPU per 20-chunk stream, xAI shape <= OpenAI shape (gateway, {label})"
+    xai, openai = (
+        _find(results, GATEWAY, scenario, "xai"),
+        _find(results, GATEWAY, scenario, "openai"),
+    )
+    if not (xai and openai):
+        return name, "not measured", None
+    ratio = xai["cpu_s_per_1000"] / openai["cpu_s_per_1000"]
+    measured = (
+        f"{xai['cpu_s_per_1000']:.2f} vs {openai['cpu_s_per_1000']:.2f} CPU s/1k "
+        f"({ratio:.2f}x, medians of {xai.get('rounds', 1)} interleaved rounds"
+    )
+    floor_x, floor_o = (
+        _find(results, FLOOR, scenario, "xai"),
+        _find(results, FLOOR, scenario, "openai"),
+    )
+    if floor_x and floor_o:
+        measured += f"; raw floor {floor_x['cpu_s_per_1000'] / floor_o['cpu_s_per_1000']:.2f}x"
+    return name, measured + ")", ratio <= 1.0
 
 
 def checks(results: list[dict]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for each of issue #5's targets; None where not measured."""
-    out: list[tuple[str, str, bool | None]] = []
-    for scenario in ("burst", "realistic"):
-        floor, gateway = (
-            _find(results, "floor", scenario),
-            _find(results, "gateway-redis", scenario),
-        )
-        if floor and gateway and floor["streams_per_s"]:
-            ratio = gateway["streams_per_s"] / floor["streams_per_s"]
-            out.append(
-                (
-                    f"{scenario}: gateway (Redis) >= 80% of the floor's streams/s",
-                    f"{ratio:.0%} ({gateway['streams_per_s']:.0f} vs {floor['streams_per_s']:.0f})",
-                    ratio >= 0.8,
-                )
-            )
-    floor, gateway = _find(results, "floor", "ttft@50"), _find(results, "gateway-redis", "ttft@50")
+    """(target, measured, met) for each target; met is None where not measured."""
+    out = [_throughput(results, s) for s in ("burst", "realistic")]
+    responses = sorted(
+        {
+            r["scenario"]
+            for r in results
+            if r.get("api") == "responses" and not r["scenario"].startswith("paired:")
+        }
+    )
+    out += [_throughput(results, s) for s in responses or ["responses-burst"]]
+    shapes = sorted({r["scenario"] for r in results if r["scenario"].startswith("shapes:")})
+    out += [_cpu_by_shape(results, s) for s in shapes or ["shapes:burst"]]
+    floor, gateway = _find(results, FLOOR, "ttft@50"), _find(results, GATEWAY, "ttft@50")
     if floor and gateway:
         p50 = gateway["ttfb_p50_ms"] - floor["ttfb_p50_ms"]
         p99 = gateway["ttfb_p99_ms"] - floor["ttfb_p99_ms"]
         out.append(("TTFB p50 added at 50 concurrent <= 1 ms", f"{p50:+.2f} ms", p50 <= 1))
         out.append(("TTFB p99 added at 50 concurrent <= 5 ms", f"{p99:+.2f} ms", p99 <= 5))
-    burst = _find(results, "gateway-redis", "burst")
+    burst = _find(results, GATEWAY, "burst")
     scripts = [r["redis_scripts_per_request"] for r in results if "redis_scripts_per_request" in r]
     if burst and scripts:
         per_request = burst["redis_scripts_per_request"]
@@ -78,19 +153,16 @@ def checks(results: list[dict]) -> list[tuple[str, str, bool | None]]:
             (
                 "Redis round trips per request (admit + release) <= 2",
                 f"{per_request:.2f} in burst; {min(scripts):.2f}-{max(scripts):.2f} across all "
-                "scenarios, lease refreshes included",
-                per_request <= 2,
+                "scenarios (to 2 decimals; the lease refreshes every 10 s are counted in)",
+                round(per_request, 2) <= 2,
             )
         )
-    floor, gateway = (
-        _find(results, "floor", "idle-streams"),
-        _find(results, "gateway-redis", "idle-streams"),
-    )
+    floor, gateway = _find(results, FLOOR, "idle-streams"), _find(results, GATEWAY, "idle-streams")
     if floor and gateway:
         ratio = gateway["peak_rss_mb"] / floor["peak_rss_mb"]
         out.append(
             (
-                "peak RSS with the open streams <= 1.5x the floor's",
+                "peak RSS with the open streams <= 1.5x the raw floor's",
                 f"{ratio:.2f}x ({gateway['peak_rss_mb']:.0f} vs {floor['peak_rss_mb']:.0f} MB)",
                 ratio <= 1.5,
             )
@@ -168,12 +240,30 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
 - What is left is mostly outside the gateway's code: uvicorn's per-chunk write (~17% of
   samples with spaced chunks, paid by the floor too). With chunks 20 ms apart each chunk is
   its own network read, so CPU per stream is ~2-3 ms for every target.
-- Single runs on this machine move by more than the margins measured: the floor's burst
-  figure moved between 1,047 and 1,557 streams/s over four runs, so a ratio above 100% says the
-  gateway is not the bottleneck, not that it is faster than a pass-through. (The gateway also
-  relays through its own ASGI code rather than Starlette's `StreamingResponse`, which the
-  floor uses as the idiomatic baseline.) `python -m bench.ttfb` repeats the TTFB comparison
-  in interleaved rounds for that reason.
+- Single runs on this machine move by more than the margins measured: the Starlette floor's
+  burst figure moved between 1,047 and 1,557 streams/s over four runs. `python -m bench.ttfb`
+  repeats the TTFB comparison in interleaved rounds for that reason, and the xAI-vs-OpenAI
+  shape comparison runs its four targets side by side in interleaved rounds.
+- Until issue 9 the only floor was the idiomatic one (Starlette's `StreamingResponse` fed by
+  `AsyncClient.send`), and the gateway, which relays through its own ASGI code and hands
+  prebuilt requests to the transport, beat it (109% in burst). Issue 9 measured a raw-ASGI
+  pass-through over the same transport at 1,550-2,030 streams/s where the gateway relayed
+  1,100-1,475 (0.73x; 0.66x on xAI-shaped streams): the Starlette floor's own overhead had
+  hidden the gateway's.
+  The targets now compare against that raw floor (`floor-raw`).
+- Issue 9 re-measured on main with the xAI relay, the limiter's ledger and the Responses route
+  (2026-11-27): the gateway spends 2.5x the raw floor's CPU per burst stream (2.04 vs 0.82 CPU
+  s/1k). By system calls it is close to the floor (`strace -c -f` over 5 s of 8-stream load:
+  7.0 writes and 2.6 reads per stream against 4.0 and 2.0 — the two Redis round trips and the
+  access-log line), so the difference is Python work. py-spy (200 Hz, 12 s of the burst on
+  gateway-redis), inclusive share of samples: the relay loop 28% (its writes to the client
+  14%), opening the upstream request 16%, the limiter 17% (admit 6%, release 11%; the
+  `transport.write` of their script calls 12% on its own), the chat dialect's usage tracking
+  and usage-only-chunk dropping 5%, access log and metrics 4%. On xAI-shaped streams the
+  gateway spends 0.23 ms more per stream than on OpenAI-shaped ones where the raw floor spends
+  0.06 ms more (the bytes): the dialect's per-event work grows with chunks that all carry
+  `usage`. Small: 22 `getpid` calls per stream (the floor: 1), as Python 3.11's
+  `asyncio.get_running_loop()` checks the pid on every call (`asyncio.timeout`, futures).
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
@@ -186,25 +276,39 @@ def write_markdown(results: list[dict], meta: dict, image: str) -> str:
     )
     cpu = platform.processor() or platform.machine()
     date = meta.get("date") or f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+    skipped = "".join(f"\n- not measured: {line}" for line in meta.get("skipped", ()))
+    load = f" Load average before the run: {meta['load']}." if meta.get("load") else ""
     return f"""# Benchmarks
 
 Measured {date} UTC with `{meta["command"]}`
 ({meta["seconds"]} s). Machine: {psutil.cpu_count()} cores ({cpu}), \
 {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}, Python \
-{platform.python_version()}; {_versions()}.
+{platform.python_version()}; {_versions()}.{load}
 
 All processes share this machine's cores on loopback: the simulator (upstream), the target,
 the load generator (its own process) and, for the Redis target, redis-server. Targets run one
 at a time in the same run; compare ratios, not absolute figures across runs.
 
-- **floor**: bare pass-through on the same stack (Starlette + uvicorn + httpx on the aiohttp
-  transport, written idiomatically: `client.send(stream=True)` into a `StreamingResponse`),
-  no auth, limits, parsing, logs or metrics.
+- **floor-raw** (the strictest floor; the targets compare against it): a plain ASGI callable
+  under uvicorn (uvloop, httptools) that hands each request to one shared httpx
+  `AiohttpTransport` (`handle_async_request`) and sends the bytes of `aiter_raw()` as they
+  come. Nothing else.
+- **floor-starlette**: the idiomatic pass-through on the same stack, `client.send(stream=True)`
+  into a Starlette `StreamingResponse`; shown for reference.
 - **gateway-memory / gateway-redis**: the gateway with auth, body validation, every limit kind
   on (request windows, tenant window, tokens, concurrency leases), JSON access log and
   metrics; in-memory limits, or Redis (own redis-server). `-2w`: `GATEWAY_WORKERS=2`.
+- Streams are in the simulator's default shape (`{meta.get("default_shape", "openai")}` in this
+  run: xAI's carries the running `usage` with `cost_in_usd_ticks` on every chunk). `realistic`
+  asks for `stream_options.include_usage` (a usage-only chunk before `[DONE]`); the
+  `responses-*` scenarios stream `POST /api/v1/responses` (Responses API events through
+  `response.completed`). `shapes:*` rows: the raw floor and the gateway (Redis) on an xAI-shaped
+  and an OpenAI-shaped (`--openai-shapes`) simulator, all four running, measured in
+  interleaved rounds (medians). `paired:*` rows: the raw floor and the gateway (Redis) both
+  running, measured in alternation for 3 rounds; the throughput targets are judged on the
+  median of the per-round ratios, which one run's drift on a shared machine cannot tilt.{skipped}
 
-## Targets (issue #5)
+## Targets (issues 5, 9, 10)
 
 | target | measured | |
 | --- | --- | --- |

@@ -75,9 +75,18 @@ class Proc:
                 total += p.memory_info().rss
         return total / 2**20
 
+    def open_fds(self) -> int:
+        total = 0
+        for p in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.num_fds()
+        return total
+
     def stop(self) -> None:
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGCONT)  # a stopped process can't end itself
+                os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(15)
             except subprocess.TimeoutExpired:
@@ -106,18 +115,35 @@ def _env(**extra: str) -> dict:
     return env
 
 
-def start_simulator(workdir: Path) -> Proc:
+def simulator_has_openai_shapes() -> bool:
+    """Whether this simulator can speak OpenAI's stream shape (`--openai-shapes`)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service.simulator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return "--openai-shapes" in done.stdout
+
+
+def start_simulator(workdir: Path, openai_shapes: bool = False) -> Proc:
     port = free_port()
     args = [sys.executable, "-m", "service.simulator", "--host", "127.0.0.1", "--port", str(port)]
-    return _spawn("simulator", args, _env(), "/v1/models", workdir, port)
+    name = "simulator"
+    if openai_shapes:
+        args.append("--openai-shapes")
+        name = "simulator-openai"
+    return _spawn(name, args, _env(), "/v1/models", workdir, port)
 
 
-def start_floor(workdir: Path, simulator: Proc) -> Proc:
+def start_floor(workdir: Path, simulator: Proc, raw: bool = False, name: str | None = None) -> Proc:
+    """A floor (bench/floor.py) relaying to `simulator`; its URL is the root (no path)."""
     port = free_port()
-    args = [sys.executable, "-m", "bench.floor", str(port), f"{simulator.url}/v1/chat/completions"]
-    proc = _spawn("floor", args, _env(), "/", workdir, port)
-    proc.url += "/api/v1/chat/completions"
-    return proc
+    args = [sys.executable, "-m", "bench.floor", str(port), simulator.url]
+    if raw:
+        args.append("--raw")
+    name = name or ("floor-raw" if raw else "floor-starlette")
+    return _spawn(name, args, _env(), "/", workdir, port)
 
 
 def start_upstream_and_redis(workdir: Path, procs: list[Proc]) -> tuple[Proc, Proc]:
@@ -152,57 +178,70 @@ concurrent = 100000
 
 
 def start_gateway(
-    workdir: Path, simulator: Proc, redis_url: str | None, workers: int = 1, name: str = "gateway"
+    workdir: Path,
+    simulator: Proc,
+    redis_url: str | None,
+    workers: int = 1,
+    name: str = "gateway",
+    keys_file: Path | None = None,
+    port: int | None = None,
+    **extra_env: str,
 ) -> Proc:
-    port = free_port()
+    """A gateway (`python -m service`) on `simulator`; its URL is the root (no path)."""
+    port = port or free_port()
     env = _env(
         XAI_API_KEY="bench-upstream-key",
         XAI_BASE_URL=f"{simulator.url}/v1",
-        GATEWAY_KEYS_FILE=str(write_keys(workdir)),
+        GATEWAY_KEYS_FILE=str(keys_file or write_keys(workdir)),
         GATEWAY_HOST="127.0.0.1",
         GATEWAY_PORT=str(port),
         GATEWAY_WORKERS=str(workers),
         GATEWAY_DRAIN_DELAY_SECONDS="0",
         LOG_LEVEL="info",
+        **extra_env,
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
-    proc = _spawn(name, [sys.executable, "-m", "service"], env, "/readyz", workdir, port)
-    proc.url += "/api/v1/chat/completions"
-    return proc
+    return _spawn(name, [sys.executable, "-m", "service"], env, "/readyz", workdir, port)
 
 
-def start_redis(workdir: Path) -> Proc:
+def start_redis(workdir: Path, port: int | None = None, persist: bool = False) -> Proc:
+    """A redis-server on loopback (`port`: a fixed one, e.g. to restart it where it was).
+
+    `persist`: an append-only file in `workdir`, fsynced on every write, so a SIGKILL or a
+    restart loses nothing Redis acknowledged (the soak counts across restarts).
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if persist:
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)]
+    else:
+        args += ["--appendonly", "no"]
     log = workdir / "redis.log"
-    with open(log, "w") as out:
-        popen = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    with open(log, "a") as out:
+        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited with {popen.returncode}: {log.read_text()[-2000:]}"
+            )
         try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                break
+            with socket.create_connection(("127.0.0.1", port), 0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    break
         except OSError:
-            time.sleep(0.05)
-    return Proc("redis", popen, f"redis://127.0.0.1:{port}/0", log, {"port": port})
+            pass
+        time.sleep(0.05)
+    else:
+        os.killpg(popen.pid, signal.SIGKILL)
+        raise RuntimeError(f"redis-server did not answer PING: {log.read_text()[-2000:]}")
+    return Proc("redis", popen, url, log, {"port": port})
 
 
 def redis_calls(redis: Proc | None) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """`python -m bench.ttfb [--concurrency 8,50] [--rounds 6] [--seconds 3]`: TTFB, interleaved.
 
 One `python -m bench` run measures each target once, so a 1 ms difference in TTFB p50 drowns
-in the run-to-run spread of a shared 2-core machine. This runs the floor and the gateway
+in the run-to-run spread of a shared 2-core machine. This runs both floors and the gateway
 (memory and Redis) side by side, all started once, in interleaved rounds, and prints the
 median of the per-round TTFB p50s with every round's figure: the added latency with its spread.
 
@@ -42,7 +42,8 @@ def main() -> int:
             return proc
 
         targets = {
-            "floor": started(start_floor(workdir, simulator)),
+            "floor-raw": started(start_floor(workdir, simulator, raw=True)),
+            "floor-starlette": started(start_floor(workdir, simulator)),
             "gateway-memory": started(
                 start_gateway(workdir, simulator, None, name="gateway-memory")
             ),
@@ -67,7 +68,7 @@ def main() -> int:
                     result = load(target.url, scenario, duration=args.seconds)
                     failed += result["failed"]
                     p50s[name].append(result["ttfb_p50_ms"])
-            floor = statistics.median(p50s["floor"])
+            floor = statistics.median(p50s["floor-raw"])
             print(f"TTFB p50 at {concurrency} concurrent streams, {args.rounds} rounds:")
             for name, values in p50s.items():
                 median = statistics.median(values)
