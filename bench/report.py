@@ -253,17 +253,18 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   The targets now compare against that raw floor (`floor-raw`).
 - Issue 9 re-measured on main with the xAI relay, the limiter's ledger and the Responses route
   (2026-11-27): the gateway spends 2.5x the raw floor's CPU per burst stream (2.04 vs 0.82 CPU
-  s/1k). By system calls it is close to the floor (`strace -c -f` over 5 s of 8-stream load:
-  7.0 writes and 2.6 reads per stream against 4.0 and 2.0 — the two Redis round trips and the
-  access-log line), so the difference is Python work. py-spy (200 Hz, 12 s of the burst on
-  gateway-redis), inclusive share of samples: the relay loop 28% (its writes to the client
-  14%), opening the upstream request 16%, the limiter 17% (admit 6%, release 11%; the
-  `transport.write` of their script calls 12% on its own), the chat dialect's usage tracking
-  and usage-only-chunk dropping 5%, access log and metrics 4%. On xAI-shaped streams the
-  gateway spends 0.23 ms more per stream than on OpenAI-shaped ones where the raw floor spends
-  0.06 ms more (the bytes): the dialect's per-event work grows with chunks that all carry
-  `usage`. Small: 22 `getpid` calls per stream (the floor: 1), as Python 3.11's
-  `asyncio.get_running_loop()` checks the pid on every call (`asyncio.timeout`, futures).
+  s/1k at 13:11 UTC, 1.89 vs 0.75 at 13:38; profile taken at 12:45). By system calls it is
+  close to the floor (`strace -c -f` over 5 s of 8-stream load: 7.0 writes and 2.6 reads per
+  stream against 4.0 and 2.0 — the two Redis round trips and the access-log line), so the
+  difference is Python work. py-spy (200 Hz, 12 s of the burst on gateway-redis), inclusive
+  share of samples: the relay loop 28% (its writes to the client 14%), opening the upstream
+  request 16%, the limiter 17% (admit 6%, release 11%; the `transport.write` of their script
+  calls 12% on its own), the chat dialect's usage tracking and usage-only-chunk dropping 5%,
+  access log and metrics 4%. On xAI-shaped streams the gateway spends ~0.2 ms more per stream
+  than on OpenAI-shaped ones where the raw floor spends 0-0.06 ms more (the bytes): the
+  dialect's per-event work grows with chunks that all carry `usage`. Small: 22 `getpid` calls
+  per stream (the floor: 1), as Python 3.11's `asyncio.get_running_loop()` checks the pid on
+  every call (`asyncio.timeout`, futures).
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
