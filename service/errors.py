@@ -66,3 +66,14 @@ def response_not_found(response_id: str) -> ApiError:
     Identical in both cases (status, body, headers), so ids cannot be probed.
     """
     return ApiError(404, f"No response found with id '{response_id}'.", code="not_found")
+
+
+def limiter_unavailable(message: str) -> ApiError:
+    """503 `rate_limiter_unavailable`: the limiter's store (Redis) cannot be reached."""
+    return ApiError(
+        503,
+        message,
+        code="rate_limiter_unavailable",
+        type="server_error",
+        headers=[(b"retry-after", b"1")],
+    )

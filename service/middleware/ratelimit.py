@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.context import RequestContext
-from service.errors import ApiError, response_not_found
+from service.errors import ApiError, limiter_unavailable, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
 from service.observability.metrics import COST_USD, TOKENS
@@ -41,12 +41,8 @@ class RateLimitMiddleware:
             decision = await self.limiter.admit(policy, owner_check=ctx.owner_check)
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
-            await ApiError(
-                503,
-                "The rate limiter's store is unreachable; retry shortly.",
-                code="rate_limiter_unavailable",
-                type="server_error",
-                headers=[(b"retry-after", b"1")],
+            await limiter_unavailable(
+                "The rate limiter's store is unreachable; retry shortly."
             ).send(send)
             return
         if decision.reason == "not_found":

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError, bad_request
+from service.errors import bad_request, limiter_unavailable
 from service.limiter.base import LimiterUnavailable
 from service.usage.report import QueryError, UsageQuery, render, summarize
 
@@ -37,12 +37,8 @@ class AdminUsage:
             )
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
-            await ApiError(
-                503,
-                "The limiter's store (Redis) is unreachable, so the ledger cannot be read.",
-                code="rate_limiter_unavailable",
-                type="server_error",
-                headers=[(b"retry-after", b"1")],
+            await limiter_unavailable(
+                "The limiter's store (Redis) is unreachable, so the ledger cannot be read."
             ).send(send)
             return
         body = render(summarize(rows, query.group_by), query)

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError
+from service.errors import limiter_unavailable
 from service.limiter.base import LimiterUnavailable
 from service.usage.report import Usd, json_bytes, totals_doc
 
@@ -34,12 +34,8 @@ class KeyUsage:
             snapshot = await self.services.limiter.usage_snapshot(ctx.key.policy)
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
-            await ApiError(
-                503,
-                "The limiter's store is unreachable, so usage cannot be read; retry shortly.",
-                code="rate_limiter_unavailable",
-                type="server_error",
-                headers=[(b"retry-after", b"1")],
+            await limiter_unavailable(
+                "The limiter's store is unreachable, so usage cannot be read; retry shortly."
             ).send(send)
             return
         await send_json(send, 200, json_bytes(usage_doc(ctx.key.id, ctx.key.tenant, snapshot)))
