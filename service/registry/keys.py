@@ -165,6 +165,23 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
     return KeyRegistry(keys, source, models=catalog, admin_keys=admin_keys)
 
 
+def _entry_id(entry: Any, where: str) -> tuple[str, str]:
+    """A `[[keys]]` or `[[admin_keys]]` entry's id, and where it is for error messages."""
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: must be a table")
+    key_id = entry.get("id")
+    if not isinstance(key_id, str) or not _ID.match(key_id):
+        raise RegistryError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    return key_id, f"{where} ({key_id})"
+
+
+def _digest(entry: dict[str, Any], where: str) -> str:
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+        raise RegistryError(f"{where}: sha256 must be 64 hex characters (the key's SHA-256)")
+    return digest
+
+
 def _parse_admin_keys(
     entries: Any, source: str, seen_ids: set[str], seen_digests: set[str]
 ) -> list[AdminKey]:
@@ -173,22 +190,14 @@ def _parse_admin_keys(
         raise RegistryError(f"{source}: 'admin_keys' must be an array of tables ([[admin_keys]])")
     admin_keys = []
     for index, entry in enumerate(entries):
-        where = f"{source}: admin_keys[{index}]"
-        if not isinstance(entry, dict):
-            raise RegistryError(f"{where}: must be a table")
-        key_id = entry.get("id")
-        if not isinstance(key_id, str) or not _ID.match(key_id):
-            raise RegistryError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ -")
-        where = f"{where} ({key_id})"
+        key_id, where = _entry_id(entry, f"{source}: admin_keys[{index}]")
         unknown = set(entry) - _ADMIN_KEY_FIELDS
         if unknown:
             raise RegistryError(
                 f"{where}: unknown field(s) {sorted(unknown)}; an admin key has only "
                 "id, sha256 and disabled (no tenant, no limits)"
             )
-        digest = entry.get("sha256")
-        if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
-            raise RegistryError(f"{where}: sha256 must be 64 hex characters (the key's SHA-256)")
+        digest = _digest(entry, where)
         disabled = entry.get("disabled", False)
         if not isinstance(disabled, bool):
             raise RegistryError(f"{where}: disabled must be true or false")
@@ -256,19 +265,11 @@ def _parse_key(
     defaults: dict[str, Any],
     tenants: dict[str, dict[str, Any]],
 ) -> ApiKey | None:
-    where = f"{source}: keys[{index}]"
-    if not isinstance(entry, dict):
-        raise RegistryError(f"{where}: must be a table")
-    key_id = entry.get("id")
-    if not isinstance(key_id, str) or not _ID.match(key_id):
-        raise RegistryError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ -")
-    where = f"{where} ({key_id})"
+    key_id, where = _entry_id(entry, f"{source}: keys[{index}]")
     unknown = set(entry) - _KEY_FIELDS
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}")
-    digest = entry.get("sha256")
-    if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
-        raise RegistryError(f"{where}: sha256 must be 64 hex characters (the key's SHA-256)")
+    digest = _digest(entry, where)
     tenant = entry.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not _ID.match(tenant)):
         raise RegistryError(f"{where}: tenant must be 1-64 characters of A-Z a-z 0-9 . _ -")
