@@ -17,7 +17,7 @@ from service.limiter.connection import connect
 from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
-from tests.support.charges import charge
+from tests.support.charges import charge, count_round_trips
 from tests.support.processes import REPO, start_redis
 
 
@@ -96,23 +96,6 @@ async def commandstats(url: str) -> dict[str, int]:
     stats = await client.info("commandstats")
     await client.aclose()
     return {name: value["calls"] for name, value in stats.items()}
-
-
-def count_round_trips(limiter: RedisLimiter) -> list[str]:
-    """Record each command the limiter's clients send (one entry per round trip)."""
-    sent: list[str] = []
-
-    def counting(original):
-        async def call(*args, **kwargs):
-            sent.append(str(args[0]))
-            return await original(*args, **kwargs)
-
-        return call
-
-    limiter.redis.execute_command = counting(limiter.redis.execute_command)
-    if limiter.multiplexed is not None:
-        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
-    return sent
 
 
 async def test_one_round_trip_to_admit_and_one_to_release(limiter, redis_server):

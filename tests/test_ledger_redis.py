@@ -20,7 +20,7 @@ from service.limiter.redis_store import RedisLimiter
 from service.limiter.scripts import CALENDAR
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
-from tests.support.charges import charge
+from tests.support.charges import charge, count_round_trips
 
 CLIENTS = ["multiplexed", "redis-py"]
 
@@ -173,23 +173,6 @@ async def test_admit_and_release_with_every_budget_ledger_and_ownership_take_two
         assert sent == ["EVALSHA", "EVALSHA"]
     finally:
         await limiter.aclose()
-
-
-def count_round_trips(limiter: RedisLimiter) -> list[str]:
-    """Record each command the limiter's clients send (one entry per round trip)."""
-    sent: list[str] = []
-
-    def counting(original):
-        async def call(*args, **kwargs):
-            sent.append(str(args[0]))
-            return await original(*args, **kwargs)
-
-        return call
-
-    limiter.redis.execute_command = counting(limiter.redis.execute_command)
-    if limiter.multiplexed is not None:
-        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
-    return sent
 
 
 async def test_the_failover_raises_for_the_ledger_while_redis_is_down():

@@ -1,7 +1,8 @@
-"""Known charges for driving the limiter's release directly."""
+"""Known charges for driving the limiter's release directly, and counting its round trips."""
 
 from __future__ import annotations
 
+from service.limiter.redis_store import RedisLimiter
 from service.usage.record import Charge, Usage
 
 
@@ -28,3 +29,20 @@ def charge(
         record_response=record,
         forget_response=forget,
     )
+
+
+def count_round_trips(limiter: RedisLimiter) -> list[str]:
+    """Record each command the limiter's clients send (one entry per round trip)."""
+    sent: list[str] = []
+
+    def counting(original):
+        async def call(*args, **kwargs):
+            sent.append(str(args[0]))
+            return await original(*args, **kwargs)
+
+        return call
+
+    limiter.redis.execute_command = counting(limiter.redis.execute_command)
+    if limiter.multiplexed is not None:
+        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
+    return sent
