@@ -31,10 +31,24 @@ def pack_command(*args: str | int | bytes) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One connection: commands in, replies matched to their callers in order.
+
+    Writes are coalesced: the first command of a loop turn is written at once, the ones that
+    follow it in the same turn go out together at the turn's end (a burst of admissions costs
+    one system call, not one each). Deadlines cost no timer per call: every command on the
+    connection has the same timeout, so they expire in the order they were sent, and one
+    timer, set for the oldest, fails the overdue ones.
+    """
+
+    def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._held: list[bytes] | None = None  # not None: a flush is due at the turn's end
 
     @property
     def usable(self) -> bool:
@@ -44,10 +58,41 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        reply = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        reply = loop.create_future()
         self.waiting.append(reply)
-        self.transport.write(packed)  # type: ignore[union-attr]
+        deadline = loop.time() + self.timeout
+        self._deadlines.append((deadline, reply))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._expire)
+        if self._held is None:
+            self.transport.write(packed)  # type: ignore[union-attr]
+            self._held = []
+            loop.call_soon(self._flush)
+        else:
+            self._held.append(packed)
         return reply
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held and self.usable:
+            self.transport.write(b"".join(held))  # type: ignore[union-attr]
+
+    def _expire(self) -> None:
+        """Fail the commands past their deadline; set the timer for the next oldest one."""
+        self._watchdog = None
+        deadlines = self._deadlines
+        now = self._loop.time()
+        while deadlines:
+            deadline, reply = deadlines[0]
+            if not reply.done():
+                if deadline > now:
+                    self._watchdog = self._loop.call_at(deadline, self._expire)
+                    return
+                reply.set_exception(
+                    RedisTimeoutError(f"no reply from Redis within {self.timeout:g}s")
+                )
+            deadlines.popleft()
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -73,6 +118,10 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._deadlines.clear()
         self._fail(ConnectionError(f"connection to Redis lost ({exc or 'closed'})"))
 
     def _fail(self, error: Exception) -> None:
@@ -128,16 +177,7 @@ class MultiplexedConnection:
         protocol = self._protocol
         if protocol is None or not protocol.usable:
             protocol = await self._connect()
-        reply = protocol.send(packed)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await reply
-        except TimeoutError:
-            # The reply may have been read in the same loop turn as the timer fired (a busy
-            # loop): it is the answer, and dropping it would leave its effect unknown.
-            if reply.done() and not reply.cancelled() and reply.exception() is None:
-                return reply.result()
-            raise RedisTimeoutError(f"no reply from Redis within {self.timeout:g}s") from None
+        return await protocol.send(packed)
 
     async def aclose(self) -> None:
         """Close the connection; commands waiting on it fail, the next one reconnects."""
@@ -150,12 +190,16 @@ class MultiplexedConnection:
             if self._protocol is not None and self._protocol.usable:
                 return self._protocol  # another caller connected while this one waited
             loop = asyncio.get_running_loop()
+
+            def factory() -> _Protocol:
+                return _Protocol(self.timeout)
+
             try:
                 async with asyncio.timeout(self.timeout):
                     if self.path is not None:
-                        _, protocol = await loop.create_unix_connection(_Protocol, self.path)
+                        _, protocol = await loop.create_unix_connection(factory, self.path)
                     else:
-                        _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                        _, protocol = await loop.create_connection(factory, self.host, self.port)
                     await self._handshake(protocol)
             except TimeoutError:
                 raise RedisTimeoutError(

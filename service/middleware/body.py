@@ -15,7 +15,6 @@ nothing. Whatever the bytes, the answer is a 4xx naming the problem, never a 5xx
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from typing import Any, NoReturn
@@ -23,6 +22,7 @@ from typing import Any, NoReturn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.asgi import header
+from service.deadline import Deadline
 from service.errors import ApiError, bad_request
 from service.validation import Validator, check_model
 
@@ -84,7 +84,7 @@ class BodyMiddleware:
         size = 0
         while True:
             try:
-                async with asyncio.timeout(self.timeout):
+                with Deadline(self.timeout):
                     message = await receive()
             except TimeoutError:
                 raise ApiError(

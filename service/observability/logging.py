@@ -7,6 +7,7 @@ unless LOG_PROMPTS is set.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -30,6 +31,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class TurnFlushedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes lines as they come and flushes once per event-loop turn, not once per line: the
+    lines of the requests that end in one turn reach the stream in one system call. Outside
+    a running loop (start-up, shutdown, other threads) it flushes at once."""
+
+    def __init__(self, stream: object) -> None:
+        super().__init__(stream)  # type: ignore[arg-type]
+        self._flush_due = False
+
+    def flush(self) -> None:
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().flush()
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
+        super().flush()
+
+
 def configure_logging(level: str = "info") -> None:
     """Route every logger (ours and uvicorn's) to stdout as JSON lines."""
     # Per-record work the JSON lines never show (the logging docs' "Optimization" section):
@@ -38,7 +64,7 @@ def configure_logging(level: str = "info") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
+    handler = TurnFlushedHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

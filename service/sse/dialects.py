@@ -49,6 +49,19 @@ class Dialect(Protocol):
         ...
 
 
+def _last_usage(out: bytes, start: int, end: int) -> int:
+    """Where the last `"usage"` key with a value other than null sits in out[start:end], or -1
+    (a string "usage" is no key: no ':' follows it)."""
+    pos = end
+    while True:
+        pos = out.rfind(_USAGE_KEY, start, pos)
+        if pos < 0:
+            return -1
+        rest = out[pos + len(_USAGE_KEY) : pos + len(_USAGE_KEY) + 16].lstrip(_JSON_SPACE)
+        if rest.startswith(b":") and not rest[1:].lstrip(_JSON_SPACE).startswith(b"null"):
+            return pos
+
+
 class _UsageTracker:
     """Remembers where the last event with a non-null `usage` sits; parses it only at the end."""
 
@@ -60,16 +73,10 @@ class _UsageTracker:
 
     def see(self, out: bytes) -> bool:
         """Note the last usage in `out`; whether `out` has one."""
-        pos = len(out)
-        while True:
-            pos = out.rfind(_USAGE_KEY, 0, pos)
-            if pos < 0:
-                return False
-            # A key (followed by ':'), with a value other than null; not a string "usage".
-            rest = out[pos + len(_USAGE_KEY) : pos + len(_USAGE_KEY) + 16].lstrip(_JSON_SPACE)
-            if rest.startswith(b":") and not rest[1:].lstrip(_JSON_SPACE).startswith(b"null"):
-                self._batch, self._pos = out, pos
-                return True
+        pos = _last_usage(out, 0, len(out))
+        if pos >= 0:
+            self._batch, self._pos = out, pos
+        return pos >= 0
 
     def document(self) -> dict[str, Any] | None:
         """The JSON data of the remembered event (None if there is none, or it is malformed)."""
@@ -110,23 +117,20 @@ class ChatDialect:
             held, self._held = self._held, None
             if not out.startswith(DONE):
                 out = held + out  # not the trailing one after all: relay it
-        if not has_usage or _EMPTY_CHOICES.search(out) is None:
+        if not has_usage:
             return out
-        return self._drop_usage_chunk(out)
-
-    def _drop_usage_chunk(self, out: bytes) -> bytes:
-        parts = out.split(b"\n\n")
-        parts.pop()
-        kept: list[bytes] = []
-        for index, part in enumerate(parts):
-            if _EMPTY_CHOICES.search(part) is not None and _is_usage_only(part):
-                if index + 1 == len(parts):
-                    self._held = part + b"\n\n"
-                    continue
-                if parts[index + 1] == DONE[:-2]:
-                    continue
-            kept.append(part)
-        return b"".join(p + b"\n\n" for p in kept)
+        # The chunk to drop is the last event before [DONE] (which ends a batch when it is in
+        # it): only that one event is looked at.
+        end = len(out) - len(DONE) if out.endswith(DONE) else len(out)
+        if end == 0:
+            return out
+        previous = out.rfind(b"\n\n", 0, end - 2)
+        start = 0 if previous < 0 else previous + 2
+        if _EMPTY_CHOICES.search(out, start, end) is None or _last_usage(out, start, end) < 0:
+            return out
+        if end == len(out):
+            self._held = out[start:]  # the batch ends here: is [DONE] next?
+        return out[:start] + out[end:]
 
     def usage(self) -> Usage | None:
         doc = self._usage.document()
@@ -196,11 +200,6 @@ def event_data(event: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _is_usage_only(part: bytes) -> bool:
-    doc = event_data(part)
-    return doc is not None and doc.get("choices") == [] and isinstance(doc.get("usage"), dict)
 
 
 def completion_as_chunk(completion: dict[str, Any], client_wants_usage: bool) -> bytes:

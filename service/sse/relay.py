@@ -28,6 +28,7 @@ from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
 from service.sse.dialects import Dialect
 from service.sse.streams import StreamSet
+from service.upstream.client import body_complete
 from service.usage.record import Usage
 
 log = logging.getLogger("service.sse")
@@ -67,6 +68,7 @@ async def relay_sse(
     ACTIVE_STREAMS.inc()
     result = RelayResult(completed=False, disconnected=False, usage=None, events=0)
     error: str | None = None
+    last = b""  # the events that end the stream: sent with the end of the body, in one write
     framer = Framer(dialect, max_event_bytes)
     chunks = upstream.aiter_raw()
     try:
@@ -76,14 +78,15 @@ async def relay_sse(
                 result.events += events
                 if out:
                     out = dialect.relayed(out)
+                if done:
+                    result.completed = True
+                    last = out
+                    break
                 if out:
                     stream.last_send = loop.time()
                     stream.sending = True
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                     stream.sending = False
-                if done:
-                    result.completed = True
-                    break
                 if problem is not None:
                     error = problem
                     break
@@ -107,10 +110,8 @@ async def relay_sse(
     if error is not None:
         UPSTREAM_ERRORS.labels("mid_stream").inc()
         log.warning("stream ended with an error: %s", error)
-        await send(
-            {"type": "http.response.body", "body": dialect.error_event(error), "more_body": True}
-        )
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        last = dialect.error_event(error)
+    await send({"type": "http.response.body", "body": last, "more_body": False})
     if result.completed:
         await _finish(upstream, chunks)
     return result
@@ -228,16 +229,24 @@ async def _finish(upstream: httpx.Response, chunks: AsyncIterator[bytes]) -> Non
 
     The chunked terminator follows at once; reading it lets the connection go back to the
     pool. Closing before it would close the connection: a new TCP (and TLS) handshake for the
-    next request. Whatever else follows is not relayed, and not read for long.
+    next request. Whatever else follows is not relayed, and not read for long. Most often the
+    terminator came with the last event: then nothing waits, and no timer is set.
     """
-    extra = 0
     try:
-        async with asyncio.timeout(_FINISH_SECONDS):
-            async for data in chunks:
-                extra += len(data)
-                if extra > _FINISH_MAX_BYTES:
-                    break
+        if body_complete(upstream):
+            await _drain(chunks)
+        else:
+            async with asyncio.timeout(_FINISH_SECONDS):
+                await _drain(chunks)
     except (TimeoutError, httpx.HTTPError):
         pass
     finally:
         await upstream.aclose()
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    extra = 0
+    async for data in chunks:
+        extra += len(data)
+        if extra > _FINISH_MAX_BYTES:
+            return

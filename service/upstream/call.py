@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from service.deadline import Deadline
 from service.upstream.body import is_event_stream, read_error_body
 from service.upstream.client import Upstream
 from service.upstream.errors import (
@@ -57,7 +58,7 @@ async def open_upstream(
     while True:
         request = upstream.request(method, path, body, accept)
         try:
-            async with asyncio.timeout(policy.first_byte_timeout):
+            with Deadline(policy.first_byte_timeout):
                 response = await upstream.send(request)
         except TimeoutError:
             raise upstream_timeout(f"no response within {policy.first_byte_timeout:g}s") from None

@@ -79,3 +79,12 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def body_complete(response: httpx.Response) -> bool:
+    """Whether the whole upstream body has arrived, so the connection can go back to the pool
+    without waiting for more. Known on aiohttp's transport (its payload reached EOF); False
+    where it is not known."""
+    aiohttp_response = getattr(response.stream, "_aiohttp_response", None)
+    content = getattr(aiohttp_response, "content", None)
+    return content is not None and content.is_eof()
