@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -18,6 +19,7 @@ from uvicorn.supervisors import multiprocess
 
 from service.http_limits import GatewayConfig, HeadLimits
 from service.lifecycle import LIFECYCLE, Lifecycle
+from service.runtime import settle_after_startup
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -46,6 +48,11 @@ class GatewayServer(uvicorn.Server):
             signal.Signals(sig).name,
             self.drain_delay,
         )
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            settle_after_startup()
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
