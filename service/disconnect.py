@@ -46,10 +46,11 @@ class DisconnectWatch:
         self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self._task = task
-        self._start = asyncio.get_running_loop().call_later(self._after, self._watch)
+        self._start = loop.call_later(self._after, self._watch)
 
     def _watch(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._wait())

@@ -64,7 +64,7 @@ async def relay_sse(
     """Send the SSE response for an open 2xx upstream stream; closes `upstream`."""
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    stream = streams.open(send)
+    stream = streams.open(send, loop.time())
     ACTIVE_STREAMS.inc()
     result = RelayResult(completed=False, disconnected=False, usage=None, events=0)
     error: str | None = None

@@ -51,8 +51,9 @@ class StreamSet:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, send: Send) -> _Stream:
-        stream = _Stream(send, asyncio.get_running_loop().time())
+    def open(self, send: Send, now: float) -> _Stream:
+        """Track a stream that starts at `now` (its loop's time)."""
+        stream = _Stream(send, now)
         self._streams.add(stream)
         return stream
 
