@@ -126,3 +126,28 @@ async def test_a_script_survives_a_flushed_script_cache(connection):
     await connection.execute("SCRIPT", "FLUSH")
     assert await script([], [1]) == 2  # NOSCRIPT, then EVAL loads it again
     assert await connection.execute("SCRIPT", "EXISTS", script.sha) == [1]
+
+
+class _CountingTransport:
+    """Delegates to a real transport, counting its writes."""
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+async def test_commands_sent_in_one_loop_turn_share_a_write(connection):
+    await connection.execute("PING")  # connected
+    counting = _CountingTransport(connection._protocol.transport)
+    connection._protocol.transport = counting
+    values = [uuid.uuid4().hex for _ in range(100)]
+    replies = await asyncio.gather(*(connection.execute("ECHO", v) for v in values))
+    assert replies == [v.encode() for v in values]
+    assert counting.writes <= 2  # the first at once, the other 99 at the turn's end

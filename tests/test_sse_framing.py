@@ -182,3 +182,30 @@ def test_responses_error_event_is_the_responses_shape():
         "message": "API error: boom",
         "param": None,
     }
+
+
+def test_the_usage_of_a_large_terminal_event_is_read_from_its_usage_value_alone():
+    output = [{"type": "message", "content": [{"type": "output_text", "text": "x" * 50_000}]}]
+    usage = {"input_tokens": 9, "output_tokens": 5, "total_tokens": 14, "cost_in_usd_ticks": 7}
+    completed = {"type": "response.completed", "response": {"output": output, "usage": usage}}
+    dialect = ResponsesDialect()
+    dialect.relayed(b"event: response.completed\ndata: " + json.dumps(completed).encode() + b"\n\n")
+    got = dialect.usage()
+    assert (got.input_tokens, got.output_tokens, got.total_tokens, got.cost_ticks) == (9, 5, 14, 7)
+
+
+def test_a_usage_split_over_data_lines_is_read_from_its_whole_event():
+    # SSE lets one event's data span several `data:` lines, joined by newlines.
+    event = (
+        b'data: {"choices": [], "usage": {"prompt_tokens": 3,\ndata: "completion_tokens": 4}}\n\n'
+    )
+    dialect = ChatDialect(client_wants_usage=True)
+    dialect.relayed(event)
+    got = dialect.usage()
+    assert (got.input_tokens, got.output_tokens, got.total_tokens) == (3, 4, 7)
+
+
+def test_a_usage_that_is_no_json_counts_as_none():
+    dialect = ChatDialect(client_wants_usage=True)
+    dialect.relayed(b'data: {"choices": [], "usage": {"prompt_tokens": 3,,}}\n\n')
+    assert dialect.usage() is None

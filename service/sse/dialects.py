@@ -6,7 +6,7 @@ document's error event. `ResponsesDialect`: Responses API events (`event: respon
 event. Each says how the end is recognised, where usage sits, and what the error looks like.
 
 Usage costs no JSON per chunk: xAI puts the running `usage` on every chunk, so a dialect only
-remembers where the last one was and parses that one event when the stream ends (the last
+remembers where the last one was and parses that one value when the stream ends (the last
 total counts, never a sum).
 """
 
@@ -26,6 +26,7 @@ DONE = b"data: [DONE]\n\n"
 _USAGE_KEY = b'"usage"'
 _JSON_SPACE = b" \t\n\r"
 # A chat chunk with no choices, in any JSON spacing: the usage-only chunk (checked by parsing).
+_DECODER = json.JSONDecoder()
 _EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\]')
 
 
@@ -77,6 +78,21 @@ class _UsageTracker:
         if pos >= 0:
             self._batch, self._pos = out, pos
         return pos >= 0
+
+    def value(self) -> Any:
+        """The remembered `usage` value, parsed on its own, or None if none was seen.
+
+        Not its whole event: a Responses API terminal event carries the whole response, its
+        output included. Raises ValueError if the value does not parse alone (a `data:` field
+        split over several lines, broken JSON): `document()` then reads the whole event.
+        """
+        if self._pos < 0:
+            return None
+        batch, pos = self._batch, self._pos
+        end = batch.find(b"\n\n", pos)
+        text = batch[pos + len(_USAGE_KEY) : end if end >= 0 else len(batch)].decode()
+        rest = text[text.index(":") + 1 :]
+        return _DECODER.raw_decode(rest, len(rest) - len(rest.lstrip()))[0]
 
     def document(self) -> dict[str, Any] | None:
         """The JSON data of the remembered event (None if there is none, or it is malformed)."""
@@ -133,8 +149,11 @@ class ChatDialect:
         return out[:start] + out[end:]
 
     def usage(self) -> Usage | None:
-        doc = self._usage.document()
-        return parse_usage(doc.get("usage")) if doc is not None else None
+        try:
+            return parse_usage(self._usage.value())
+        except ValueError:  # UnicodeDecodeError included
+            doc = self._usage.document()
+            return parse_usage(doc.get("usage")) if doc is not None else None
 
     def error_event(self, message: str) -> bytes:
         return sse_error_event(message)
@@ -172,6 +191,10 @@ class ResponsesDialect:
         return response_id if isinstance(response_id, str) and response_id else None
 
     def usage(self) -> Usage | None:
+        try:  # the last `usage` key: `response.usage` in the terminal event
+            return parse_usage(self._usage.value())
+        except ValueError:
+            pass
         doc = self._usage.document()
         if doc is None:
             return None
