@@ -132,6 +132,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         payload = _DECODER.decode(text)
     except RecursionError:
         raise _too_deep() from None
+    except _NonFinite:
+        raise _non_finite(text) from None
     except ValueError as exc:
         raise bad_request(
             f"We could not parse the JSON body of your request: {exc}. "
@@ -139,7 +141,10 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict):
         raise bad_request("The request body must be a JSON object.")
-    _check_tree(payload)
+    # Nesting is no deeper than the count of opening brackets (strings' included): only a body
+    # with that many is walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        _check_tree(payload)
     return payload
 
 
@@ -147,7 +152,32 @@ def _non_finite_literal(literal: str) -> NoReturn:
     raise bad_request(f"The JSON body contains {literal}, which is not a JSON number.")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_non_finite_literal)
+class _NonFinite(Exception):
+    """A number literal that overflows to infinity (`1e999`)."""
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NonFinite(literal)
+    return value
+
+
+def _non_finite(text: str) -> ApiError:
+    """The 400 for a body with a number that overflows: where it is, if the tree tells."""
+    try:
+        payload = _PERMISSIVE.decode(text)
+        if isinstance(payload, dict):
+            _check_tree(payload)
+    except ApiError as error:
+        return error
+    except (ValueError, RecursionError):
+        pass
+    return bad_request("The JSON body contains a number too large to be finite.")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_non_finite_literal, parse_float=_finite_float)
+_PERMISSIVE = json.JSONDecoder(parse_constant=_non_finite_literal)
 
 
 def _more_values_than(raw: bytes, limit: int) -> bool:

@@ -99,7 +99,7 @@ class ObserveMiddleware:
         key = ctx.key
         key_id = key.id if key is not None else ctx.admin.id if ctx.admin is not None else None
         status = ctx.status or 499  # the client went away before any response
-        metrics.REQUESTS.labels(key_id or "-", str(status)).inc()
+        metrics.labelled(metrics.REQUESTS, key_id or "-", str(status)).inc()
         if ctx.reason is not None:
             metrics.REJECTIONS.labels(ctx.reason).inc()
         if ctx.ttfb is not None:

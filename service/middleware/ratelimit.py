@@ -16,7 +16,7 @@ from service.context import RequestContext
 from service.errors import ApiError, limiter_unavailable, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
-from service.observability.metrics import COST_USD, TOKENS
+from service.observability.metrics import COST_USD, TOKENS, labelled
 from service.registry.models import ModelCatalog
 from service.usage.ledger import NO_TENANT, ledger_model
 from service.usage.record import Charge, Usage, ticks_to_usd
@@ -91,9 +91,9 @@ def _count(tenant: str | None, charge: Charge) -> None:
         ("reasoning", usage.reasoning_tokens),
     ):
         if amount > 0:
-            TOKENS.labels(*labels, kind).inc(amount)
+            labelled(TOKENS, *labels, kind).inc(amount)
     if charge.cost_ticks > 0:
-        COST_USD.labels(*labels).inc(ticks_to_usd(charge.cost_ticks))
+        labelled(COST_USD, *labels).inc(ticks_to_usd(charge.cost_ticks))
 
 
 def _refusal(key_id: str, decision: Decision, headers: list[tuple[bytes, bytes]]) -> ApiError:

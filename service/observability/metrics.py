@@ -20,6 +20,20 @@ from prometheus_client import (
     multiprocess,
 )
 
+_children: dict[tuple[object, tuple[str, ...]], object] = {}
+
+
+def labelled(metric: Counter, *values: str) -> Counter:
+    """`metric.labels(*values)`, remembered: the per-request counters take their child from a
+    dict instead of prometheus-client's checks and lock on every call. Bounded as the label
+    values are (above); children are never removed here."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child  # type: ignore[return-value]
+
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
