@@ -265,6 +265,47 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   dialect's per-event work grows with chunks that all carry `usage`. Small: 22 `getpid` calls
   per stream (the floor: 1), as Python 3.11's `asyncio.get_running_loop()` checks the pid on
   every call (`asyncio.timeout`, futures).
+- Issue 9's second pass (2026-11-27 14:00-15:30 UTC). `strace -c` on the burst: the
+  gateway made 4.3 writes and 2.2 reads per stream against the raw floor's 4.0 and 2.0 once
+  Redis commands were coalesced, so what is left is Python work. py-spy's line-level shares
+  proved unreliable at this grain (it put ~10 us on a sha256 and on `os.urandom` that take
+  0.5 us here): every change below was judged side by side against the previous code (A/B
+  gateways on one simulator, interleaved rounds) or by counting (calls, collections).
+  - Redis: the first command of a loop turn is written at once, the rest of the turn in one
+    write; deadlines share one timer (commands expire in send order) instead of an
+    `asyncio.timeout` per call. With the relay changes below: CPU per burst stream 1.57 ->
+    1.34 ms (A/B).
+  - Relay: the terminal events go out with the end of the body (one write less); no timer
+    after `[DONE]` when the body is already complete; the usage-only chunk is looked for in
+    the last event before `[DONE]` only; the last usage is parsed as a value, not its whole
+    event (a Responses terminal event carries the whole response: ~3% of the Responses
+    burst's samples).
+  - Per request: the disconnect watch's task starts 50 ms in (most burst streams are over);
+    `Deadline` (a timer handle) instead of `asyncio.timeout` (10 us a use here) on the body
+    read and the first byte; request ids without a system call; one `get_running_loop()`
+    where two were made (each a `getpid` in Python 3.11: 9 per stream, from 22); access-log
+    lines flushed once per loop turn; routes matched busiest first; metric children
+    remembered; bodies with fewer than 64 brackets not walked for depth.
+  - Garbage collector: 159 young-generation passes in 4,400 burst streams, ~1 ms each
+    (~40 us a stream), re-scanning what start-up left; frozen after start-up with a first
+    threshold of 10,000: none in the same load (`service/runtime.py`).
+  - Tried, no measurable change: no aiohttp read timeout on streams (it re-arms a timer per
+    read; the idle timeout would have moved to the keep-alive tick).
+  - Result: CPU per burst stream (Redis) 1.89 -> 1.08-1.16 ms, 1.6-1.7x the raw floor's
+    (was 2.5x), and below the Starlette floor's; paired burst 0.49x -> 0.67x, Responses
+    burst 0.55x -> 0.64x; realistic 0.76x -> 0.79-0.92x, Responses realistic 0.81-0.99x.
+  - TTFB (`python -m bench.ttfb`, 6 interleaved rounds, 15:31 UTC): p50 over the raw floor
+    +3.9 ms at 8 concurrent streams, +15 ms at 50 (Starlette floor +2.3 and +9.3); gateways
+    from before and after this pass, side by side: 25.7 and 27.4 ms at 50 (the same, within
+    the rounds' spread). 50 streams start as a wave and every first byte waits for the whole
+    wave's admissions and upstream requests: TTFB at 50 is the per-request CPU times the wave.
+    The one-pass TTFB checks in the table above swing with the run (+1.0 ms p50 in this one).
+  - What is left is ~0.45 ms of Python per request beyond the floor's, in some twenty
+    pieces of 5-40 us, none dominant: the two limiter round trips (argument lists, packing,
+    two task wake-ups, Redis's clock), the body's parse, strict checks and validation, the
+    upstream body re-encoded, rate-limit headers (uvicorn checks each header with two
+    regular expressions), the access-log line and metrics, the request context. 0.8x in
+    burst needs ~0.25 ms less of it; not reached.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
