@@ -38,21 +38,20 @@ class TurnFlushedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: object) -> None:
         super().__init__(stream)  # type: ignore[arg-type]
-        self._flush_due = False
+        self._due_in: asyncio.AbstractEventLoop | None = None  # the loop a flush is due in
 
     def flush(self) -> None:
-        if self._flush_due:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             super().flush()
             return
-        self._flush_due = True
-        loop.call_soon(self._flush_now)
+        if self._due_in is not loop:  # a loop that stopped before its flush ran is no matter
+            self._due_in = loop
+            loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
-        self._flush_due = False
+        self._due_in = None
         super().flush()
 
 
