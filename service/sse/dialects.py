@@ -25,8 +25,9 @@ log = logging.getLogger("service.sse")
 DONE = b"data: [DONE]\n\n"
 _USAGE_KEY = b'"usage"'
 _JSON_SPACE = b" \t\n\r"
-# A chat chunk with no choices, in any JSON spacing: the usage-only chunk (checked by parsing).
 _DECODER = json.JSONDecoder()
+# A chat chunk with no choices, in any JSON spacing: the usage-only chunk (when it is the last
+# event before [DONE] and carries a non-null usage).
 _EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\]')
 
 
