@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError
+from service.routes.base import UpstreamRoute
 from service.routes.completion import (
     STREAM_FALLBACK,
     call_json,
@@ -29,26 +29,18 @@ from service.validation import has_image_content
 CHAT_PATH = "chat/completions"
 
 
-class ChatCompletions:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
+class ChatCompletions(UpstreamRoute):
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
         body = ctx.payload
         assert body is not None
-        try:
-            if body.get("stream") is not True:
-                upstream_body = with_upstream_model(ctx, body)
-                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
-                await send_json(send, 200, raw)
-            elif has_image_content(body["messages"]):
-                await answer_without_streaming(self.services, ctx, body, receive, send)
-            else:
-                await self._stream(ctx, body, receive, send)
-        except ApiError as error:
-            ctx.reason = ctx.reason or error.code
-            await error.send(send)
+        if body.get("stream") is not True:
+            upstream_body = with_upstream_model(ctx, body)
+            raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
+            await send_json(send, 200, raw)
+        elif has_image_content(body["messages"]):
+            await answer_without_streaming(self.services, ctx, body, receive, send)
+        else:
+            await self._stream(ctx, body, receive, send)
 
     async def _stream(
         self, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send

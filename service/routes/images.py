@@ -10,29 +10,19 @@ from starlette.types import Receive, Scope, Send
 
 from service.asgi import send_json
 from service.context import RequestContext
-from service.deps import Services
-from service.errors import ApiError
+from service.routes.base import UpstreamRoute
 from service.routes.completion import STREAM_FALLBACK, call_json, with_upstream_model
 
 
-class ImageGeneration:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
+class ImageGeneration(UpstreamRoute):
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
         body = dict(ctx.payload or {})
         if body.pop("stream", None):
             ctx.stream_fallback = True
             ctx.response_headers.append(STREAM_FALLBACK)
         ctx.stream = False
-        try:
-            upstream_body = with_upstream_model(ctx, body)
-            raw = await call_json(
-                self.services, ctx, receive, "POST", "images/generations", upstream_body
-            )
-        except ApiError as error:
-            ctx.reason = ctx.reason or error.code
-            await error.send(send)
-            return
+        upstream_body = with_upstream_model(ctx, body)
+        raw = await call_json(
+            self.services, ctx, receive, "POST", "images/generations", upstream_body
+        )
         await send_json(send, 200, raw)

@@ -15,23 +15,13 @@ from starlette.types import Receive, Scope, Send
 
 from service.asgi import send_json
 from service.context import RequestContext
-from service.deps import Services
-from service.errors import ApiError
+from service.routes.base import UpstreamRoute
 from service.routes.completion import call_json
 
 
-class ListModels:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
-        try:
-            raw = await call_json(self.services, ctx, receive, "GET", "models", None)
-        except ApiError as error:
-            ctx.reason = ctx.reason or error.code
-            await error.send(send)
-            return
+class ListModels(UpstreamRoute):
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
+        raw = await call_json(self.services, ctx, receive, "GET", "models", None)
         aliases = ctx.catalog.aliases if ctx.catalog is not None else {}
         allowed = ctx.key.models if ctx.key is not None else None
         if aliases or allowed is not None:

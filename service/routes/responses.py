@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.asgi import send_json
 from service.context import RequestContext
-from service.deps import Services
 from service.errors import ApiError, response_not_found
+from service.routes.base import UpstreamRoute
 from service.routes.completion import call_json, with_upstream_model
 from service.sse import ResponsesDialect, relay_sse
 from service.upstream.call import EVENT_STREAM, open_upstream
@@ -55,28 +55,28 @@ class OwnedResponses:
         await self.app(scope, receive, send)
 
 
-class CreateResponse:
+class _ResponsesRoute(UpstreamRoute):
+    """The upstream's own 404 for the id a request names (`ctx.owner_check`) gets the gateway's
+    one answer, so that an id the upstream expired reads exactly like another tenant's."""
+
+    async def refuse(self, scope: Scope, ctx: RequestContext, error: ApiError, send: Send) -> None:
+        if ctx.owner_check is not None and error.status == 404:
+            error = response_not_found(ctx.owner_check)
+        await super().refuse(scope, ctx, error, send)
+
+
+class CreateResponse(_ResponsesRoute):
     """POST /api/v1/responses, streamed through or answered whole."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
         body = ctx.payload
         assert body is not None
         upstream_body = with_upstream_model(ctx, body)
         stored = body.get("store") is not False
-        try:
-            if body.get("stream") is True:
-                await self._stream(ctx, upstream_body, stored, receive, send)
-                return
-            raw = await call_json(
-                self.services, ctx, receive, "POST", RESPONSES_PATH, upstream_body
-            )
-        except ApiError as error:
-            await _answer_error(ctx, error, send, body.get("previous_response_id"))
+        if body.get("stream") is True:
+            await self._stream(ctx, upstream_body, stored, receive, send)
             return
+        raw = await call_json(self.services, ctx, receive, "POST", RESPONSES_PATH, upstream_body)
         if stored:
             ctx.response_id = _response_id(raw)
         await send_json(send, 200, raw)
@@ -116,36 +116,17 @@ class CreateResponse:
             ctx.reason = "client_disconnected"
 
 
-class StoredResponse:
+class StoredResponse(_ResponsesRoute):
     """GET or DELETE /api/v1/responses/{id}: a stored response of the key's tenant."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
         method = scope["method"]
         response_id = scope["path_params"]["response_id"]
         path = f"{RESPONSES_PATH}/{response_id}"
-        try:
-            raw = await call_json(self.services, ctx, receive, method, path, None)
-        except ApiError as error:
-            await _answer_error(ctx, error, send, response_id)
-            return
+        raw = await call_json(self.services, ctx, receive, method, path, None)
         if method == "DELETE":
             ctx.deleted_response = response_id
         await send_json(send, 200, raw)
-
-
-async def _answer_error(
-    ctx: RequestContext, error: ApiError, send: Send, response_id: str | None = None
-) -> None:
-    # The upstream's own 404 for an id gets the gateway's one answer, so that an id the
-    # upstream expired reads exactly like another tenant's.
-    if response_id is not None and error.status == 404:
-        error = response_not_found(response_id)
-    ctx.reason = ctx.reason or error.code
-    await error.send(send)
 
 
 def _response_id(raw: bytes) -> str | None:

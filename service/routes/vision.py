@@ -8,8 +8,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.asgi import send_json
 from service.context import RequestContext
-from service.deps import Services
-from service.errors import ApiError
+from service.routes.base import UpstreamRoute
 from service.routes.chat import CHAT_PATH, answer_without_streaming
 from service.routes.completion import call_json, with_upstream_model
 
@@ -34,24 +33,16 @@ def vision_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-class VisionAnalyze:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope["gateway"]
+class VisionAnalyze(UpstreamRoute):
+    async def answer(self, scope: Scope, ctx: RequestContext, receive: Receive, send: Send) -> None:
         body = ctx.payload
         assert body is not None
         chat_body = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
         chat_body["messages"] = vision_messages(body)
-        try:
-            if body.get("stream") is True:
-                await answer_without_streaming(self.services, ctx, chat_body, receive, send)
-            else:
-                chat_body.pop("stream", None)
-                upstream_body = with_upstream_model(ctx, chat_body)
-                raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
-                await send_json(send, 200, raw)
-        except ApiError as error:
-            ctx.reason = ctx.reason or error.code
-            await error.send(send)
+        if body.get("stream") is True:
+            await answer_without_streaming(self.services, ctx, chat_body, receive, send)
+            return
+        chat_body.pop("stream", None)
+        upstream_body = with_upstream_model(ctx, chat_body)
+        raw = await call_json(self.services, ctx, receive, "POST", CHAT_PATH, upstream_body)
+        await send_json(send, 200, raw)
