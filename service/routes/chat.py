@@ -6,7 +6,6 @@ document: one non-streaming upstream call, the complete response, `X-Stream-Fall
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -18,12 +17,11 @@ from service.routes.base import UpstreamRoute
 from service.routes.completion import (
     STREAM_FALLBACK,
     call_json,
+    call_stream,
     parse_completion,
     with_upstream_model,
 )
-from service.sse import DONE, SSE_HEADERS, ChatDialect, completion_as_chunk, relay_sse
-from service.upstream.call import EVENT_STREAM, open_upstream
-from service.usage.record import estimated_usage
+from service.sse import DONE, SSE_HEADERS, ChatDialect, completion_as_chunk
 from service.validation import has_image_content
 
 CHAT_PATH = "chat/completions"
@@ -45,39 +43,14 @@ class ChatCompletions(UpstreamRoute):
     async def _stream(
         self, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send
     ) -> None:
-        services = self.services
-        assert services.upstream is not None
         options = body.get("stream_options") or {}
-        client_wants_usage = options.get("include_usage") is True
         # Always ask for usage, to charge token budgets; the relay drops the trailing usage
         # chunk if the client did not ask for it.
         upstream_body = with_upstream_model(
             ctx, {**body, "stream_options": {**options, "include_usage": True}}
         )
-        content = json.dumps(upstream_body, separators=(",", ":")).encode()
-        upstream = await open_upstream(
-            services.upstream,
-            "POST",
-            CHAT_PATH,
-            services.upstream_policy,
-            content,
-            accept=EVENT_STREAM,
-        )
-        settings = services.settings
-        result = await relay_sse(
-            upstream,
-            receive,
-            send,
-            services.streams,
-            ChatDialect(client_wants_usage),
-            idle_timeout=settings.idle_timeout,
-            max_event_bytes=settings.sse_max_event_bytes,
-        )
-        # No usage arrived (client left, upstream dropped): charge an estimate of what was
-        # spent rather than nothing — ~4 bytes a prompt token, ~1 token an event.
-        ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
-        if result.disconnected:
-            ctx.reason = "client_disconnected"
+        dialect = ChatDialect(client_wants_usage=options.get("include_usage") is True)
+        await call_stream(self.services, ctx, receive, send, CHAT_PATH, upstream_body, dialect)
 
 
 async def answer_without_streaming(

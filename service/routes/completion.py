@@ -1,4 +1,5 @@
-"""Non-streaming upstream calls shared by chat, vision and images: call, check, charge usage.
+"""Upstream calls shared by the routes: non-streaming (`call_json`: call, check, charge usage)
+and streamed (`call_stream`: call, relay, charge usage).
 
 Also the model rewrite every route applies: the key file's `[models.aliases]` turn the name a
 client sent into the one the upstream serves, in the upstream body only (allow-lists, logs and
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.types import Receive
+from starlette.types import Receive, Send
 
 from service.context import RequestContext
 from service.deps import Services
 from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import ApiError
+from service.sse import Dialect, RelayResult, relay_sse
 from service.upstream.body import read_json_object
-from service.upstream.call import open_upstream
+from service.upstream.call import EVENT_STREAM, open_upstream
 from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
@@ -59,6 +61,41 @@ async def call_json(
         raise
     ctx.usage = parse_usage(doc.get("usage")) or Usage()
     return raw
+
+
+async def call_stream(
+    services: Services,
+    ctx: RequestContext,
+    receive: Receive,
+    send: Send,
+    path: str,
+    body: dict[str, Any],
+    dialect: Dialect,
+) -> RelayResult:
+    """Open an upstream stream and relay it to the client in `dialect`; charge its usage.
+
+    No usage arrived (the client left, the upstream dropped): an estimate of what was spent is
+    charged rather than nothing — ~4 bytes a prompt token, ~1 token an event.
+    """
+    assert services.upstream is not None
+    content = json.dumps(body, separators=(",", ":")).encode()
+    upstream = await open_upstream(
+        services.upstream, "POST", path, services.upstream_policy, content, accept=EVENT_STREAM
+    )
+    settings = services.settings
+    result = await relay_sse(
+        upstream,
+        receive,
+        send,
+        services.streams,
+        dialect,
+        idle_timeout=settings.idle_timeout,
+        max_event_bytes=settings.sse_max_event_bytes,
+    )
+    ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
+    if result.disconnected:
+        ctx.reason = "client_disconnected"
+    return result
 
 
 def parse_completion(raw: bytes) -> dict[str, Any]:

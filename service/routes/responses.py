@@ -22,10 +22,8 @@ from service.asgi import send_json
 from service.context import RequestContext
 from service.errors import ApiError, response_not_found
 from service.routes.base import UpstreamRoute
-from service.routes.completion import call_json, with_upstream_model
-from service.sse import ResponsesDialect, relay_sse
-from service.upstream.call import EVENT_STREAM, open_upstream
-from service.usage.record import estimated_usage
+from service.routes.completion import call_json, call_stream, with_upstream_model
+from service.sse import ResponsesDialect
 
 RESPONSES_PATH = "responses"
 # xAI's ids are `resp_` and hex or a UUID; anything outside this shape cannot be one.
@@ -89,31 +87,11 @@ class CreateResponse(_ResponsesRoute):
         receive: Receive,
         send: Send,
     ) -> None:
-        services = self.services
-        assert services.upstream is not None
-        content = json.dumps(upstream_body, separators=(",", ":")).encode()
-        upstream = await open_upstream(
-            services.upstream,
-            "POST",
-            RESPONSES_PATH,
-            services.upstream_policy,
-            content,
-            accept=EVENT_STREAM,
+        result = await call_stream(
+            self.services, ctx, receive, send, RESPONSES_PATH, upstream_body, ResponsesDialect()
         )
-        result = await relay_sse(
-            upstream,
-            receive,
-            send,
-            services.streams,
-            ResponsesDialect(),
-            idle_timeout=services.settings.idle_timeout,
-            max_event_bytes=services.settings.sse_max_event_bytes,
-        )
-        ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
         if stored and result.completed:
             ctx.response_id = result.response_id
-        if result.disconnected:
-            ctx.reason = "client_disconnected"
 
 
 class StoredResponse(_ResponsesRoute):
