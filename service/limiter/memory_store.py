@@ -14,14 +14,13 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from service.limiter.base import Decision, WindowState, new_id
-from service.limiter.plan import Plan, WindowPlan, build_plan, window_label
+from service.limiter.plan import Plan, WindowPlan, build_plan, limit_states
 from service.limiter.policy import LimitPolicy
 from service.usage.ledger import (
     MAX_RESPONSE_ID_CHARS,
     NO_TENANT,
     RESPONSE_SECONDS,
     LedgerRow,
-    LimitState,
     Totals,
     UsageSnapshot,
     ledger_model,
@@ -191,35 +190,12 @@ class MemoryLimiter:
     def snapshot_now(self, policy: LimitPolicy) -> UsageSnapshot:
         plan = self.plan(policy)
         now = time.time()
-        limits = []
-        for window in plan.requests + plan.tokens:
-            used, reset = self._used(window, now)
-            limits.append(
-                LimitState(
-                    window.scope,
-                    window.kind,
-                    window_label(window.seconds),
-                    window.limit,
-                    max(0, window.limit - used),
-                    reset,
-                )
-            )
-        for budget in plan.spend:
-            used, reset = self._spent(plan, budget.scope, budget.period, now)
-            limits.append(
-                LimitState(
-                    budget.scope,
-                    "spend",
-                    budget.period,
-                    budget.ticks,
-                    max(0, budget.ticks - used),
-                    reset,
-                )
-            )
+        windows = [self._used(window, now) for window in plan.requests + plan.tokens]
+        budgets = [self._spent(plan, b.scope, b.period, now) for b in plan.spend]
+        live = 0
         if plan.concurrency_key is not None:
             live = len(self._live_leases(plan.concurrency_key, now))
-            cap = plan.concurrent or 0
-            limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live), None))
+        limits = limit_states(plan, windows, budgets, live)
         day = _utc(now).date().isoformat()
 
         def sums(base: str | None, period: str) -> Totals | None:

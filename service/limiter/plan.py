@@ -16,10 +16,11 @@ out in `usage/ledger.py`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.limiter.policy import LimitPolicy, SpendLimit, Window
-from service.usage.ledger import tag_base
+from service.usage.ledger import LimitState, tag_base
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,35 @@ def window_label(seconds: int) -> str:
             count = seconds // length
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} seconds"  # unreachable: every length divides by one second
+
+
+def limit_states(
+    plan: Plan,
+    windows: Iterable[tuple[int, float]],
+    budgets: Iterable[tuple[int, float]],
+    live_leases: int,
+) -> list[LimitState]:
+    """The plan's limits as the usage answer shows them. Given, in the plan's order, each
+    request and token window's (units used, seconds to its reset) and each spend budget's
+    (ticks spent, seconds to its period's end), and the leases live now."""
+    limits = [
+        LimitState(
+            window.scope,
+            window.kind,
+            window_label(window.seconds),
+            window.limit,
+            max(0, window.limit - used),
+            reset,
+        )
+        for window, (used, reset) in zip(plan.requests + plan.tokens, windows, strict=True)
+    ]
+    limits += [
+        LimitState(
+            budget.scope, "spend", budget.period, budget.ticks, max(0, budget.ticks - spent), reset
+        )
+        for budget, (spent, reset) in zip(plan.spend, budgets, strict=True)
+    ]
+    if plan.concurrency_key is not None:
+        cap = plan.concurrent or 0
+        limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live_leases), None))
+    return limits

@@ -56,7 +56,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.limiter.base import Decision, WindowState, new_id
 from service.limiter.clock import RedisClock
 from service.limiter.multiplexed import MultiplexedConnection, MultiplexedScript
-from service.limiter.plan import Plan, build_plan, window_label
+from service.limiter.plan import Plan, build_plan, limit_states
 from service.limiter.policy import LimitPolicy
 from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, SNAPSHOT
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
@@ -64,7 +64,6 @@ from service.usage.ledger import (
     MAX_RESPONSE_ID_CHARS,
     RESPONSE_SECONDS,
     LedgerRow,
-    LimitState,
     Totals,
     UsageSnapshot,
     ledger_model,
@@ -322,38 +321,19 @@ class RedisLimiter:
         days = [sum(parse_ledger_fields(_mapping(row)).values(), Totals()) for row in rows]
         key_today, key_month = days[-1], sum(days, Totals())
         tenant_day, tenant_month = (measures_of(raw) for raw in tenant)
-        limits = []
+        windows = []
         for window, units in zip(plan.requests + plan.tokens, used, strict=True):
             reset_ms = (now // (window.seconds * 1000) + 1) * window.seconds * 1000 - now
-            limits.append(
-                LimitState(
-                    window.scope,
-                    window.kind,
-                    window_label(window.seconds),
-                    window.limit,
-                    max(0, window.limit - int(units)),
-                    reset_ms / 1000,
-                )
-            )
+            windows.append((int(units), reset_ms / 1000))
+        budgets = []
         for budget in plan.spend:
             day = budget.period == "day"
             if budget.scope == "key":
                 spent = spent_day if day else spent_month
             else:
                 spent = (tenant_day if day else tenant_month).cost_ticks
-            limits.append(
-                LimitState(
-                    budget.scope,
-                    "spend",
-                    budget.period,
-                    budget.ticks,
-                    max(0, budget.ticks - spent),
-                    ((day_end if day else month_end) - now) / 1000,
-                )
-            )
-        if plan.concurrency_key is not None:
-            cap = plan.concurrent or 0
-            limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live), None))
+            budgets.append((spent, ((day_end if day else month_end) - now) / 1000))
+        limits = limit_states(plan, windows, budgets, live)
         tenant = plan.tenant_sums is not None
         return UsageSnapshot(
             limits=limits,
