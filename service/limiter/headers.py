@@ -7,9 +7,10 @@ IETF fields follow draft-ietf-httpapi-ratelimit-headers (structured fields):
 
 from __future__ import annotations
 
+import functools
 import math
 
-from service.limiter.base import Decision, WindowState
+from service.limiter.base import Decision
 
 
 def duration(seconds: float) -> str:
@@ -26,23 +27,39 @@ def duration(seconds: float) -> str:
 
 def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = []
-    policies: list[str] = []
-    states: list[str] = []
-    for name, state in (("requests", decision.requests), ("tokens", decision.tokens)):
+    policies: list[bytes] = []
+    states: list[bytes] = []
+    for names, state in ((_REQUESTS, decision.requests), (_TOKENS, decision.tokens)):
         if state is None:
             continue
-        _openai(headers, name, state)
-        policies.append(f'"{name}";q={state.limit};w={state.window_seconds}')
-        states.append(f'"{name}";r={state.remaining};t={max(1, math.ceil(state.reset_seconds))}')
+        limit_name, remaining_name, reset_name, label = names
+        reset = max(1, math.ceil(state.reset_seconds))
+        headers.append((limit_name, b"%d" % state.limit))
+        headers.append((remaining_name, b"%d" % state.remaining))
+        headers.append((reset_name, _reset_text(reset)))
+        policies.append(b'"%s";q=%d;w=%d' % (label, state.limit, state.window_seconds))
+        states.append(b'"%s";r=%d;t=%d' % (label, state.remaining, reset))
     if policies:
-        headers.append((b"ratelimit-policy", ", ".join(policies).encode()))
-        headers.append((b"ratelimit", ", ".join(states).encode()))
+        headers.append((b"ratelimit-policy", b", ".join(policies)))
+        headers.append((b"ratelimit", b", ".join(states)))
     if not decision.allowed:
-        headers.append((b"retry-after", str(max(1, decision.retry_after)).encode()))
+        headers.append((b"retry-after", b"%d" % max(1, decision.retry_after)))
     return headers
 
 
-def _openai(headers: list[tuple[bytes, bytes]], name: str, state: WindowState) -> None:
-    headers.append((f"x-ratelimit-limit-{name}".encode(), str(state.limit).encode()))
-    headers.append((f"x-ratelimit-remaining-{name}".encode(), str(state.remaining).encode()))
-    headers.append((f"x-ratelimit-reset-{name}".encode(), duration(state.reset_seconds).encode()))
+def _names(kind: str) -> tuple[bytes, bytes, bytes, bytes]:
+    return (
+        f"x-ratelimit-limit-{kind}".encode(),
+        f"x-ratelimit-remaining-{kind}".encode(),
+        f"x-ratelimit-reset-{kind}".encode(),
+        kind.encode(),
+    )
+
+
+_REQUESTS = _names("requests")
+_TOKENS = _names("tokens")
+
+
+@functools.lru_cache(maxsize=4096)
+def _reset_text(seconds: int) -> bytes:
+    return duration(seconds).encode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+from collections.abc import Awaitable
 from typing import Any
 
 import hiredis
@@ -169,14 +170,20 @@ class MultiplexedConnection:
             timeout=timeout,
         )
 
-    async def execute(self, *args: str | int | bytes) -> Any:
-        return await self.execute_packed(pack_command(*args))
+    def execute(self, *args: str | int | bytes) -> Awaitable[Any]:
+        """Send one command; the awaitable gives its reply (or fails after `timeout`).
 
-    async def execute_packed(self, packed: bytes) -> Any:
-        """Send one packed command and wait (at most `timeout`) for its reply."""
+        Connected, the command goes out at once (commands keep the order of these calls) and
+        the awaitable is the reply's future itself: no coroutine frames per command.
+        """
+        packed = pack_command(*args)
         protocol = self._protocol
-        if protocol is None or not protocol.usable:
-            protocol = await self._connect()
+        if protocol is not None and protocol.usable:
+            return protocol.send(packed)
+        return self._connect_and_send(packed)
+
+    async def _connect_and_send(self, packed: bytes) -> Any:
+        protocol = await self._connect()
         return await protocol.send(packed)
 
     async def aclose(self) -> None:

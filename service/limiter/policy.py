@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 
 import limits
@@ -41,6 +41,15 @@ class LimitPolicy:
     spend: tuple[SpendLimit, ...] = ()
     tenant_tokens: tuple[Window, ...] = ()
     tenant_spend: tuple[SpendLimit, ...] = ()
+    # The limiter looks its compiled plan up by policy twice a request: hash the fields once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compared = tuple(getattr(self, f.name) for f in fields(self) if f.compare)
+        object.__setattr__(self, "_hash", hash(compared))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def parse_rates(text: str) -> tuple[Window, ...]:

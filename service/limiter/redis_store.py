@@ -496,7 +496,7 @@ def _mapping(flat: list[Any]) -> dict[Any, Any]:
 
 
 def _state(values: list[int]) -> WindowState | None:
-    limit, remaining, reset_ms, seconds = (int(v) for v in values)
+    limit, remaining, reset_ms, seconds = values  # Lua numbers reach Python as ints
     if limit < 0:
         return None
     return WindowState(limit, remaining, reset_ms / 1000, seconds)
