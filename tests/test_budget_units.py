@@ -93,6 +93,28 @@ async def test_concurrency_cap_and_release(limiter):
     assert (await limiter.admit(p)).allowed
 
 
+async def test_memory_leases_free_their_slots_when_they_expire(monkeypatch):
+    """A slot never released (its holder gone) frees itself at its lease's expiry, and
+    only then: the store skips its scan of leases until the earliest one is due."""
+    now = [1_000_000.0]
+    monkeypatch.setattr("service.limiter.memory_store.time.time", lambda: now[0])
+    limiter = MemoryLimiter(lease_seconds=30)
+    p = policy(conc=2)
+    first = await limiter.admit(p)
+    now[0] += 10
+    assert (await limiter.admit(p)).allowed  # held until +40
+    assert not (await limiter.admit(p)).allowed
+    await limiter.release(p, first, charge())
+    now[0] += 19.5  # first's lease would have run out at +30: its slot was freed by release
+    assert (await limiter.admit(p)).allowed  # held until +59.5
+    assert not (await limiter.admit(p)).allowed
+    now[0] += 11  # the +10 lease expired (+40 < +40.5): one slot free again
+    assert (await limiter.admit(p)).allowed
+    assert not (await limiter.admit(p)).allowed
+    now[0] += 60  # every lease expired
+    assert [d.allowed for d in await admit_n(limiter, p, 3)] == [True, True, False]
+
+
 async def test_concurrency_refusal_spends_no_request_unit(limiter):
     p = policy(requests="3/hour", conc=1)
     held = await limiter.admit(p)

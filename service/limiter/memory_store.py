@@ -43,6 +43,7 @@ class MemoryLimiter:
         self.retention_days = retention_days
         self._counters: dict[str, tuple[int, int, float]] = {}  # key -> (window, used, expiry)
         self._leases: dict[str, dict[str, float]] = {}  # concurrency key -> lease id -> expiry
+        self._lease_due: dict[str, float] = {}  # concurrency key -> its earliest lease expiry
         self._sums: dict[tuple[str, str], Totals] = {}  # (sums base, day or month) -> totals
         self._ledger: dict[tuple[date, str, str, str], Totals] = {}  # day, tenant, key, model
         self._owners: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
@@ -128,7 +129,9 @@ class MemoryLimiter:
                 self._counters[window.key] = (index, used + 1, now + reset)
             if leases is not None:
                 lease = admission
-                leases[lease] = now + self.lease_seconds
+                leases[lease] = expiry = now + self.lease_seconds
+                due = self._lease_due
+                due[plan.concurrency_key] = min(due.get(plan.concurrency_key, math.inf), expiry)
         return Decision(
             allowed=allowed,
             reason=reason,
@@ -160,9 +163,10 @@ class MemoryLimiter:
         day = _utc(now).date()
         row = (day, plan.tenant or NO_TENANT, plan.key_id, ledger_model(charge.model))
         self._ledger[row] = self._ledger.get(row, Totals()) + totals
+        day_name = day.isoformat()
         for base in (plan.key_spend, plan.tenant_sums):
             if base is not None:
-                for period in (day.isoformat(), day.isoformat()[:7]):
+                for period in (day_name, day_name[:7]):
                     self._sums[base, period] = self._sums.get((base, period), Totals()) + totals
         self.note_responses(policy, charge)
 
@@ -223,8 +227,12 @@ class MemoryLimiter:
 
     def _live_leases(self, concurrency_key: str, now: float) -> dict[str, float]:
         leases = self._leases.setdefault(concurrency_key, {})
-        for lease_id in [k for k, expiry in leases.items() if expiry <= now]:
-            del leases[lease_id]
+        # Scanned only once the earliest expiry has come, not on every admission: with
+        # thousands of streams in flight, a scan each time cost more than the rest of it.
+        if now >= self._lease_due.get(concurrency_key, 0.0):
+            for lease_id in [k for k, expiry in leases.items() if expiry <= now]:
+                del leases[lease_id]
+            self._lease_due[concurrency_key] = min(leases.values(), default=math.inf)
         return leases
 
     def _used(self, window: WindowPlan, now: float) -> tuple[int, float]:
@@ -243,6 +251,7 @@ class MemoryLimiter:
             del self._counters[key]
         for key in [k for k, leases in self._leases.items() if not leases]:
             del self._leases[key]
+            self._lease_due.pop(key, None)
         today = _utc(now).date()
         for key in [k for k in self._sums if not k[1].startswith(today.isoformat()[:7])]:
             del self._sums[key]  # last month's sums; this month's days stay (a few per key)

@@ -29,7 +29,7 @@ sums). The rate windows, concurrency leases and release markers are described in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
 
 from service.usage.record import Charge
@@ -54,11 +54,25 @@ class Totals:
     cost_ticks: int = 0
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Totals(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cost_ticks + other.cost_ticks,
+        )
 
     def values(self) -> tuple[int, ...]:
         """The six measures, in field (and MEASURES) order."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+        return (
+            self.requests,
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.cost_ticks,
+        )
 
     @classmethod
     def of(cls, charge: Charge) -> Totals:
