@@ -15,9 +15,17 @@ import time
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1  # the whole second `_stamp` spells
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        ts = f"{ts}.{int(record.msecs):03d}Z"
+        second = int(record.created)
+        if second != self._second:  # most lines share their second with the one before
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        ts = f"{self._stamp}.{int(record.msecs):03d}Z"
         if record.name == "service.access":
             return f'{{"ts":"{ts}","level":"info","logger":"access",{record.getMessage()[1:]}'
         line = {

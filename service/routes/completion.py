@@ -23,6 +23,13 @@ from service.upstream.call import EVENT_STREAM, open_upstream
 from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
+# One encoder for every upstream body: `json.dumps` with options builds a new one each call.
+_UPSTREAM_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _upstream_json(body: dict[str, Any]) -> bytes:
+    """The compact JSON bytes of an upstream request body."""
+    return _UPSTREAM_JSON.encode(body).encode()
 
 
 def with_upstream_model(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +56,7 @@ async def call_json(
     client goes away first.
     """
     assert services.upstream is not None
-    content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+    content = _upstream_json(body) if body is not None else None
     policy = services.upstream_policy
     try:
         async with cancelled_on_disconnect(receive):
@@ -78,7 +85,7 @@ async def call_stream(
     charged rather than nothing — ~4 bytes a prompt token, ~1 token an event.
     """
     assert services.upstream is not None
-    content = json.dumps(body, separators=(",", ":")).encode()
+    content = _upstream_json(body)
     upstream = await open_upstream(
         services.upstream, "POST", path, services.upstream_policy, content, accept=EVENT_STREAM
     )
