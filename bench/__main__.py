@@ -89,7 +89,11 @@ def shape_scenarios(quick: bool) -> tuple[list[Scenario], int]:
     ], 3
 
 
-def load(url: str, scenario: Scenario, duration: float | None = None) -> dict:
+def load(
+    url: str, scenario: Scenario, duration: float | None = None, requests: int | None = None
+) -> dict:
+    """Run the load generator on `url`: for the scenario's duration (or `duration`), or for
+    exactly `requests` requests in all."""
     args = [
         sys.executable,
         "-m",
@@ -108,6 +112,8 @@ def load(url: str, scenario: Scenario, duration: float | None = None) -> dict:
         "--delay-ms",
         str(scenario.delay_ms),
     ]
+    if requests is not None:
+        args += ["--requests", str(requests)]
     if scenario.once:
         args.append("--once")
     if not scenario.stream:

@@ -1,11 +1,11 @@
 """Load generator, run in its own process so its CPU is not charged to the target.
 
-N workers loop requests for a duration (or each sends one, with --once), timing the first
-body byte and the whole stream, and checking every answer is complete (`bench.streams`: the
-expected number of content chunks in either stream shape, `data: [DONE]` or
-`response.completed` last). Prints one JSON object.
+N workers loop requests for a duration (or each sends one, with --once; or N in all, with
+--requests), timing the first body byte and the whole stream, and checking every answer is
+complete (`bench.streams`: the expected number of content chunks in either stream shape,
+`data: [DONE]` or `response.completed` last). Prints one JSON object.
 Usage: python -m bench.loadgen ROOT_URL --key K [--api chat|responses] --concurrency N
-       (--duration S | --once) ...
+       (--duration S | --once | --requests N) ...
 """
 
 from __future__ import annotations
@@ -69,9 +69,17 @@ async def run(args: argparse.Namespace) -> dict:
         ttfb.append((first or end) - t0)
         total.append(end - t0)
 
+    left = args.requests
+
     async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal left
         if args.once:
             await one(session)
+            return
+        if left is not None:
+            while left > 0:
+                left -= 1
+                await one(session)
             return
         while time.perf_counter() < stop:
             await one(session)
@@ -103,6 +111,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--once", action="store_true", help="each worker sends one request")
+    parser.add_argument("--requests", type=int, help="exactly this many in all (not --duration)")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=0)
     parser.add_argument("--no-stream", dest="stream", action="store_false")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,15 +95,25 @@ class Proc:
                 self.popen.wait()
 
 
-def _spawn(name: str, args: list[str], env: dict, ready: str, workdir: Path, port: int) -> Proc:
+def _spawn(
+    name: str,
+    args: list[str],
+    env: dict,
+    ready: str,
+    workdir: Path,
+    port: int,
+    wrap: Sequence[str] = (),
+) -> Proc:
+    """Start `args` (behind the command `wrap`, such as valgrind, if given) and wait until
+    `ready` answers: 20 s, or 240 s behind a wrapper (valgrind starts Python slowly)."""
     log = workdir / f"{name}.log"
     with open(log, "w") as out:
         popen = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*wrap, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url + ready, popen)
+        _wait(url + ready, popen, timeout=240.0 if wrap else 20.0)
     except Exception:
         os.killpg(popen.pid, signal.SIGKILL)
         raise RuntimeError(f"{name} did not start: {log.read_text()[-2000:]}") from None
@@ -136,14 +147,20 @@ def start_simulator(workdir: Path, openai_shapes: bool = False) -> Proc:
     return _spawn(name, args, _env(), "/v1/models", workdir, port)
 
 
-def start_floor(workdir: Path, simulator: Proc, raw: bool = False, name: str | None = None) -> Proc:
+def start_floor(
+    workdir: Path,
+    simulator: Proc,
+    raw: bool = False,
+    name: str | None = None,
+    wrap: Sequence[str] = (),
+) -> Proc:
     """A floor (bench/floor.py) relaying to `simulator`; its URL is the root (no path)."""
     port = free_port()
     args = [sys.executable, "-m", "bench.floor", str(port), simulator.url]
     if raw:
         args.append("--raw")
     name = name or ("floor-raw" if raw else "floor-starlette")
-    return _spawn(name, args, _env(), "/", workdir, port)
+    return _spawn(name, args, _env(), "/", workdir, port, wrap)
 
 
 def start_upstream_and_redis(workdir: Path, procs: list[Proc]) -> tuple[Proc, Proc]:
@@ -185,6 +202,7 @@ def start_gateway(
     name: str = "gateway",
     keys_file: Path | None = None,
     port: int | None = None,
+    wrap: Sequence[str] = (),
     **extra_env: str,
 ) -> Proc:
     """A gateway (`python -m service`) on `simulator`; its URL is the root (no path)."""
@@ -202,7 +220,7 @@ def start_gateway(
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
-    return _spawn(name, [sys.executable, "-m", "service"], env, "/readyz", workdir, port)
+    return _spawn(name, [sys.executable, "-m", "service"], env, "/readyz", workdir, port, wrap)
 
 
 def start_redis(workdir: Path, port: int | None = None, persist: bool = False) -> Proc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -136,3 +137,22 @@ def test_admissions_benchmark_compares_both_redis_clients():
     )
     for client in ("redis-py", "multiplexed"):
         assert f"{client}: admission p50" in out
+
+
+@slow
+def test_instruction_counts_are_reported_per_stream():
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind not installed")
+    out = run_bench_module(
+        "bench.instructions",
+        *("--streams", "40", "--warm-up", "40", "--targets", "floor-raw,gateway-memory"),
+        timeout=300,
+    )
+    counts = {
+        line.split()[0]: float(line.split()[1])
+        for line in out.splitlines()
+        if "M instructions per stream" in line
+    }
+    assert set(counts) == {"floor-raw", "gateway-memory"}
+    # Real work was counted, and the gateway (auth, limits, logs) does more than the floor.
+    assert 0.1 < counts["floor-raw"] < counts["gateway-memory"] < 50
