@@ -50,6 +50,7 @@ class Upstream:
             (b"accept-encoding", b"identity"),  # relay bytes as they come, never re-compress
         ]
         self._urls: dict[str, httpx.URL] = {}
+        self._templates: dict[tuple[bytes, bool], httpx.Headers] = {}  # by (accept, has body)
         self._extensions = {
             "timeout": httpx.Timeout(
                 connect=settings.connect_timeout,
@@ -60,16 +61,31 @@ class Upstream:
         }
 
     def request(self, method: str, path: str, body: bytes | None, accept: bytes) -> httpx.Request:
+        """The upstream request, built as the transport API's own requests are: headers from
+        a template made once (httpx normalises headers on every copy but this one), the
+        body as a stream with no header added for it but our Content-Length (`content=`
+        would rebuild the headers once more: ~9 us of the request's CPU)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
-        headers = [*self._headers, (b"accept", accept)]
-        if body is not None:
-            headers.append((b"content-type", b"application/json"))
-            headers.append((b"content-length", str(len(body)).encode()))
-        return httpx.Request(
-            method, url, headers=headers, content=body, extensions=self._extensions
+        template = self._templates.get((accept, body is not None))
+        if template is None:
+            raw = [*self._headers, (b"accept", accept)]
+            if body is not None:
+                raw.append((b"content-type", b"application/json"))
+            template = self._templates[accept, body is not None] = httpx.Headers(raw)
+        headers = httpx.Headers(template)
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            headers["content-length"] = str(len(body or b""))
+        request = httpx.Request(
+            method,
+            url,
+            headers=headers,
+            stream=httpx.ByteStream(body or b""),
+            extensions=self._extensions,
         )
+        request.read()  # the transport sends `request.content`
+        return request
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send and return the response with its body unread; close it with `aclose()`."""
