@@ -1,7 +1,7 @@
 """Assemble the gateway: the request's path reads top to bottom.
 
     ObserveMiddleware (request id, drain refusal, access log, metrics)
-    └─ Router
+    └─ Router (fixed paths found by one dict lookup)
        ├─ /healthz /readyz /metrics                           no key
        ├─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
        ├─ /api/v1/usage  Auth → route                         reads budgets, spends none
