@@ -306,6 +306,39 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     upstream body re-encoded, rate-limit headers (uvicorn checks each header with two
     regular expressions), the access-log line and metrics, the request context. 0.8x in
     burst needs ~0.25 ms less of it; not reached.
+- Issue 9's third pass (2026-11-27 16:20-17:45 UTC). CPU seconds here move 10% and more
+  between runs (the raw floor's paired burst: 2,300 streams/s at 17:13, 1,852 at 17:42), so
+  every change was counted in instructions instead: `python -m bench.instructions` runs a
+  target under callgrind and divides what exactly 1,000 burst streams cost by 1,000 (the same
+  code gives the same count within ~2-4%). Before the pass: raw floor 1.13-1.19M
+  instructions per stream, Starlette floor 2.23M, gateway 2.32M (Redis) and 2.46M (memory).
+  - Where the gateway's ~1.13M extra went, each part stubbed out in a scratch copy (Redis
+    mode): the limiter 0.43M (its release 0.15M; the rate-limit headers 0.09M, most of it
+    uvicorn's two regular expressions and lower-casing per header; charging and the usage
+    metrics 0.05M), the access log and request metrics 0.14M, validation 0.03M; the rest,
+    ~0.5M, thinly along the request's path (routing 0.02M, the body read 0.02M, the disconnect
+    watch 0.01M, the `send` wrapper 0.01M).
+  - Changes: the upstream request built from a header template and an `httpx.ByteStream`
+    (`content=` normalised our seven headers twice: 13.8 -> 4.3 us); the key's policy hashed
+    once (the plan cache hashed it and every nested window twice a request); rate-limit
+    headers built as bytes; the multiplexed connection hands back the reply's future (two
+    coroutine frames less per command); fixed paths routed by one dict lookup; one JSON
+    encoder for upstream bodies; log timestamps formatted once a second; the memory store
+    scans its leases only when one is due (it walked every in-flight lease on each
+    admission) and adds usage totals field by field. In Redis: one MGET for the admission's
+    window counters (34 -> 31 commands per request).
+  - Result (17:44): gateway 2.32M -> 2.14M instructions per stream in Redis mode (-8%),
+    2.46M -> 2.11M in memory mode (-14%); raw floor 1.13M, Starlette floor 2.23M. In CPU
+    seconds the change is inside the noise: A/B rounds of the old and new gateways on one
+    simulator came out ahead in every round once and even another time.
+  - Why burst stays near 0.65x: in burst the machine is saturated, so streams/s is about two
+    cores over what all processes spend per stream. Per stream (A/B rounds, 16:45): the raw
+    floor 0.30 ms + simulator 0.22 ms; the gateway 0.53 + simulator 0.24 + redis-server
+    0.085 (two script calls of ~45 us: ~1-1.3 us of script overhead per command beyond the
+    command itself, for the windows, the lease, the usage-ledger row, the tenant's day and
+    month sums and the spend counters); the load generator ~0.3 ms for either. 0.8x needs
+    ~0.14 ms less per stream between the gateway and Redis, a quarter of the gateway's CPU:
+    not reached.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
