@@ -1,7 +1,7 @@
 """`python -m bench.instructions`: instructions per relayed stream, counted by callgrind.
 
 CPU seconds on this shared machine move by 10% and more between runs; instruction counts
-barely move (the same code under the same load gives the same figure within ~2%), so a
+barely move (the same code under the same load gives the same figure within ~2-4%), so a
 change of a few percent shows. Each target runs under valgrind's callgrind: after a warm-up,
 its counters are zeroed, exactly `--streams` burst streams (32 concurrent, 20 chunks, no
 spacing) are relayed, and the counters are dumped. The count is everything the target's
