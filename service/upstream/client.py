@@ -68,12 +68,13 @@ class Upstream:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
-        template = self._templates.get((accept, body is not None))
+        kind = (accept, body is not None)
+        template = self._templates.get(kind)
         if template is None:
             raw = [*self._headers, (b"accept", accept)]
             if body is not None:
                 raw.append((b"content-type", b"application/json"))
-            template = self._templates[accept, body is not None] = httpx.Headers(raw)
+            template = self._templates[kind] = httpx.Headers(raw)
         headers = httpx.Headers(template)
         if body is not None or method in ("POST", "PUT", "PATCH"):
             headers["content-length"] = str(len(body or b""))
