@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 
 from service.observability.logging import JsonFormatter, TurnFlushedHandler
@@ -63,3 +64,34 @@ def test_a_line_logged_after_a_loop_ended_with_its_flush_pending_is_flushed():
 
     asyncio.run(again())
     assert "in a new loop" in stream.flushed
+
+
+def test_access_lines_go_straight_to_the_only_handler_and_through_logging_otherwise(
+    monkeypatch,
+):
+    from service.observability import logging as gateway_logging
+
+    stream = CountingBuffer()
+    handler = TurnFlushedHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(logging.root, "handlers", [handler])
+    monkeypatch.setattr(gateway_logging, "_direct", handler)
+    records: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "emit", records.append)  # `logging`'s way in, counted
+    level = logging.root.level
+    logging.root.setLevel(logging.INFO)
+    try:
+        gateway_logging.log_access('{"request_id":"straight","status":200}')
+        assert records == []  # no LogRecord was made
+        straight = json.loads(stream.getvalue().splitlines()[0])
+        assert straight["request_id"] == "straight" and straight["status"] == 200
+        assert (straight["level"], straight["logger"]) == ("info", "access")
+
+        other = logging.NullHandler()  # an operator's handler, or a test capturing records
+        monkeypatch.setattr(logging.root, "handlers", [handler, other])
+        gateway_logging.log_access('{"request_id":"routed","status":200}')
+    finally:
+        logging.root.setLevel(level)
+    assert [r.getMessage() for r in records] == ['{"request_id":"routed","status":200}']
+    routed = json.loads(JsonFormatter().format(records[0]))
+    assert routed.keys() == straight.keys()  # the same line either way

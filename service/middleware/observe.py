@@ -23,6 +23,7 @@ from service.disconnect import ClientDisconnected
 from service.errors import ApiError
 from service.lifecycle import Lifecycle
 from service.observability import metrics
+from service.observability.logging import log_access
 from service.usage.record import ticks_to_usd
 
 access_log = logging.getLogger("service.access")
@@ -134,4 +135,4 @@ class ObserveMiddleware:
             line["stream_fallback"] = True
         if self.log_prompts and ctx.payload is not None:
             line["prompt"] = ctx.payload.get("messages") or ctx.payload.get("prompt")
-        access_log.info(_ENCODER.encode(line))
+        log_access(_ENCODER.encode(line))
