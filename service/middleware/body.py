@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.asgi import header
 from service.deadline import Deadline
 from service.errors import ApiError, bad_request
+from service.json_codec import loads_exact
 from service.validation import Validator, check_model
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
@@ -125,11 +126,28 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             code="request_too_large",
         )
     try:
+        # Strict as the parser below (UTF-8, finite numbers, no NaN): what it refuses, or might
+        # read inexactly, the parser below reads, and words the refusal.
+        payload = loads_exact(raw)
+    except ValueError:
+        payload = _parse_exactly(raw)
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    # Nesting is no deeper than the count of opening brackets (strings' included): only a body
+    # with that many is walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        _check_tree(payload)
+    return payload
+
+
+def _parse_exactly(raw: bytes) -> Any:
+    """The standard library's reading of the body, or the 400 that says what is wrong."""
+    try:
         text = raw.decode("utf-8")  # json.loads(bytes) would also take UTF-16/32 and surrogates
     except UnicodeDecodeError as exc:
         raise bad_request(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
     try:
-        payload = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except RecursionError:
         raise _too_deep() from None
     except _NonFinite:
@@ -139,13 +157,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             f"We could not parse the JSON body of your request: {exc}. "
             "Send a valid JSON object with Content-Type: application/json."
         ) from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    # Nesting is no deeper than the count of opening brackets (strings' included): only a body
-    # with that many is walked.
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
-        _check_tree(payload)
-    return payload
 
 
 def _non_finite_literal(literal: str) -> NoReturn:

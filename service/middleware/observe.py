@@ -8,7 +8,6 @@ OpenAI-shaped 500 (or ends the stream); the traceback goes to the log, never to 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -21,6 +20,7 @@ from service.asgi import header
 from service.context import RequestContext
 from service.disconnect import ClientDisconnected
 from service.errors import ApiError
+from service.json_codec import dumps_log_line
 from service.lifecycle import Lifecycle
 from service.observability import metrics
 from service.observability.logging import log_access
@@ -29,7 +29,6 @@ from service.usage.record import ticks_to_usd
 access_log = logging.getLogger("service.access")
 log = logging.getLogger("service")
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -135,4 +134,4 @@ class ObserveMiddleware:
             line["stream_fallback"] = True
         if self.log_prompts and ctx.payload is not None:
             line["prompt"] = ctx.payload.get("messages") or ctx.payload.get("prompt")
-        log_access(_ENCODER.encode(line))
+        log_access(dumps_log_line(line))

@@ -17,19 +17,13 @@ from service.context import RequestContext
 from service.deps import Services
 from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.errors import ApiError
+from service.json_codec import dumps_compact
 from service.sse import Dialect, RelayResult, relay_sse
 from service.upstream.body import read_json_object
 from service.upstream.call import EVENT_STREAM, open_upstream
 from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
-# One encoder for every upstream body: `json.dumps` with options builds a new one each call.
-_UPSTREAM_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
-def _upstream_json(body: dict[str, Any]) -> bytes:
-    """The compact JSON bytes of an upstream request body."""
-    return _UPSTREAM_JSON.encode(body).encode()
 
 
 def with_upstream_model(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +50,7 @@ async def call_json(
     client goes away first.
     """
     assert services.upstream is not None
-    content = _upstream_json(body) if body is not None else None
+    content = dumps_compact(body) if body is not None else None
     policy = services.upstream_policy
     try:
         async with cancelled_on_disconnect(receive):
@@ -85,7 +79,7 @@ async def call_stream(
     charged rather than nothing — ~4 bytes a prompt token, ~1 token an event.
     """
     assert services.upstream is not None
-    content = _upstream_json(body)
+    content = dumps_compact(body)
     upstream = await open_upstream(
         services.upstream, "POST", path, services.upstream_policy, content, accept=EVENT_STREAM
     )
