@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.sse import ChatDialect, ResponsesDialect
 from service.sse.relay import Framer
@@ -36,6 +40,41 @@ def relayed(dialect, reads: list[bytes]) -> bytes:
 
 
 # --- framing ------------------------------------------------------------------------------
+
+
+# Events of every kind the two dialects meet, well-formed or not, terminal or not.
+_EVENT_KINDS = [
+    b'data: {"a":1}',
+    b'data: {"choices":[],"usage":{"total_tokens":3}}',
+    b"data: [DONE]",
+    b"data: [DONE] and more",
+    b"data: {not json",
+    b'data: {"a":1} trailing',
+    b": a comment",
+    b"",
+    b"\n",
+    b'data: {"a":\n{"b":2}}',
+    b'event: response.output_text.delta\ndata: {"delta":"x"}',
+    b'event: response.completed\ndata: {"response":{"usage":{"total_tokens":3}}}',
+    b'event: response.failed\ndata: {"response":{}}\nid: 9',
+    b'event: response.created\ndata: {"response":{"id":"r"}}',
+    b"event: response.in_progress",
+    b"id: 7",
+    b'retry: 10\ndata: {"a":1}',
+]
+
+
+@given(
+    st.lists(st.sampled_from(_EVENT_KINDS), min_size=1, max_size=12),
+    st.sampled_from([ChatDialect(True), ResponsesDialect()]),
+    st.integers(min_value=0, max_value=40),
+)
+def test_a_batch_matched_whole_is_framed_as_event_by_event(events, dialect, cap):
+    batch = b"".join(event + b"\n\n" for event in events)
+    framer = Framer(dialect, cap * 10)  # small caps: some events are too large
+    one_by_one = Framer(dialect, cap * 10)
+    one_by_one._batch = re.compile(b"(?!)")  # matches nothing: every event looked at alone
+    assert framer._check(batch) == one_by_one._check(batch)
 
 
 def test_events_split_at_every_byte_come_out_whole():

@@ -35,6 +35,7 @@ class Dialect(Protocol):
     """What differs between two kinds of SSE stream; one instance per stream (it keeps state)."""
 
     fast_prefix: bytes  # an event starting with it and ending in `}` is well-formed
+    fast_event: bytes  # a regular expression: one such event, whole, in its usual lines
     terminals: tuple[bytes, ...]  # an event starting with one of these ends the stream
     response_id: str | None
 
@@ -118,6 +119,7 @@ class ChatDialect:
     """
 
     fast_prefix = b"data: {"
+    fast_event = rb"data: \{[^\n]*\}\n\n"
     terminals = (b"data: [DONE]",)
 
     def __init__(self, client_wants_usage: bool) -> None:
@@ -166,6 +168,7 @@ class ResponsesDialect:
     `response.incomplete`. The id comes from `response.created`."""
 
     fast_prefix = b"event: "
+    fast_event = rb"event: [^\n]*\ndata: \{[^\n]*\}\n\n"
     terminals = (
         b"event: response.completed\n",
         b"event: response.failed\n",

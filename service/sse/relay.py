@@ -16,8 +16,10 @@ and nothing piles up in the gateway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -124,10 +126,12 @@ class Framer:
     re-concatenation) and may not grow past `max_event_bytes`.
     """
 
-    __slots__ = ("_cr", "_dialect", "_max", "_pending")
+    __slots__ = ("_batch", "_boundary", "_cr", "_dialect", "_max", "_pending")
 
     def __init__(self, dialect: Dialect, max_event_bytes: int) -> None:
         self._dialect = dialect
+        self._batch = _batch_pattern(dialect.fast_event, dialect.terminals)
+        self._boundary = b"\n\n" + dialect.fast_prefix  # one between two fast events
         self._max = max_event_bytes
         self._pending = bytearray()
         self._cr = False  # the previous read ended in CR: a LF starting this one belongs to it
@@ -181,11 +185,21 @@ class Framer:
         dialect = self._dialect
         fast, terminals = dialect.fast_prefix, dialect.terminals
         check_size = len(batch) > self._max
-        if not check_size and batch.find(b"\n\n") == len(batch) - 2:  # one event: most reads
-            if batch.startswith(terminals):
-                return batch, 1, True, None
-            if batch.startswith(fast) and batch.endswith(b"}\n\n"):
-                return batch, 1, False, None
+        if not check_size:
+            if batch.find(b"\n\n") == len(batch) - 2:  # one event: most reads
+                if batch.startswith(terminals):
+                    return batch, 1, True, None
+                if batch.startswith(fast) and batch.endswith(b"}\n\n"):
+                    return batch, 1, False, None
+            # Many events of the fast shape, and at most a terminal one last: one regular
+            # expression over the batch, not a piece per event (a read of 20 xAI chunks:
+            # ~12 -> ~7 us). Anything else is looked at event by event below.
+            whole = self._batch.fullmatch(batch)
+            if whole is not None:
+                terminal = whole.start(1)  # -1: none
+                fast_end = len(batch) if terminal < 0 else terminal
+                events = batch.count(self._boundary, 0, fast_end) + 1 if fast_end else 0
+                return batch, events + (terminal >= 0), terminal >= 0, None
         parts = batch.split(b"\n\n")
         parts.pop()  # the batch ends with a blank line
         for index, part in enumerate(parts):
@@ -198,6 +212,15 @@ class Framer:
             if not (part.startswith(fast) and part.endswith(b"}")) and not _acceptable(part):
                 return _join(parts[:index]), index, False, "the upstream sent a malformed event"
         return batch, len(parts), False, None
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_pattern(fast_event: bytes, terminals: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """A batch of events of the fast shape, none terminal, then at most one terminal event
+    (group 1). Stricter than the event-by-event check (one line per field, no comments):
+    what it does not match is looked at event by event."""
+    terminal = b"|".join(re.escape(t) for t in terminals)
+    return re.compile(rb"(?:(?!%s)%s)*((?:%s)[^\n]*\n\n)?" % (terminal, fast_event, terminal))
 
 
 def _join(parts: list[bytes]) -> bytes:
