@@ -25,10 +25,23 @@ from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+Arg = str | int | bytes
 
-def pack_command(*args: str | int | bytes) -> bytes:
+
+def pack_command(*args: Arg) -> bytes:
     """One command in RESP: an array of bulk strings (packed by hiredis, in C)."""
     return hiredis.pack_command(args)
+
+
+def bulks(*args: Arg) -> bytes:
+    """Arguments as RESP bulk strings, without the array's header: a part of a command."""
+    packed = hiredis.pack_command(args)
+    return packed[packed.index(b"\n") + 1 :]
+
+
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 class _Protocol(asyncio.Protocol):
@@ -170,13 +183,16 @@ class MultiplexedConnection:
             timeout=timeout,
         )
 
-    def execute(self, *args: str | int | bytes) -> Awaitable[Any]:
-        """Send one command; the awaitable gives its reply (or fails after `timeout`).
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        """Send one command; the awaitable gives its reply (or fails after `timeout`)."""
+        return self.send(pack_command(*args))
+
+    def send(self, packed: bytes) -> Awaitable[Any]:
+        """Send one command already packed in RESP; the awaitable gives its reply.
 
         Connected, the command goes out at once (commands keep the order of these calls) and
         the awaitable is the reply's future itself: no coroutine frames per command.
         """
-        packed = pack_command(*args)
         protocol = self._protocol
         if protocol is not None and protocol.usable:
             return protocol.send(packed)
@@ -244,12 +260,36 @@ class MultiplexedScript:
         self.connection = connection
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self._evalsha = bulks("EVALSHA", self.sha)
+        self._eval = bulks("EVAL", script)
 
     async def __call__(self, keys: list[str], args: list[int | str]) -> Any:
+        return await self.call_packed(1 + len(keys) + len(args), bulks(len(keys), *keys, *args))
+
+    async def call_packed(self, count: int, body: bytes) -> Any:
+        """Call it with `body`, the RESP bulk strings (`count` of them) of its key count, its
+        keys and its arguments: parts fixed for a key's policy are packed once, not per call."""
         try:
-            return await self.connection.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._evalsha, body))
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # A restarted or flushed Redis: EVAL runs the script and caches it again.
-            return await self.connection.execute("EVAL", self.script, len(keys), *keys, *args)
+            return await self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._eval, body))
+
+
+class RedisPyScript:
+    """A redis-py script (TLS, Sentinel, Cluster) called as a MultiplexedScript is."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+
+    def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
+        return self.script(keys, args)
+
+    async def call_packed(self, count: int, body: bytes) -> Any:
+        reader = hiredis.Reader()
+        reader.feed(b"*%d\r\n%s" % (count, body))
+        items = reader.gets()  # the key count, the keys, the arguments
+        keys = int(items[0])
+        return await self.script(keys=items[1 : 1 + keys], args=items[1 + keys :])

@@ -55,7 +55,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.limiter.base import Decision, WindowState, new_id
 from service.limiter.clock import RedisClock
-from service.limiter.multiplexed import MultiplexedConnection, MultiplexedScript
+from service.limiter.multiplexed import (
+    MultiplexedConnection,
+    MultiplexedScript,
+    RedisPyScript,
+    bulk,
+    bulks,
+)
 from service.limiter.plan import Plan, build_plan, limit_states
 from service.limiter.policy import LimitPolicy
 from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, SNAPSHOT
@@ -86,14 +92,23 @@ _EXPIRED = -1  # a script's status when it started past its deadline
 
 
 @dataclass(frozen=True, slots=True)
+class _Packed:
+    """A script call's parts fixed for a policy, packed in RESP once (`_call` adds ARGV[1])."""
+
+    keys: bytes  # the key count and the keys (more may follow)
+    args: bytes  # ARGV[2:] (more may follow)
+    count: int  # how many bulk strings the two hold
+
+
+@dataclass(frozen=True, slots=True)
 class _Compiled:
     """A policy's plan and the script arguments that do not change between calls."""
 
     plan: Plan
-    admit_keys: list[str]
-    admit_args: list[int | str]  # ARGV[1] (deadline) and ARGV[6] (owner check) set per call
-    token_keys: list[str]
-    token_periods: list[int]
+    admit: tuple[_Packed, _Packed]  # without, and with, the owner check; then the marker key
+    release_keys: tuple[bytes, bytes]  # the keys after the marker: without, with a lease
+    release_key_count: tuple[int, int]
+    token_periods: tuple[int, ...]
     snapshot_keys: list[str]
     snapshot_args: list[int | str]
 
@@ -138,10 +153,10 @@ class RedisLimiter:
             self._snapshot = MultiplexedScript(multiplexed, SNAPSHOT)
             self._cancel = MultiplexedScript(multiplexed, CANCEL)
         else:
-            self._admit = redis.register_script(ADMIT)
-            self._release = redis.register_script(RELEASE)
-            self._snapshot = redis.register_script(SNAPSHOT)
-            self._cancel = redis.register_script(CANCEL)
+            self._admit = RedisPyScript(redis.register_script(ADMIT))
+            self._release = RedisPyScript(redis.register_script(RELEASE))
+            self._snapshot = RedisPyScript(redis.register_script(SNAPSHOT))
+            self._cancel = RedisPyScript(redis.register_script(CANCEL))
         self._refresh = redis.register_script(REFRESH)
         self._plans: dict[LimitPolicy, _Compiled] = {}
         self._leases: dict[str, str] = {}  # lease id -> concurrency set, held by this process
@@ -196,19 +211,28 @@ class RedisLimiter:
     def _compile(self, plan: Plan) -> _Compiled:
         windows = plan.requests + plan.tokens
         keys = [w.key for w in windows]
-        args: list[int | str] = [0, len(plan.requests), len(plan.tokens), 0, len(plan.spend), 0]
+        head: list[int | str] = [len(plan.requests), len(plan.tokens), 0, len(plan.spend)]
+        checks: list[int | str] = []  # the arguments after ARGV[6], the owner check
         for window in windows:
-            args += [window.limit, window.seconds]
+            checks += [window.limit, window.seconds]
         if plan.concurrency_key is not None:
             keys.append(plan.concurrency_key)
-            args[3] = 1
+            head[2] = 1
         sums = [plan.key_spend] if plan.tenant_sums is None else [plan.key_spend, plan.tenant_sums]
         if plan.spend:
             keys += sums
             for budget in plan.spend:
-                args += [1 if budget.scope == "key" else 2, budget.period[0], budget.ticks]
+                checks += [1 if budget.scope == "key" else 2, budget.period[0], budget.ticks]
         if plan.concurrency_key is not None:
-            args += [plan.concurrent or 0, self.lease_ms]
+            checks += [plan.concurrent or 0, self.lease_ms]
+        count = 1 + len(keys) + 1 + len(head) + 1 + len(checks)  # the marker, the owner flag
+        admit = (
+            _Packed(bulks(len(keys) + 1, *keys), bulks(*head, 0, *checks), count),
+            _Packed(bulks(len(keys) + 2, *keys), bulks(*head, 1, *checks), count + 1),
+        )
+        tokens = [w.key for w in plan.tokens]
+        ledger = [plan.ledger, *sums, plan.responses]
+        leased = [*tokens, plan.concurrency_key, *ledger] if plan.concurrency_key else []
         snapshot_keys = [w.key for w in windows]
         if plan.concurrency_key is not None:
             snapshot_keys.append(plan.concurrency_key)
@@ -222,10 +246,10 @@ class RedisLimiter:
         ]
         return _Compiled(
             plan,
-            keys,
-            args,
-            [w.key for w in plan.tokens],
-            [w.seconds for w in plan.tokens],
+            admit,
+            (bulks(*tokens, *ledger), bulks(*leased) if leased else b""),
+            (len(tokens) + len(ledger), len(leased)),
+            tuple(w.seconds for w in plan.tokens),
             snapshot_keys,
             snapshot_args,
         )
@@ -233,20 +257,23 @@ class RedisLimiter:
     async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
         compiled = self._compiled(policy)
         plan = compiled.plan
-        keys = compiled.admit_keys
-        args = list(compiled.admit_args)
-        if owner_check is not None:
+        admission = new_id()
+        marker = bulk(_marker(plan, admission).encode())
+        if owner_check is None:
+            packed = compiled.admit[0]
+            keys = packed.keys + marker
+        else:
             if len(owner_check) > MAX_RESPONSE_ID_CHARS:  # never recorded, so never owned
                 return Decision(allowed=False, reason="not_found", store="redis")
-            keys = [*keys, f"{plan.responses}:{owner_check}"]
-            args[5] = 1
-        admission = new_id()
-        keys = [*keys, _marker(plan, admission)]
+            packed = compiled.admit[1]
+            keys = packed.keys + bulk(f"{plan.responses}:{owner_check}".encode()) + marker
+        args, count = packed.args, packed.count
         lease = admission if plan.concurrency_key is not None else None
         if lease is not None:
-            args.append(lease)
+            args += bulk(lease.encode())
+            count += 1
         try:
-            result = await self._call(self._admit, keys, args)
+            result = await self._call(self._admit, count, keys, args)
         except STORE_ERRORS:
             # It may have run before its deadline, its reply lost: take it back (`_apply`).
             given_up = Decision(allowed=True, lease=lease, store="redis", id=admission)
@@ -391,32 +418,29 @@ class RedisLimiter:
             keys = [_marker(plan, decision.id), *(w.key for w in plan.requests)]
             if decision.lease is not None:
                 keys.append(plan.concurrency_key)  # type: ignore[arg-type]
-            cancel: list[int | str] = [0, MARKER_MS, len(plan.requests)]
-            cancel += [*(w.seconds for w in plan.requests), decision.lease or ""]
-            await self._call(self._cancel, keys, cancel)
+            cancel = [MARKER_MS, len(plan.requests), *(w.seconds for w in plan.requests)]
+            cancel.append(decision.lease or "")
+            packed = bulks(len(keys), *keys)
+            await self._call(self._cancel, 1 + len(keys) + len(cancel), packed, bulks(*cancel))
             return
         units = plan.requests if decision.store == "memory" else ()
-        keys = [_marker(plan, decision.id), *(w.key for w in units), *compiled.token_keys]
         lease = decision.lease if decision.store == "redis" else None
-        if lease is not None:
-            keys.append(plan.concurrency_key)  # type: ignore[arg-type]
-        keys += [plan.ledger, plan.key_spend]
-        if plan.tenant_sums is not None:
-            keys.append(plan.tenant_sums)
-        keys.append(plan.responses)
+        leased = lease is not None
+        key_count = 1 + len(units) + compiled.release_key_count[leased]
+        keys = bulks(key_count, _marker(plan, decision.id), *(w.key for w in units))
+        keys += compiled.release_keys[leased]
         usage = charge.usage
         record = charge.record_response
         if record is not None and len(record) > MAX_RESPONSE_ID_CHARS:
             log.warning("response id of %d characters not recorded", len(record))
             record = None
-        args: list[int | str] = [
-            0,
+        args = (
             pending.ended_ms if replay else 0,
             pending.admitted_ms,
             MARKER_MS,
             len(units),
-            len(compiled.token_keys),
-            0 if lease is None else 1,
+            len(compiled.token_periods),
+            1 if leased else 0,
             0 if plan.tenant_sums is None else 1,
             *(w.seconds for w in units),
             *compiled.token_periods,
@@ -429,25 +453,23 @@ class RedisLimiter:
             record or "",
             charge.forget_response or "",
             RESPONSE_SECONDS * 1000,
-        ]
-        await self._call(self._release, keys, args)
+        )
+        await self._call(self._release, 1 + key_count + len(args), keys, bulks(*args))
 
-    async def _execute(self, *command: str | int) -> Any:
-        if self.multiplexed is not None:
-            return await self.multiplexed.execute(*command)
-        return await self.redis.execute_command(*command)
-
-    async def _call(self, script: Any, keys: list[str], args: list[int | str]) -> list[Any]:
+    async def _call(self, script: Any, count: int, keys: bytes, args: bytes) -> list[Any]:
         """Run a script with a deadline (ARGV[1]) a little before this caller gives up.
+
+        `keys`: its key count and KEYS, `args`: ARGV[2:], packed in RESP (`count` bulk
+        strings in all, the deadline aside).
 
         A reply saying it started past the deadline comes from a Redis that answers but
         whose clock this process misjudged (or a wait for a pooled connection): the reply
         corrected the clock, so it is tried once more before counting as a timeout.
         """
         for _ in range(2):
-            args[0] = self.clock.deadline_ms(self._budget)
+            deadline = bulk(b"%d" % self.clock.deadline_ms(self._budget))
             sent = self.clock.local_ms()
-            result = await script(keys, args)
+            result = await script.call_packed(count + 1, keys + deadline + args)
             self.clock.observe(sent, self.clock.local_ms(), int(result[0]))
             if result[1] != _EXPIRED:
                 return result

@@ -42,7 +42,14 @@ def count_round_trips(limiter: RedisLimiter) -> list[str]:
 
         return call
 
+    def counting_packed(original):
+        def send(packed: bytes):
+            sent.append(packed.split(b"\r\n")[2].decode())  # the command's name
+            return original(packed)
+
+        return send
+
     limiter.redis.execute_command = counting(limiter.redis.execute_command)
     if limiter.multiplexed is not None:
-        limiter.multiplexed.execute = counting(limiter.multiplexed.execute)
+        limiter.multiplexed.send = counting_packed(limiter.multiplexed.send)
     return sent
