@@ -339,6 +339,34 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     month sums and the spend counters); the load generator ~0.3 ms for either. 0.8x needs
     ~0.14 ms less per stream between the gateway and Redis, a quarter of the gateway's CPU:
     not reached.
+- Issue 9's fourth pass (2026-11-27 18:25-19:45 UTC), each change measured alone first
+  (microbenchmarks of the piece, then `python -m bench.instructions`):
+  - orjson for the request body, the upstream body and the access line (~7 -> ~1 us a
+    stream; the standard library where orjson would answer differently: `json_codec.py`);
+    access lines written straight to the JSON handler when it is the only one they reach
+    (~3 us: no `LogRecord`); a read of many events checked by one regular expression instead
+    of `split` and a loop (20 xAI chunks in one read: 12.9 -> 8.8 us; the split alone took
+    8 us); the limiter's script calls packed from parts made once per policy (client CPU per
+    admit + release 24.5 -> 22 us); `Content-Type` read from the raw header bytes (httpx's
+    `headers.get` decodes every header: ~3 us); uvicorn's proxy-headers middleware off.
+  - Result: the gateway 2.14M -> 1.96M instructions per burst stream in Redis mode (-8.5%),
+    2.11M -> 1.98M in memory mode; in CPU seconds ~2-3% (A/B rounds of the old and new
+    gateway, each pinned to a core of its own). Instructions saved in C loops (splitting,
+    JSON) are cheap ones: the time is the interpreter's, and the kernel's for each write.
+  - Tried and dropped, each no better in A/B rounds: one timer shared by every `Deadline`
+    and disconnect watch of a length (a timer handle is ~1 us; the time py-spy shows in
+    `Deadline.__enter__` is the kernel's network work done on its `getpid` system call's
+    return); a response's writes of one loop turn joined into one (0.8 fewer `write` calls
+    a stream, no CPU to show for it); writing every Redis command at the turn's end;
+    leaner Lua (no difference in `EVALSHA` time: a script's cost is its `redis.call`s,
+    ~0.6-1 us each, and their count is what the windows, the lease, the ledger row, the
+    tenant's sums and the spend counters need).
+  - Where a burst stream's time goes now (19:05, A/B rounds): raw floor 0.21 ms + simulator
+    0.16; gateway 0.31 + simulator 0.17 + redis-server 0.056 (48 us of it in the two scripts,
+    ~5 script calls per Redis read); the load generator ~0.13-0.15 ms either way, ~5-10 us
+    more for the gateway's twelve response headers. Burst sits at the 0.8x line: 0.78x in
+    the 19:35 run's paired rounds (0.77, 0.78, 0.84), 0.74-0.80x in A/B rounds during the
+    pass.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
