@@ -10,6 +10,7 @@ here ever sees a key or a prompt unless LOG_PROMPTS is set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -77,10 +78,12 @@ class TurnFlushedHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Write one formatted line as `emit` would; False if the stream refused it."""
         self.acquire()
         try:
-            self.stream.write(line + self.terminator)
-            self.flush()
-        except Exception:
-            return False
+            try:
+                self.stream.write(line + self.terminator)
+            except Exception:
+                return False
+            with contextlib.suppress(Exception):  # written: a later flush sends it
+                self.flush()
         finally:
             self.release()
         return True
