@@ -17,6 +17,7 @@ import logging
 import re
 from typing import Any, Protocol
 
+from service import json_codec
 from service.errors import sse_error_event
 from service.usage.record import Usage, parse_usage
 
@@ -223,7 +224,7 @@ def event_data(event: bytes) -> dict[str, Any] | None:
         line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
     ]
     try:
-        doc = json.loads(b"\n".join(lines))
+        doc = json_codec.loads(b"\n".join(lines))
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
