@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -39,6 +40,15 @@ def redis_server() -> RedisServer:
 MAIN_SECRET = "gk-test-main-0123456789"
 MODELS_SECRET = "gk-test-models-0123456789"
 MODEL = "grok-4-1-fast-non-reasoning"
+
+
+def clear_of_a_minute_boundary(seconds: float = 3.0) -> None:
+    """Sleep past the end of the clock's minute if it ends within `seconds`: counts compared
+    across a few requests then stay in one per-minute window (the windows, in Redis or in a
+    gateway's memory, follow this machine's clock in the tests)."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.2)
 
 
 def keys_toml(*entries: str, defaults: str = 'requests = "100000/minute"') -> str:

@@ -22,7 +22,13 @@ from service.sse import ResponsesDialect, StreamSet, relay_sse
 from service.upstream.call import EVENT_STREAM, UpstreamPolicy, open_upstream
 from service.upstream.client import Upstream, body_complete
 from service.usage.record import TICKS_PER_USD
-from tests.conftest import MAIN_SECRET, gateway_env, key_entry, keys_toml
+from tests.conftest import (
+    MAIN_SECRET,
+    clear_of_a_minute_boundary,
+    gateway_env,
+    key_entry,
+    keys_toml,
+)
 from tests.support.hostile_upstream import (
     PROMPT_TOKENS,
     RESPONSE_ID,
@@ -143,6 +149,7 @@ def test_the_seed_loop_reads_an_xai_stream_through_the_sdk(gateway):
 
 
 def test_tokens_are_charged_once_from_the_last_running_total(gateway):
+    clear_of_a_minute_boundary()  # the token budget is per minute on the clock
     before = stream(gateway, {"case": "xai", "chunks": 1})
     remaining = int(before.headers["x-ratelimit-remaining-tokens"]) - (PROMPT_TOKENS + 1)
     stream(gateway, {"case": "xai", "chunks": 20}, request_id="charge-once-1")

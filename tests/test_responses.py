@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import gateway_env, key_entry, keys_toml
+from tests.conftest import clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
 from tests.support.processes import Proc, RedisServer, start_gateway
 
 MODEL = "grok-4-1-fast-non-reasoning"
@@ -191,6 +191,7 @@ def test_other_tenant_gets_the_unknown_id_answer_and_the_upstream_is_never_calle
 
 def test_refused_foreign_lookup_spends_nothing(replicas: list[Proc]) -> None:
     response_id = create(replicas[0], ACME_1)
+    clear_of_a_minute_boundary()  # the key's one window is a minute on the clock
     first = httpx.get(f"{replicas[0].url}/api/v1/models", headers=auth(GLOBEX))
 
     for _ in range(3):
