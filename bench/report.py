@@ -364,9 +364,10 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   - Where a burst stream's time goes now (19:05, A/B rounds): raw floor 0.21 ms + simulator
     0.16; gateway 0.31 + simulator 0.17 + redis-server 0.056 (48 us of it in the two scripts,
     ~5 script calls per Redis read); the load generator ~0.13-0.15 ms either way, ~5-10 us
-    more for the gateway's twelve response headers. Burst sits at the 0.8x line: 0.78x in
-    the 19:35 run's paired rounds (0.77, 0.78, 0.84), 0.74-0.80x in A/B rounds during the
-    pass.
+    more for the gateway's twelve response headers. Burst sits just under the 0.8x line:
+    0.78x in the 19:35 run's paired rounds (0.77, 0.78, 0.84), 0.75x in the 20:27 one (0.75,
+    0.75, 0.68), 0.74-0.80x in A/B rounds during the pass; in memory mode the gateway relays
+    0.94-0.95x of the raw floor's burst, so the shared Redis budget is what costs the rest.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
