@@ -218,6 +218,7 @@ class RedisLimiter:
         if plan.concurrency_key is not None:
             keys.append(plan.concurrency_key)
             head[2] = 1
+        snapshot_keys = list(keys)  # the windows and the lease set; the ledger's keys follow
         sums = [plan.key_spend] if plan.tenant_sums is None else [plan.key_spend, plan.tenant_sums]
         if plan.spend:
             keys += sums
@@ -233,9 +234,6 @@ class RedisLimiter:
         tokens = [w.key for w in plan.tokens]
         ledger = [plan.ledger, *sums, plan.responses]
         leased = [*tokens, plan.concurrency_key, *ledger] if plan.concurrency_key else []
-        snapshot_keys = [w.key for w in windows]
-        if plan.concurrency_key is not None:
-            snapshot_keys.append(plan.concurrency_key)
         snapshot_keys += [plan.ledger, *sums]
         snapshot_args: list[int | str] = [
             len(windows),
