@@ -30,7 +30,7 @@ from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
-from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
+from tests.conftest import MODEL, clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
 from tests.support.charges import charge
 from tests.support.processes import Proc, RedisServer, start_gateway, start_redis
 
@@ -439,6 +439,9 @@ async def test_an_admission_whose_reply_was_lost_is_not_charged(redis_server, mo
     """The script ran (windows counted, lease added) but its reply never came: the gateway
     answered 503 or admitted the request from memory (whose own unit is replayed), so once
     Redis answers again the lost admission is taken back and the request counts at most once."""
+    # Counters are compared across a few seconds: a minute window that ended meanwhile would
+    # expire its counter and take its units with it.
+    clear_of_a_minute_boundary(10)
     link = FaultyLink(redis_server.port)
     limiter = create_limiter(
         await link.start(), failure_mode=mode, lease_seconds=30, redis_timeout=TIMEOUT
@@ -476,6 +479,7 @@ async def test_an_admission_whose_reply_was_lost_is_not_charged(redis_server, mo
 async def test_an_admission_that_never_ran_is_not_taken_back(redis_to_hang):
     """Given up before Redis ran it (then past its deadline, it does nothing): the cancel that
     follows finds no admission to take back and leaves the counters as they were."""
+    clear_of_a_minute_boundary(10)  # counters compared across seconds, as above
     url = redis_to_hang.url
     store = redis_limiter(url, lease_seconds=30)
     p = policy(requests="1000/minute;100000/hour", conc=5)
