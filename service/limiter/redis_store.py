@@ -19,7 +19,11 @@ is spent, and, with an owner check, an id its tenant does not own. Release charg
 token windows, adds the request to the key's ledger row, to its spend counters and to the
 tenant's day and month sums (INCRBY/HINCRBY, integers), and records or forgets a response
 id (`usage/ledger.py`). Lua's cost is per `redis.call`, so zero measures are not written
-and expiries are set once, when a counter is created.
+and expiries are set once, when a counter is created; and the releases of one policy that
+end in the same event-loop turn go as one call (RELEASE_MANY, `batching`): each marker
+checked and set, then one write per counter and measure for all of them (in the burst
+benchmark ~4.5 releases a call, and Redis's CPU per request down by a fifth). Releases of
+requests admitted from memory, and replays, go one by one (RELEASE).
 
 Faults (a hung Redis runs the commands queued on its connections once it resumes, however
 late): every script call carries a deadline in Redis's time (`clock`), a little before the
@@ -54,6 +58,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.limiter.base import Decision, WindowState, new_id
+from service.limiter.batching import TurnBatcher
 from service.limiter.clock import RedisClock
 from service.limiter.multiplexed import (
     MultiplexedConnection,
@@ -64,7 +69,15 @@ from service.limiter.multiplexed import (
 )
 from service.limiter.plan import Plan, build_plan, limit_states
 from service.limiter.policy import LimitPolicy
-from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, SNAPSHOT
+from service.limiter.scripts import (
+    ADMIT,
+    CANCEL,
+    MARKER_MS,
+    REFRESH,
+    RELEASE,
+    RELEASE_MANY,
+    SNAPSHOT,
+)
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
 from service.usage.ledger import (
     MAX_RESPONSE_ID_CHARS,
@@ -89,6 +102,8 @@ _DEADLINE_SHARE = 0.75
 _REPLAY_LIMIT = 100_000  # releases kept while Redis is unreachable; the oldest go first
 _REPLAY_BATCH = 256
 _EXPIRED = -1  # a script's status when it started past its deadline
+_BATCH_LIMIT = 64  # releases in one RELEASE_MANY call
+_BATCH_MEASURE = 2**46  # 64 measures below it add up exactly in Lua's doubles (< 2^53)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +123,8 @@ class _Compiled:
     admit: tuple[_Packed, _Packed]  # without, and with, the owner check; then the marker key
     release_keys: tuple[bytes, bytes]  # the keys after the marker: without, with a lease
     release_key_count: tuple[int, int]
+    release_many_args: tuple[bytes, bytes]  # RELEASE_MANY's ARGV[2:] before the releases
+    release_many_arg_count: int
     token_periods: tuple[int, ...]
     snapshot_keys: list[str]
     snapshot_args: list[int | str]
@@ -152,9 +169,11 @@ class RedisLimiter:
             self._release = MultiplexedScript(multiplexed, RELEASE)
             self._snapshot = MultiplexedScript(multiplexed, SNAPSHOT)
             self._cancel = MultiplexedScript(multiplexed, CANCEL)
+            self._release_many = MultiplexedScript(multiplexed, RELEASE_MANY)
         else:
             self._admit = RedisPyScript(redis.register_script(ADMIT))
             self._release = RedisPyScript(redis.register_script(RELEASE))
+            self._release_many = RedisPyScript(redis.register_script(RELEASE_MANY))
             self._snapshot = RedisPyScript(redis.register_script(SNAPSHOT))
             self._cancel = RedisPyScript(redis.register_script(CANCEL))
         self._refresh = redis.register_script(REFRESH)
@@ -163,6 +182,10 @@ class RedisLimiter:
         self._refresher: asyncio.Task[None] | None = None
         self._pending: collections.deque[_Pending] = collections.deque(maxlen=replay_limit)
         self._overflowing = False  # logged once per outage
+        # Releases of one policy (and lease or not) ending in one loop turn: one script call.
+        self._releases: TurnBatcher[tuple[LimitPolicy, bool], _Pending] = TurnBatcher(
+            self._release_batch, _BATCH_LIMIT
+        )
 
     async def start(self) -> None:
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_leases())
@@ -234,6 +257,14 @@ class RedisLimiter:
         tokens = [w.key for w in plan.tokens]
         ledger = [plan.ledger, *sums, plan.responses]
         leased = [*tokens, plan.concurrency_key, *ledger] if plan.concurrency_key else []
+        many_head = [MARKER_MS, len(tokens)]  # then whether leased
+        many_tail = [
+            0 if plan.tenant_sums is None else 1,
+            plan.key_id,
+            self.retention_ms,
+            RESPONSE_SECONDS * 1000,
+            *(w.seconds for w in plan.tokens),
+        ]
         snapshot_keys += [plan.ledger, *sums]
         snapshot_args: list[int | str] = [
             len(windows),
@@ -247,6 +278,8 @@ class RedisLimiter:
             admit,
             (bulks(*tokens, *ledger), bulks(*leased) if leased else b""),
             (len(tokens) + len(ledger), len(leased)),
+            (bulks(*many_head, 0, *many_tail), bulks(*many_head, 1, *many_tail)),
+            len(many_head) + 1 + len(many_tail),
             tuple(w.seconds for w in plan.tokens),
             snapshot_keys,
             snapshot_args,
@@ -303,7 +336,10 @@ class RedisLimiter:
         the release is kept for `replay` and the error raised."""
         pending = self._pending_of(policy, decision, charge)
         try:
-            await self._apply(pending, replay=False)
+            if decision.store == "redis" and _adds_up(charge):
+                await self._releases.add((policy, decision.lease is not None), pending)
+            else:
+                await self._apply(pending, replay=False)
         except STORE_ERRORS:
             self._keep(pending)
             raise
@@ -428,10 +464,6 @@ class RedisLimiter:
         keys = bulks(key_count, _marker(plan, decision.id), *(w.key for w in units))
         keys += compiled.release_keys[leased]
         usage = charge.usage
-        record = charge.record_response
-        if record is not None and len(record) > MAX_RESPONSE_ID_CHARS:
-            log.warning("response id of %d characters not recorded", len(record))
-            record = None
         args = (
             pending.ended_ms if replay else 0,
             pending.admitted_ms,
@@ -448,11 +480,35 @@ class RedisLimiter:
             max(0, usage.total_tokens),
             *Totals.of(charge).values(),
             self.retention_ms,
-            record or "",
+            _recordable(charge),
             charge.forget_response or "",
             RESPONSE_SECONDS * 1000,
         )
         await self._call(self._release, 1 + key_count + len(args), keys, bulks(*args))
+
+    async def _release_batch(self, key: tuple[LimitPolicy, bool], batch: list[_Pending]) -> None:
+        """Releases of one policy admitted in Redis, in one RELEASE_MANY call."""
+        compiled = batch[0].compiled
+        plan, leased = compiled.plan, key[1]
+        markers = []
+        args: list[int | str] = []
+        for pending in batch:
+            decision, charge = pending.decision, pending.charge
+            assert charge is not None  # given-up admissions are never released
+            markers.append(_marker(plan, decision.id))
+            args += [
+                decision.lease or "",
+                ledger_model(charge.model),
+                max(0, charge.usage.total_tokens),
+                *Totals.of(charge).values(),
+                _recordable(charge),
+                charge.forget_response or "",
+            ]
+        fixed = compiled.release_key_count[leased]
+        keys = bulks(fixed + len(markers)) + compiled.release_keys[leased] + bulks(*markers)
+        head = compiled.release_many_args[leased]
+        count = 1 + fixed + len(markers) + compiled.release_many_arg_count + len(args)
+        await self._call(self._release_many, count, keys, head + bulks(*args))
 
     async def _call(self, script: Any, count: int, keys: bytes, args: bytes) -> list[Any]:
         """Run a script with a deadline (ARGV[1]) a little before this caller gives up.
@@ -503,6 +559,31 @@ class RedisLimiter:
                     await pipe.execute()
             except Exception as exc:  # the leases expire by themselves if this keeps failing
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
+
+
+def _adds_up(charge: Charge) -> bool:
+    """Whether RELEASE_MANY can add this charge exactly (any real request's can)."""
+    usage = charge.usage
+    return (
+        max(
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            usage.total_tokens,
+            charge.cost_ticks,
+        )
+        < _BATCH_MEASURE
+    )
+
+
+def _recordable(charge: Charge) -> str:
+    """The response id a release records ('' for none: longer ids are never owned)."""
+    record = charge.record_response
+    if record is not None and len(record) > MAX_RESPONSE_ID_CHARS:
+        log.warning("response id of %d characters not recorded", len(record))
+        return ""
+    return record or ""
 
 
 def _marker(plan: Plan, admission: str) -> str:

@@ -6,6 +6,15 @@ Each runs atomically in Redis and touches only keys under one tenant's hash tag 
 
 MARKER_MS = 300_000  # how long an admission's marker lives, and a release's outlives it
 
+# Redis's time in ms; `late`: past the caller's deadline (ARGV[1], 0 for none), when a
+# script must do nothing (its caller has given up, or will before the reply arrives).
+NOW = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+local late = deadline > 0 and now_ms > deadline
+"""
+
 # Calendar periods on Redis's clock: days since 1970 to a civil date and back (Howard
 # Hinnant's algorithms), so the month, and when it ends, come from `TIME` like the windows.
 CALENDAR = """
@@ -57,11 +66,9 @@ end
 ADMIT = (
     CALENDAR
     + f"local MARKER_MS = {MARKER_MS}\n"
+    + NOW
     + """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = tonumber(ARGV[1])
-if deadline > 0 and now_ms > deadline then return {now_ms, -1, '', 0} end
+if late then return {now_ms, -1, '', 0} end
 local nreq, ntok, hasconc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nspend = tonumber(ARGV[5])
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 0 then
@@ -154,27 +161,65 @@ return out
 """
 )
 
-# KEYS: marker, request window bases (replays of memory admissions only)...,
-#       token window bases..., [concurrency set], ledger base, key spend base,
-#       [tenant sums base], responses base
+# What a release charges, shared by RELEASE and RELEASE_MANY (after CALENDAR). `charges`:
+# model -> the six measures (r i c o x $, numbers or digit strings), `models` their order,
+# `total` the measures summed over the models; all on the day (and month) of `at`. Zero
+# measures are not written; expiries are set when a counter, row or field is created.
+ACCOUNTING = """
+local CODES = {'r', 'i', 'c', 'o', 'x', '$'}
+local function add(name, amount, expiry)
+  if redis.call('INCRBY', name, amount) == tonumber(amount) then
+    redis.call('PEXPIREAT', name, expiry)
+  end
+end
+local function account(ledger, key_id, models, charges, total, spend, sums, at, retention)
+  local day, month, day_end, month_end = periods(at)
+  local row = ledger .. ':' .. day .. ':' .. key_id
+  for _, model in ipairs(models) do
+    local m = charges[model]
+    if redis.call('HINCRBY', row, 'r|' .. model, m[1]) == tonumber(m[1]) then
+      redis.call('PEXPIREAT', row, day_end + retention)
+    end
+    for j = 2, 6 do
+      if tonumber(m[j]) ~= 0 then redis.call('HINCRBY', row, CODES[j] .. '|' .. model, m[j]) end
+    end
+  end
+  if sums then
+    for _, s in ipairs({{sums .. ':' .. day, day_end}, {sums .. ':' .. month, month_end}}) do
+      if redis.call('HINCRBY', s[1], 'r', total[1]) == tonumber(total[1]) then
+        redis.call('PEXPIREAT', s[1], s[2] + 86400000)
+      end
+      for j = 2, 6 do
+        if tonumber(total[j]) ~= 0 then redis.call('HINCRBY', s[1], CODES[j], total[j]) end
+      end
+    end
+  end
+  if tonumber(total[6]) ~= 0 then
+    add(spend .. ':' .. day, total[6], day_end + 86400000)
+    add(spend .. ':' .. month, total[6], month_end + 86400000)
+  end
+end
+"""
+
+# Releases of requests admitted from memory, and replays of releases Redis did not confirm.
+# KEYS: marker, request window bases (admitted from memory only)..., token window bases...,
+#       [concurrency set], ledger base, key spend base, [tenant sums base], responses base
 # ARGV: deadline_ms, ended_ms (0: now), admitted_ms, marker_ms, n_requests, n_tokens,
 #       has_concurrency, has_tenant, seconds per window..., then lease_id, key_id, model,
 #       total_tokens, the six measures (r i c o x $), retention_ms, record_id, forget_id,
 #       response_ms   ('' for no lease or id)
 # A request admitted from memory counts one unit in the windows of its admission; tokens,
-# the ledger, spend and the tenant's sums go to the day of the moment it ended. Zero
-# measures are not written; expiries are set when a counter or row is created.
+# the ledger, spend and the tenant's sums go to the day of the moment it ended.
 # The marker: absent (a memory admission, or one older than the marker) or 'a:<ms>' (admitted
 # in Redis): apply, and set it to 'r'; anything else ('r' released, 'c' cancelled, or an older
 # version's '1'): skip.
 # Returns: now_ms, status (1 applied, 0 applied before: skipped, -1 past the deadline)
 RELEASE = (
     CALENDAR
+    + ACCOUNTING
+    + NOW
     + """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = tonumber(ARGV[1])
-if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+if late then return {now_ms, -1} end
 local mark = redis.call('GET', KEYS[1])
 if mark and string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
 redis.call('SET', KEYS[1], 'r', 'PX', ARGV[4])
@@ -183,11 +228,6 @@ if ended == 0 then ended = now_ms end
 local nreq, ntok = tonumber(ARGV[5]), tonumber(ARGV[6])
 local hasconc, hastenant = ARGV[7] == '1', ARGV[8] == '1'
 local w = 8 + nreq + ntok
-local function add(name, amount, expiry)
-  if redis.call('INCRBY', name, amount) == tonumber(amount) then
-    redis.call('PEXPIREAT', name, expiry)
-  end
-end
 local function window(base, period, at, amount)
   local index = math.floor(at / (period * 1000))
   add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
@@ -203,39 +243,87 @@ if hasconc then
   redis.call('ZREM', KEYS[k], ARGV[w + 1])
   k = k + 1
 end
-local day, month, day_end, month_end = periods(ended)
-local row, model = KEYS[k] .. ':' .. day .. ':' .. ARGV[w + 2], ARGV[w + 3]
-if redis.call('HINCRBY', row, 'r|' .. model, 1) == 1 then
-  redis.call('PEXPIREAT', row, day_end + tonumber(ARGV[w + 11]))
-end
-local sums = {}
-if hastenant then
-  sums = {{KEYS[k + 2] .. ':' .. day, day_end}, {KEYS[k + 2] .. ':' .. month, month_end}}
-end
-for _, s in ipairs(sums) do
-  if redis.call('HINCRBY', s[1], 'r', 1) == 1 then
-    redis.call('PEXPIREAT', s[1], s[2] + 86400000)
-  end
-end
-local codes = {'r', 'i', 'c', 'o', 'x', '$'}
-for j = 2, 6 do
-  local v = ARGV[w + 4 + j]
-  if v ~= '0' then
-    redis.call('HINCRBY', row, codes[j] .. '|' .. model, v)
-    for _, s in ipairs(sums) do redis.call('HINCRBY', s[1], codes[j], v) end
-  end
-end
-local cost = ARGV[w + 10]
-if cost ~= '0' then
-  add(KEYS[k + 1] .. ':' .. day, cost, day_end + 86400000)
-  add(KEYS[k + 1] .. ':' .. month, cost, month_end + 86400000)
-end
+local measures = {ARGV[w + 5], ARGV[w + 6], ARGV[w + 7], ARGV[w + 8], ARGV[w + 9], ARGV[w + 10]}
+account(KEYS[k], ARGV[w + 2], {ARGV[w + 3]}, {[ARGV[w + 3]] = measures}, measures,
+  KEYS[k + 1], hastenant and KEYS[k + 2], ended, tonumber(ARGV[w + 11]))
 local responses = KEYS[#KEYS]
 if ARGV[w + 13] ~= '' then redis.call('DEL', responses .. ':' .. ARGV[w + 13]) end
 if ARGV[w + 12] ~= '' then
   redis.call('SET', responses .. ':' .. ARGV[w + 12], 1, 'PX', ARGV[w + 14])
 end
 return {now_ms, 1}
+"""
+)
+
+# The releases of one policy's requests admitted in Redis that ended in the same event-loop
+# turn of one process, in one call: each marker as in RELEASE, then what the applied ones
+# charge, added up (one write per counter and measure, however many releases: Lua's cost is
+# per redis.call). The client sends only measures below 2^46, so that 64 of them add up
+# exactly in Lua's doubles; larger ones go through RELEASE one by one.
+# KEYS: token window bases..., [concurrency set], ledger base, key spend base,
+#       [tenant sums base], responses base, then one marker per release
+# ARGV: deadline_ms, marker_ms, n_tokens, has_concurrency, has_tenant, key_id, retention_ms,
+#       response_ms, seconds per token window..., then per release: lease_id, model,
+#       total_tokens, the six measures (r i c o x $), record_id, forget_id ('' for none)
+# Returns: now_ms, how many were applied (the others' markers said they were before; -1:
+#          past the deadline, nothing done)
+RELEASE_MANY = (
+    CALENDAR
+    + ACCOUNTING
+    + NOW
+    + """
+if late then return {now_ms, -1} end
+local ntok, hasconc, hastenant = tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5] == '1'
+local first = 8 + ntok
+local fixed = ntok + (hasconc and 1 or 0) + (hastenant and 4 or 3)
+local n = #KEYS - fixed
+local markers = {}
+for j = 1, n do markers[j] = KEYS[fixed + j] end
+local marks = redis.call('MGET', unpack(markers))
+local applied, tokens, leases, models, charges = 0, 0, {}, {}, {}
+local total = {0, 0, 0, 0, 0, 0}
+local responses = KEYS[fixed]
+for j = 1, n do
+  local mark = marks[j]
+  if not mark or string.sub(mark, 1, 2) == 'a:' then
+    redis.call('SET', markers[j], 'r', 'PX', ARGV[2])
+    applied = applied + 1
+    local a = first + (j - 1) * 11
+    if ARGV[a + 1] ~= '' then leases[#leases + 1] = ARGV[a + 1] end
+    tokens = tokens + tonumber(ARGV[a + 3])
+    local model = ARGV[a + 2]
+    local m = charges[model]
+    if not m then
+      m = {0, 0, 0, 0, 0, 0}
+      charges[model] = m
+      models[#models + 1] = model
+    end
+    for c = 1, 6 do
+      local v = tonumber(ARGV[a + 3 + c])
+      m[c], total[c] = m[c] + v, total[c] + v
+    end
+    if ARGV[a + 11] ~= '' then redis.call('DEL', responses .. ':' .. ARGV[a + 11]) end
+    if ARGV[a + 10] ~= '' then
+      redis.call('SET', responses .. ':' .. ARGV[a + 10], 1, 'PX', ARGV[8])
+    end
+  end
+end
+if applied == 0 then return {now_ms, 0} end
+if tokens > 0 then
+  for i = 1, ntok do
+    local period = tonumber(ARGV[8 + i])
+    local index = math.floor(now_ms / (period * 1000))
+    add(KEYS[i] .. ':' .. index, tokens, (index + 1) * period * 1000 + 1000)
+  end
+end
+local k = ntok + 1
+if hasconc then
+  if #leases > 0 then redis.call('ZREM', KEYS[k], unpack(leases)) end
+  k = k + 1
+end
+account(KEYS[k], ARGV[6], models, charges, total, KEYS[k + 1], hastenant and KEYS[k + 2],
+  now_ms, tonumber(ARGV[7]))
+return {now_ms, applied}
 """
 )
 
@@ -247,11 +335,10 @@ return {now_ms, 1}
 # KEYS: marker, request window bases..., [concurrency set]
 # ARGV: deadline_ms, marker_ms, n_requests, seconds per window..., lease_id ('' for none)
 # Returns: now_ms, status (1 taken back, 0 nothing to take back, -1 past the deadline)
-CANCEL = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = tonumber(ARGV[1])
-if deadline > 0 and now_ms > deadline then return {now_ms, -1} end
+CANCEL = (
+    NOW
+    + """
+if late then return {now_ms, -1} end
 local mark = redis.call('GET', KEYS[1])
 if not mark or string.sub(mark, 1, 2) ~= 'a:' then return {now_ms, 0} end
 local admitted, nreq = tonumber(string.sub(mark, 3)), tonumber(ARGV[3])
@@ -263,6 +350,7 @@ if ARGV[4 + nreq] ~= '' then redis.call('ZREM', KEYS[2 + nreq], ARGV[4 + nreq]) 
 redis.call('SET', KEYS[1], 'c', 'PX', ARGV[2])
 return {now_ms, 1}
 """
+)
 
 # KEYS: request window bases..., token window bases..., [concurrency set], ledger base,
 #       key spend base, [tenant sums base]

@@ -1,0 +1,239 @@
+"""Releases ending in one loop turn share one script call, and charge exactly what they would
+one by one: the batcher on its own, then on a real redis-server (a lost reply through a real
+TCP relay that stops passing replies)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.limiter import create_limiter
+from service.limiter.batching import TurnBatcher
+from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
+from service.limiter.redis_store import RedisLimiter
+from service.usage.record import TICKS_PER_USD
+from tests.support.charges import charge, count_round_trips
+from tests.test_ledger_redis import CLIENTS, replica
+from tests.test_redis_hang import TIMEOUT, FaultyLink, _is, eventually, token_units, total
+from tests.test_redis_hang import policy as key_policy
+
+
+class Recorder:
+    def __init__(self, fail: Exception | None = None, pause: float = 0) -> None:
+        self.sent: list[tuple[str, list[int]]] = []
+        self.fail = fail
+        self.pause = pause
+
+    async def __call__(self, key: str, items: list[int]) -> None:
+        await asyncio.sleep(self.pause)
+        self.sent.append((key, items))
+        if self.fail is not None:
+            raise self.fail
+
+
+async def test_items_of_one_turn_go_together_by_key_and_later_ones_apart():
+    send = Recorder()
+    batcher = TurnBatcher(send, limit=10)
+    first = [batcher.add("a", 1), batcher.add("b", 2), batcher.add("a", 3)]
+    await asyncio.gather(*first)
+    await batcher.add("a", 4)
+    assert send.sent == [("a", [1, 3]), ("b", [2]), ("a", [4])]
+
+
+async def test_a_full_batch_goes_at_once_and_the_rest_of_the_turn_follows():
+    send = Recorder()
+    batcher = TurnBatcher(send, limit=2)
+    await asyncio.gather(*(batcher.add("a", i) for i in range(5)))
+    assert send.sent == [("a", [0, 1]), ("a", [2, 3]), ("a", [4])]
+
+
+async def test_every_caller_of_a_failed_batch_gets_its_error():
+    batcher = TurnBatcher(Recorder(fail=ConnectionError("gone")), limit=10)
+    results = await asyncio.gather(batcher.add("a", 1), batcher.add("a", 2), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+
+
+async def test_a_caller_cancelled_while_waiting_does_not_stop_its_batch():
+    send = Recorder(pause=0.05)
+    batcher = TurnBatcher(send, limit=10)
+
+    async def caller(item: int) -> None:
+        await batcher.add("a", item)
+
+    leaving = asyncio.create_task(caller(1))
+    staying = asyncio.create_task(caller(2))
+    await asyncio.sleep(0.01)
+    leaving.cancel()
+    await staying
+    assert send.sent == [("a", [1, 2])]
+
+
+def policy(tenant: str | None = None) -> LimitPolicy:
+    return LimitPolicy(
+        key_id="k",
+        tenant=tenant or f"acme-{uuid.uuid4().hex[:8]}",
+        requests=parse_rates("1000/hour"),
+        tokens=parse_rates("1000000/hour"),
+        concurrent=100,
+        spend=parse_spend("1000/day"),
+        tenant_requests=parse_rates("1000/hour"),
+        tenant_tokens=parse_rates("1000000/day"),
+    )
+
+
+async def _release_all(limiter: RedisLimiter, p: LimitPolicy, charges: list) -> list[str]:
+    decisions = [await limiter.admit(p) for _ in charges]
+    sent = count_round_trips(limiter)
+    await asyncio.gather(
+        *(limiter.release(p, d, c) for d, c in zip(decisions, charges, strict=True))
+    )
+    return sent
+
+
+async def _state(url: str, p: LimitPolicy) -> dict:
+    client = aioredis.from_url(url, decode_responses=True)
+    tag = f"gw:{{t:{p.tenant}}}"
+    day = datetime.now(UTC).date().isoformat()
+    try:
+        tokens = 0
+        for name in await client.keys(f"{tag}:tok:k:k:*"):
+            tokens += int(await client.get(name))
+        markers = [await client.get(name) for name in await client.keys(f"{tag}:rel:*")]
+        return {
+            "ledger": await client.hgetall(f"{tag}:led:{day}:k"),
+            "tenant_day": await client.hgetall(f"{tag}:sum:t:{p.tenant}:{day}"),
+            "tenant_month": await client.hgetall(f"{tag}:sum:t:{p.tenant}:{day[:7]}"),
+            "key_spend_day": int(await client.get(f"{tag}:spend:k:k:{day}") or 0),
+            "key_tokens": tokens,
+            "slots": await client.zcard(f"{tag}:conc:k"),
+            "markers": sorted(markers),
+        }
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_releases_of_one_turn_take_one_script_call_and_charge_each_exactly(
+    redis_server, client
+):
+    p = policy()
+    batched = replica(redis_server.url, client)
+    try:
+        await batched.release(p, await batched.admit(p), charge(1, 1))  # scripts loaded
+        charges = [charge(40, 3 * TICKS_PER_USD)] * 3 + [charge(8, 5, model="grok-other")] * 2
+        sent = await _release_all(batched, p, charges)
+        assert sent == ["EVALSHA"]
+        state = await _state(redis_server.url, p)
+    finally:
+        await batched.aclose()
+    assert state["ledger"] == {
+        "r|grok-test": "4",
+        "i|grok-test": "91",
+        "o|grok-test": "30",
+        "$|grok-test": str(9 * TICKS_PER_USD + 1),
+        "r|grok-other": "2",
+        "i|grok-other": "12",
+        "o|grok-other": "4",
+        "$|grok-other": "10",
+    }
+    sums = {"r": "6", "i": "103", "o": "34", "$": str(9 * TICKS_PER_USD + 11)}
+    assert state["tenant_day"] == sums
+    assert state["tenant_month"] == sums
+    assert state["key_spend_day"] == 9 * TICKS_PER_USD + 11
+    assert state["key_tokens"] == 137
+    assert state["slots"] == 0
+    assert state["markers"] == ["r"] * 6
+
+
+async def test_one_release_at_a_time_writes_what_a_batch_writes(redis_server):
+    """The single-release script (memory admissions, replays) and the batch agree."""
+    p, q = policy(), policy()
+    one_by_one = replica(redis_server.url)
+    try:
+        charges = [charge(40, 3 * TICKS_PER_USD)] * 2 + [charge(8, 5, model="grok-other")]
+        await _release_all(one_by_one, p, charges)
+        for c in charges:
+            # Replayed releases go through RELEASE, one at a time.
+            pending = one_by_one._pending_of(q, await one_by_one.admit(q), c)
+            await one_by_one._apply(pending, replay=True)
+        batch, single = await _state(redis_server.url, p), await _state(redis_server.url, q)
+    finally:
+        await one_by_one.aclose()
+    assert batch == single
+
+
+async def test_a_release_applied_before_is_skipped_and_the_rest_of_its_batch_applied(
+    redis_server,
+):
+    p = policy()
+    limiter = replica(redis_server.url)
+    try:
+        done, fresh = await limiter.admit(p), await limiter.admit(p)
+        await limiter.release(p, done, charge(100, 7))
+        await asyncio.gather(
+            limiter.release(p, done, charge(100, 7)),  # a replay of the first: its marker says 'r'
+            limiter.release(p, fresh, charge(20, 2)),
+        )
+        state = await _state(redis_server.url, p)
+    finally:
+        await limiter.aclose()
+    assert state["ledger"]["r|grok-test"] == "2"
+    assert state["key_tokens"] == 120
+    assert state["key_spend_day"] == 9
+
+
+async def test_response_ids_recorded_and_forgotten_in_one_batch(redis_server):
+    p = policy()
+    limiter, other = replica(redis_server.url), replica(redis_server.url)
+    old, new = f"resp_{uuid.uuid4().hex}", f"resp_{uuid.uuid4().hex}"
+    try:
+        await limiter.release(p, await limiter.admit(p), charge(1, record=old))
+        await asyncio.gather(
+            limiter.release(p, await limiter.admit(p), charge(1, record=new)),
+            limiter.release(p, await limiter.admit(p), charge(1, forget=old)),
+        )
+        assert (await other.admit(p, owner_check=new)).allowed
+        assert (await other.admit(p, owner_check=old)).reason == "not_found"
+    finally:
+        await limiter.aclose()
+        await other.aclose()
+
+
+async def test_measures_too_large_to_add_in_lua_are_charged_exactly_one_by_one(redis_server):
+    p = policy()
+    limiter = replica(redis_server.url)
+    huge = 2**60 + 1  # past 2^53: a double would round it
+    try:
+        await asyncio.gather(
+            limiter.release(p, await limiter.admit(p), charge(4, huge)),
+            limiter.release(p, await limiter.admit(p), charge(4, 1)),
+        )
+        state = await _state(redis_server.url, p)
+    finally:
+        await limiter.aclose()
+    assert state["key_spend_day"] == huge + 1
+    assert state["ledger"]["$|grok-test"] == str(huge + 1)
+
+
+async def test_a_batch_whose_reply_was_lost_counts_each_release_once(redis_server):
+    link = FaultyLink(redis_server.port)
+    limiter = create_limiter(await link.start(), failure_mode="local", redis_timeout=TIMEOUT)
+    p = key_policy(tokens="1000000/hour")
+    try:
+        await limiter.start()
+        await limiter.release(p, await limiter.admit(p), charge(1))  # scripts loaded
+        decisions = [await limiter.admit(p) for _ in range(4)]
+        link.replies_pass = False  # Redis applies the batch; its reply never arrives
+        await asyncio.gather(*(limiter.release(p, d, charge(100)) for d in decisions))
+        assert limiter.mode == "local-fallback"
+        assert await total(redis_server.url, token_units(p.key_id)) == 401
+        link.heal()  # the four are replayed one by one: their markers say 'r'
+        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await total(redis_server.url, token_units(p.key_id)) == 401
+    finally:
+        await limiter.aclose()
+        await link.aclose()
