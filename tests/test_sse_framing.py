@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.sse import ChatDialect, ResponsesDialect
@@ -61,9 +61,18 @@ _EVENT_KINDS = [
     b"event: response.in_progress",
     b"id: 7",
     b'retry: 10\ndata: {"a":1}',
+    # Near misses of the fast shapes: a line too many or too few, a stray line end.
+    b"event: a}",
+    b'event: a\ndata: {"b":1}\ndata: {"c":2}',
+    b'\nevent: a\ndata: {"b":1}',
+    b'event: a\nbogus: {"b":1}',
+    b'data: {"a":1}\n',
+    b'event: response.completed\ndata: {"response":{}}\ndata: {"more":1}',
+    b"data: [DONE]\ndata: {}",
 ]
 
 
+@settings(max_examples=1000)
 @given(
     st.lists(st.sampled_from(_EVENT_KINDS), min_size=1, max_size=12),
     st.sampled_from([ChatDialect(True), ResponsesDialect()]),
@@ -75,6 +84,19 @@ def test_a_batch_matched_whole_is_framed_as_event_by_event(events, dialect, cap)
     one_by_one = Framer(dialect, cap * 10)
     one_by_one._batch = re.compile(b"(?!)")  # matches nothing: every event looked at alone
     assert framer._check(batch) == one_by_one._check(batch)
+
+
+def test_whole_streams_of_both_dialects_are_taken_as_one_batch():
+    """The usual shapes match the batch pattern (the check above would hold trivially if it
+    matched nothing): a whole xAI stream through [DONE], a whole Responses stream; the
+    terminal event is the pattern's group."""
+    chat = b"".join(xai_events(20))
+    responses = b"".join(responses_events(6))
+    cases = [(ChatDialect(True), chat, b"data: [DONE]"), (ResponsesDialect(), responses, b"ev")]
+    for dialect, stream, terminal in cases:
+        whole = Framer(dialect, CAP)._batch.fullmatch(stream)
+        assert whole is not None
+        assert whole.start(1) == stream.rindex(b"\n\n" + terminal) + 2
 
 
 def test_events_split_at_every_byte_come_out_whole():
