@@ -186,6 +186,20 @@ async def test_a_release_applied_before_is_skipped_and_the_rest_of_its_batch_app
     assert state["key_spend_day"] == 9
 
 
+async def test_one_release_twice_in_one_batch_is_applied_once(redis_server):
+    p = policy()
+    limiter = replica(redis_server.url)
+    try:
+        decision = await limiter.admit(p)
+        await asyncio.gather(*(limiter.release(p, decision, charge(100, 7)) for _ in range(2)))
+        state = await _state(redis_server.url, p)
+    finally:
+        await limiter.aclose()
+    assert state["ledger"]["r|grok-test"] == "1"
+    assert state["key_tokens"] == 100
+    assert state["key_spend_day"] == 7
+
+
 async def test_response_ids_recorded_and_forgotten_in_one_batch(redis_server):
     p = policy()
     limiter, other = replica(redis_server.url), replica(redis_server.url)

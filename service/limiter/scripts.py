@@ -283,9 +283,11 @@ local marks = redis.call('MGET', unpack(markers))
 local applied, tokens, leases, models, charges = 0, 0, {}, {}, {}
 local total = {0, 0, 0, 0, 0, 0}
 local responses = KEYS[fixed]
+local seen = {}  -- a marker twice in one call: its second release was applied by its first
 for j = 1, n do
   local mark = marks[j]
-  if not mark or string.sub(mark, 1, 2) == 'a:' then
+  if not seen[markers[j]] and (not mark or string.sub(mark, 1, 2) == 'a:') then
+    seen[markers[j]] = true
     redis.call('SET', markers[j], 'r', 'PX', ARGV[2])
     applied = applied + 1
     local a = first + (j - 1) * 11
