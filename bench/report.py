@@ -368,6 +368,34 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     0.78x in the 19:35 run's paired rounds (0.77, 0.78, 0.84), 0.75x in the 20:27 one (0.75,
     0.75, 0.68), 0.74-0.80x in A/B rounds during the pass; in memory mode the gateway relays
     0.94-0.95x of the raw floor's burst, so the shared Redis budget is what costs the rest.
+- Issue 9's fifth pass (2026-11-27 20:55-21:45 UTC), on where Redis mode loses to memory
+  mode. Side by side (the raw floor, the gateway in memory mode and in Redis mode, 3-4
+  rounds): memory mode 0.87-0.89x of the raw floor's burst, Redis mode 0.72-0.73x; per
+  stream, redis-server 75-80 us of CPU (perf: no hot spot; 70 us of it user time) and the
+  gateway +10-50 us over memory mode. With both scripts replaced by ones that only read
+  `TIME`, Redis mode came to 0.79x and redis-server to 30 us (two round trips alone): about
+  half the gap is the scripts' work, half the round trips. On a microbenchmark of the real
+  limiter (32 concurrent admit + release pairs), a release's ledger row and the tenant's
+  day and month sums cost ~1.2-1.8 us of Redis CPU per `HINCRBY`.
+  - Kept: the releases of one key that end in the same event-loop turn go as one script
+    call (`RELEASE_MANY`, `limiter/batching.py`), which sets each marker and then writes
+    every counter and measure once for all of them. In burst ~4.5 releases a call, 1.22
+    script calls and ~16 commands per request (from 2.00 and 31; 1.06 calls with 400
+    streams spaced); redis-server 77 -> 60 us per stream; the gateway 0.733x -> 0.761x of
+    the raw floor in 4 rounds side by side with the previous commit. A 1-2 ms batching
+    window instead of the loop turn gained nothing more.
+  - Full runs after it (21:34 and 21:53): burst 0.74x in both runs' paired rounds (0.81,
+    0.74, 0.73; 0.77, 0.74, 0.74), Responses burst 0.75x and 0.72x (0.64x at 20:27),
+    realistic 0.90x. The machine changed between sessions: the raw floor relays ~2,500
+    burst streams/s where it relayed ~3,300, and the gateway loses more to it even
+    without Redis (memory mode 0.81x one pass at 21:53, 0.87-0.89x in side-by-side
+    rounds, against 0.94-0.95x at 20:27).
+  - Tried and dropped: each multi-event read checked with `bytes.count`/`find` instead of
+    the regular expression (callgrind counts ~62k of a stream's instructions in the
+    expression's byte-by-byte loop on xAI's chunks, against ~29k on OpenAI's; but
+    `bytes.count` of a two-byte pattern over a 10 KB read takes 8.6 us, and the six counts
+    the check needs 26 us against the expression's 11). Batching admissions the same way
+    would save Redis work too, but holds each admission back a loop turn: not tried.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
@@ -424,7 +452,8 @@ at a time in the same run; compare ratios, not absolute figures across runs.
 
 CPU s/1k = CPU seconds of the target's process tree per 1,000 completed streams.
 Redis scripts/req = script calls (`INFO commandstats`: evalsha + eval) per request: one round
-trip to admit, one to release (a release with no lease and no token usage sends nothing).
+trip to admit, and one to release, shared by the releases of a key that end in the same
+event-loop turn of a gateway process (one script call writes each counter once for all).
 Open streams also have their concurrency lease refreshed every lease/3 seconds (10 s by
 default): one pipelined round trip per process, one script call per key with open streams,
 which shows as the odd extra hundredth of a call per request.
