@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.sse import ChatDialect, ResponsesDialect
+from service.sse.dialects import _EMPTY_CHOICES, _empty_choices, _event_start
 from service.sse.relay import Framer
 from tests.support.hostile_upstream import RESPONSE_ID, responses_events, xai_events
 
@@ -270,3 +271,18 @@ def test_a_usage_that_is_no_json_counts_as_none():
     dialect = ChatDialect(client_wants_usage=True)
     dialect.relayed(b'data: {"choices": [], "usage": {"prompt_tokens": 3,,}}\n\n')
     assert dialect.usage() is None
+
+
+@given(st.binary(max_size=16).map(lambda b: bytes(b"ab\n"[x % 3] for x in b)), st.data())
+def test_an_event_start_found_by_line_ends_is_the_last_blank_line(data, draw):
+    before = draw.draw(st.integers(min_value=0, max_value=len(data)))
+    blank = data.rfind(b"\n\n", 0, before)
+    assert _event_start(data, before) == (0 if blank < 0 else blank + 2)
+
+
+def test_empty_choices_are_found_as_the_regular_expression_finds_them():
+    events = xai_events(4) + xai_events(4, spaced=True)
+    events += [b'data: {"choices": [ ],"usage":{"total_tokens":1}}', b'data: {"choices":[{}]}']
+    for event in events:
+        assert _empty_choices(event, 0, len(event)) == bool(_EMPTY_CHOICES.search(event)), event
+    assert sum(_empty_choices(e, 0, len(e)) for e in events) == 3  # two usage chunks, one more

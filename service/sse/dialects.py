@@ -30,6 +30,8 @@ _DECODER = json.JSONDecoder()
 # A chat chunk with no choices, in any JSON spacing: the usage-only chunk (when it is the last
 # event before [DONE] and carries a non-null usage).
 _EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\]')
+_CHOICES = b'"choices":'
+_USAGE_OBJECT = b":{"
 
 
 class Dialect(Protocol):
@@ -61,9 +63,35 @@ def _last_usage(out: bytes, start: int, end: int) -> int:
         pos = out.rfind(_USAGE_KEY, start, pos)
         if pos < 0:
             return -1
+        if out.startswith(_USAGE_OBJECT, pos + len(_USAGE_KEY)):  # compact JSON: every xAI chunk
+            return pos
         rest = out[pos + len(_USAGE_KEY) : pos + len(_USAGE_KEY) + 16].lstrip(_JSON_SPACE)
         if rest.startswith(b":") and not rest[1:].lstrip(_JSON_SPACE).startswith(b"null"):
             return pos
+
+
+def _empty_choices(out: bytes, start: int, end: int) -> bool:
+    """Whether out[start:end] holds `"choices": []`, in any JSON spacing.
+
+    A chunk whose first "choices" key, compact, opens a choice has choices: every xAI chunk
+    but the usage-only one (a chunk's keys before "choices" hold no objects).
+    """
+    at = out.find(_CHOICES, start, end)
+    if at >= 0 and out.startswith(b"[{", at + len(_CHOICES)):
+        return False
+    return _EMPTY_CHOICES.search(out, start, end) is not None
+
+
+def _event_start(out: bytes, before: int) -> int:
+    """Where the event that ends at `before` (its blank line excluded) starts: after the last
+    blank line before it. One-byte searches (memrchr), not a two-byte one, which Python runs
+    ~10 times slower: most events are one line, found in one step."""
+    at = out.rfind(b"\n", 0, before)
+    while at > 0:
+        if out[at - 1] == 0x0A:
+            return at + 1
+        at = out.rfind(b"\n", 0, at)
+    return 0
 
 
 class _UsageTracker:
@@ -144,9 +172,8 @@ class ChatDialect:
         end = len(out) - len(DONE) if out.endswith(DONE) else len(out)
         if end == 0:
             return out
-        previous = out.rfind(b"\n\n", 0, end - 2)
-        start = 0 if previous < 0 else previous + 2
-        if _EMPTY_CHOICES.search(out, start, end) is None or _last_usage(out, start, end) < 0:
+        start = _event_start(out, end - 2)
+        if not _empty_choices(out, start, end) or _last_usage(out, start, end) < 0:
             return out
         if end == len(out):
             self._held = out[start:]  # the batch ends here: is [DONE] next?
