@@ -39,6 +39,7 @@ class Dialect(Protocol):
 
     fast_prefix: bytes  # an event starting with it and ending in `}` is well-formed
     fast_event: bytes  # a regular expression: one such event, whole, in its usual lines
+    fast_lines: int  # how many lines such an event has
     terminals: tuple[bytes, ...]  # an event starting with one of these ends the stream
     response_id: str | None
 
@@ -149,6 +150,7 @@ class ChatDialect:
 
     fast_prefix = b"data: {"
     fast_event = rb"data: \{[^\n]*\}\n\n"
+    fast_lines = 1
     terminals = (b"data: [DONE]",)
 
     def __init__(self, client_wants_usage: bool) -> None:
@@ -197,6 +199,7 @@ class ResponsesDialect:
 
     fast_prefix = b"event: "
     fast_event = rb"event: [^\n]*\ndata: \{[^\n]*\}\n\n"
+    fast_lines = 2
     terminals = (
         b"event: response.completed\n",
         b"event: response.failed\n",

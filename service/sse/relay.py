@@ -126,12 +126,13 @@ class Framer:
     re-concatenation) and may not grow past `max_event_bytes`.
     """
 
-    __slots__ = ("_batch", "_boundary", "_cr", "_dialect", "_max", "_pending")
+    __slots__ = ("_batch", "_boundary", "_cr", "_dialect", "_max", "_one_line", "_pending")
 
     def __init__(self, dialect: Dialect, max_event_bytes: int) -> None:
         self._dialect = dialect
         self._batch = _batch_pattern(dialect.fast_event, dialect.terminals)
         self._boundary = b"\n\n" + dialect.fast_prefix  # one between two fast events
+        self._one_line = dialect.fast_lines == 1  # a fast event is one line (chat)
         self._max = max_event_bytes
         self._pending = bytearray()
         self._cr = False  # the previous read ended in CR: a LF starting this one belongs to it
@@ -186,7 +187,11 @@ class Framer:
         fast, terminals = dialect.fast_prefix, dialect.terminals
         check_size = len(batch) > self._max
         if not check_size:
-            if batch.find(b"\n\n") == len(batch) - 2:  # one event: most reads
+            # One event: most reads. A one-line event's end is found by a one-byte search
+            # (memchr), ~10 times faster per byte than Python's two-byte search for the
+            # blank line, which xAI's long chunks made show.
+            end = batch.find(b"\n") if self._one_line else batch.find(b"\n\n")
+            if end == len(batch) - 2:
                 if batch.startswith(terminals):
                     return batch, 1, True, None
                 if batch.startswith(fast) and batch.endswith(b"}\n\n"):
