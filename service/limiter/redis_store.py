@@ -463,7 +463,6 @@ class RedisLimiter:
         key_count = 1 + len(units) + compiled.release_key_count[leased]
         keys = bulks(key_count, _marker(plan, decision.id), *(w.key for w in units))
         keys += compiled.release_keys[leased]
-        usage = charge.usage
         args = (
             pending.ended_ms if replay else 0,
             pending.admitted_ms,
@@ -476,9 +475,7 @@ class RedisLimiter:
             *compiled.token_periods,
             lease or "",
             plan.key_id,
-            ledger_model(charge.model),
-            max(0, usage.total_tokens),
-            *Totals.of(charge).values(),
+            *_charge_args(charge),
             self.retention_ms,
             _recordable(charge),
             charge.forget_response or "",
@@ -498,9 +495,7 @@ class RedisLimiter:
             markers.append(_marker(plan, decision.id))
             args += [
                 decision.lease or "",
-                ledger_model(charge.model),
-                max(0, charge.usage.total_tokens),
-                *Totals.of(charge).values(),
+                *_charge_args(charge),
                 _recordable(charge),
                 charge.forget_response or "",
             ]
@@ -561,20 +556,15 @@ class RedisLimiter:
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
 
 
+def _charge_args(charge: Charge) -> list[int | str]:
+    """A release's model, tokens for the token windows and six measures (both scripts)."""
+    measures = Totals.of(charge).values()
+    return [ledger_model(charge.model), max(0, charge.usage.total_tokens), *measures]
+
+
 def _adds_up(charge: Charge) -> bool:
     """Whether RELEASE_MANY can add this charge exactly (any real request's can)."""
-    usage = charge.usage
-    return (
-        max(
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-            usage.reasoning_tokens,
-            usage.total_tokens,
-            charge.cost_ticks,
-        )
-        < _BATCH_MEASURE
-    )
+    return max(charge.usage.total_tokens, *Totals.of(charge).values()) < _BATCH_MEASURE
 
 
 def _recordable(charge: Charge) -> str:

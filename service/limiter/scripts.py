@@ -161,7 +161,8 @@ return out
 """
 )
 
-# What a release charges, shared by RELEASE and RELEASE_MANY (after CALENDAR). `charges`:
+# What a release charges, shared by RELEASE and RELEASE_MANY (after CALENDAR): `add` to a
+# counter, to a rate `window`, and `account` for the ledger, sums and spend. `charges`:
 # model -> the six measures (r i c o x $, numbers or digit strings), `models` their order,
 # `total` the measures summed over the models; all on the day (and month) of `at`. Zero
 # measures are not written; expiries are set when a counter, row or field is created.
@@ -171,6 +172,11 @@ local function add(name, amount, expiry)
   if redis.call('INCRBY', name, amount) == tonumber(amount) then
     redis.call('PEXPIREAT', name, expiry)
   end
+end
+-- Add to the window of `period` seconds that the instant `at` (ms) falls in.
+local function window(base, period, at, amount)
+  local index = math.floor(at / (period * 1000))
+  add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
 end
 local function account(ledger, key_id, models, charges, total, spend, sums, at, retention)
   local day, month, day_end, month_end = periods(at)
@@ -228,10 +234,6 @@ if ended == 0 then ended = now_ms end
 local nreq, ntok = tonumber(ARGV[5]), tonumber(ARGV[6])
 local hasconc, hastenant = ARGV[7] == '1', ARGV[8] == '1'
 local w = 8 + nreq + ntok
-local function window(base, period, at, amount)
-  local index = math.floor(at / (period * 1000))
-  add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
-end
 for i = 1, nreq do window(KEYS[1 + i], tonumber(ARGV[8 + i]), admitted, 1) end
 if ARGV[w + 4] ~= '0' then
   for i = nreq + 1, nreq + ntok do
@@ -312,11 +314,7 @@ for j = 1, n do
 end
 if applied == 0 then return {now_ms, 0} end
 if tokens > 0 then
-  for i = 1, ntok do
-    local period = tonumber(ARGV[8 + i])
-    local index = math.floor(now_ms / (period * 1000))
-    add(KEYS[i] .. ':' .. index, tokens, (index + 1) * period * 1000 + 1000)
-  end
+  for i = 1, ntok do window(KEYS[i], tonumber(ARGV[8 + i]), now_ms, tokens) end
 end
 local k = ntok + 1
 if hasconc then

@@ -131,10 +131,8 @@ class _UsageTracker:
         if self._pos < 0:
             return None
         batch, pos = self._batch, self._pos
-        start = batch.rfind(b"\n\n", 0, pos)
-        start = 0 if start < 0 else start + 2
         end = batch.find(b"\n\n", pos)
-        doc = event_data(batch[start : end if end >= 0 else len(batch)])
+        doc = event_data(batch[_event_start(batch, pos) : end if end >= 0 else len(batch)])
         if doc is None:
             log.warning("the upstream's last usage is not a JSON object; charging an estimate")
         return doc
