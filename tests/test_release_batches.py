@@ -116,6 +116,11 @@ async def _state(url: str, p: LimitPolicy) -> dict:
         await client.aclose()
 
 
+def _charged(state: dict) -> tuple[str, int, int]:
+    """Requests in the key's ledger row, tokens in its windows, ticks in its day's spend."""
+    return state["ledger"]["r|grok-test"], state["key_tokens"], state["key_spend_day"]
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 async def test_releases_of_one_turn_take_one_script_call_and_charge_each_exactly(
     redis_server, client
@@ -181,9 +186,7 @@ async def test_a_release_applied_before_is_skipped_and_the_rest_of_its_batch_app
         state = await _state(redis_server.url, p)
     finally:
         await limiter.aclose()
-    assert state["ledger"]["r|grok-test"] == "2"
-    assert state["key_tokens"] == 120
-    assert state["key_spend_day"] == 9
+    assert _charged(state) == ("2", 120, 9)
 
 
 async def test_one_release_twice_in_one_batch_is_applied_once(redis_server):
@@ -195,9 +198,7 @@ async def test_one_release_twice_in_one_batch_is_applied_once(redis_server):
         state = await _state(redis_server.url, p)
     finally:
         await limiter.aclose()
-    assert state["ledger"]["r|grok-test"] == "1"
-    assert state["key_tokens"] == 100
-    assert state["key_spend_day"] == 7
+    assert _charged(state) == ("1", 100, 7)
 
 
 async def test_response_ids_recorded_and_forgotten_in_one_batch(redis_server):
