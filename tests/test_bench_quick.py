@@ -105,7 +105,8 @@ def test_quick_benchmark_runs_every_target_and_scenario_without_failures(tmp_pat
         assert result["failed"] == 0, result
         assert result["streams_per_s"] > 0
     redis = [r for r in results if r["target"] == "gateway-redis"]
-    assert all(r["redis_scripts_per_request"] >= 1 for r in redis)
+    # Through Redis (admissions and releases of one loop turn share a call: under one a request).
+    assert all(r["redis_scripts_per_request"] > 0 for r in redis)
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "## Targets" in (tmp_path / "BENCHMARKS.md").read_text()
 

@@ -72,6 +72,36 @@ async def test_a_caller_cancelled_while_waiting_does_not_stop_its_batch():
     assert send.sent == [("a", [1, 2])]
 
 
+async def test_send_starts_when_the_batch_closes_not_a_turn_later():
+    """What `send` does before its first await (writing the command) runs in the callback that
+    closes the batch, not in a task's first step a turn later."""
+    started: list[list[int]] = []
+
+    def send(key: str, items: list[int]):
+        started.append(items)
+
+        async def reply() -> None:
+            await asyncio.sleep(0)
+
+        return reply()
+
+    batcher = TurnBatcher(send, limit=10)
+    waiting = batcher.add("a", 1)
+    assert started == []
+    await asyncio.sleep(0)  # the turn ends: the batch's callback ran before this task resumed
+    assert started == [[1]]
+    await waiting
+
+
+async def test_a_send_that_fails_at_once_fails_every_caller():
+    def send(key: str, items: list[int]):
+        raise ConnectionError("no connection")
+
+    batcher = TurnBatcher(send, limit=10)
+    results = await asyncio.gather(batcher.add("a", 1), batcher.add("a", 2), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+
+
 def policy(tenant: str | None = None) -> LimitPolicy:
     return LimitPolicy(
         key_id="k",

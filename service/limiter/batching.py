@@ -1,9 +1,11 @@
 """Calls made in one event-loop turn, grouped by a key, sent as one at the turn's end.
 
-The limiter's releases use it: the streams of one key that end in the same turn share one
-Redis script call instead of one each (fewer round trips for the process, and one write per
-counter in Redis for all of them). Nothing waits for a timer: a batch closes when the loop
-runs the callbacks it scheduled, right after the turn that opened it, or at `limit` items.
+The limiter's admissions and releases use it: the requests of one key that start, or end,
+in the same turn share one Redis script call instead of one each (fewer round trips for the
+process, and one write per counter in Redis for all of them). Nothing waits for a timer: a
+batch closes when the loop runs the callback it scheduled, right after the turn that opened
+it, or at `limit` items, and `send` is called then and there: what it does before its first
+`await` (writing the command) is not put off to a task's first step, a turn later.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class TurnBatcher(Generic[K, T]):
     """
 
     def __init__(self, send: Callable[[K, list[T]], Awaitable[None]], limit: int) -> None:
+        """`send(key, items)` is called when the batch closes; its awaitable is awaited in a
+        task of its own."""
         self._send = send
         self._limit = limit
         self._open: dict[K, tuple[list[T], list[asyncio.Future[None]]]] = {}
@@ -46,22 +50,34 @@ class TurnBatcher(Generic[K, T]):
         batch = self._open.pop(key, None)
         if batch is None:  # already closed (at the limit, or by an earlier batch's callback)
             return
-        task = asyncio.get_running_loop().create_task(self._run(key, *batch))
+        items, futures = batch
+        try:
+            sending = self._send(key, items)
+        except Exception as exc:
+            self._settle(futures, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._run(sending, futures))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, key: K, items: list[T], futures: list[asyncio.Future[None]]) -> None:
+    async def _run(self, sending: Awaitable[None], futures: list[asyncio.Future[None]]) -> None:
         try:
-            await self._send(key, items)
+            await sending
         except asyncio.CancelledError:
             for future in futures:
                 future.cancel()
             raise
-        except Exception as exc:  # every caller gets its batch's outcome
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception as exc:
+            self._settle(futures, exc)
             return
+        self._settle(futures, None)
+
+    @staticmethod
+    def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+        """Every caller gets its batch's outcome (unless it stopped waiting)."""
         for future in futures:
             if not future.done():
-                future.set_result(None)
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)

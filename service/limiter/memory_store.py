@@ -13,8 +13,8 @@ import math
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from service.limiter.base import Decision, WindowState, new_id
-from service.limiter.plan import Plan, WindowPlan, build_plan, limit_states
+from service.limiter.base import Decision, new_id
+from service.limiter.plan import Plan, WindowPlan, build_plan, limit_states, tightest
 from service.limiter.policy import LimitPolicy
 from service.usage.ledger import (
     MAX_RESPONSE_ID_CHARS,
@@ -136,8 +136,8 @@ class MemoryLimiter:
             allowed=allowed,
             reason=reason,
             retry_after=max(1, math.ceil(retry)) if not allowed else 0,
-            requests=_tightest(request_states, 1 if allowed else 0),
-            tokens=_tightest(token_states, 0),
+            requests=tightest(request_states, 1 if allowed else 0),
+            tokens=tightest(token_states, 0),
             spend_limit=spent,
             lease=lease,
             store="memory",
@@ -262,13 +262,3 @@ class MemoryLimiter:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
-
-
-def _tightest(states: list[tuple[WindowPlan, int, float]], consumed: int) -> WindowState | None:
-    """The window with the least remaining (the longest reset on a tie)."""
-    best = None
-    for window, used, reset in states:
-        remaining = max(0, window.limit - used - consumed)
-        if best is None or (remaining, -reset) < (best.remaining, -best.reset_seconds):
-            best = WindowState(window.limit, remaining, reset, window.seconds)
-    return best

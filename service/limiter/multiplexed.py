@@ -270,8 +270,18 @@ class MultiplexedScript:
     async def call_packed(self, count: int, body: bytes) -> Any:
         """Call it with `body`, the RESP bulk strings (`count` of them) of its key count, its
         keys and its arguments: parts fixed for a key's policy are packed once, not per call."""
+        return await self.send_packed(count, body)
+
+    def send_packed(self, count: int, body: bytes) -> Awaitable[Any]:
+        """`call_packed`, with the command written now (when connected), not when the
+        awaitable is first awaited."""
+        return self._loaded(
+            self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._evalsha, body)), count, body
+        )
+
+    async def _loaded(self, reply: Awaitable[Any], count: int, body: bytes) -> Any:
         try:
-            return await self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._evalsha, body))
+            return await reply
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
@@ -287,6 +297,9 @@ class RedisPyScript:
 
     def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
         return self.script(keys, args)
+
+    def send_packed(self, count: int, body: bytes) -> Awaitable[Any]:
+        return self.call_packed(count, body)  # sent when awaited
 
     async def call_packed(self, count: int, body: bytes) -> Any:
         reader = hiredis.Reader()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from service.limiter.base import WindowState
 from service.limiter.policy import LimitPolicy, SpendLimit, Window
 from service.usage.ledger import LimitState, tag_base
 
@@ -143,3 +144,14 @@ def limit_states(
         cap = plan.concurrent or 0
         limits.append(LimitState("key", "concurrent", None, cap, max(0, cap - live_leases), None))
     return limits
+
+
+def tightest(states: Iterable[tuple[WindowPlan, int, float]], consumed: int) -> WindowState | None:
+    """Of (window, units used, seconds to its reset), the window with the least remaining once
+    `consumed` more units are counted (the longest reset on a tie; the first on a full one)."""
+    best = None
+    for window, used, reset in states:
+        remaining = max(0, window.limit - used - consumed)
+        if best is None or (remaining, -reset) < (best.remaining, -best.reset_seconds):
+            best = WindowState(window.limit, remaining, reset, window.seconds)
+    return best

@@ -52,30 +52,34 @@ local function periods(ms)
 end
 """
 
+# The admissions of one policy made in one event-loop turn of one process, in one call (an
+# owner check comes alone). They ask for the same, so they are decided as that many calls in
+# a row would decide them: the first `admitted` are admitted (a unit in each request window,
+# a lease each, a marker each), the rest refused for the one reason that stops the first of
+# them. An admission's marker, 'a:<now_ms>' (the instant its windows were counted in), lets
+# CANCEL take it back if its reply is lost.
 # KEYS: request window bases..., token window bases..., [concurrency set],
 #       [key spend base, [tenant sums base]] (with spend budgets), [owned response key],
-#       the admission's marker (the key its release and its cancellation use)
-# ARGV: deadline_ms, n_requests, n_tokens, has_concurrency, n_spend, check_owner,
-#       (limit, seconds) per window..., (sums 1 key / 2 tenant, 'd'|'m', ticks) per budget...,
-#       [cap, lease_ms, lease_id]
-# Returns: now_ms, allowed (1, 0, or -1: past the deadline, nothing done), reason, retry_ms,
-#          req (limit, remaining, reset_ms, seconds), tok (same)   (limit -1: none),
-#          the spent budget's index (0: none)
-# An admission writes its marker, 'a:<now_ms>' (the instant its windows were counted in), so
-# that if its reply is lost, CANCEL can take it back.
+#       then each admission's marker (the key its release and its cancellation use)
+# ARGV: deadline_ms, n_admissions, n_requests, n_tokens, has_concurrency, n_spend,
+#       check_owner, (limit, seconds) per window..., (sums 1 key / 2 tenant, 'd'|'m', ticks)
+#       per budget..., [cap, lease_ms, then each admission's lease id]
+# Returns: now_ms, admitted (-1: past the deadline, nothing done), the reason the others were
+#          refused, retry_ms, the spent budget's index (0: none), then per window (requests,
+#          then tokens): its units before these admissions, ms until it resets
 ADMIT = (
     CALENDAR
     + f"local MARKER_MS = {MARKER_MS}\n"
     + NOW
     + """
-if late then return {now_ms, -1, '', 0} end
-local nreq, ntok, hasconc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local nspend = tonumber(ARGV[5])
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 0 then
-  return {now_ms, 0, 'not_found', 0}
+if late then return {now_ms, -1, '', 0, 0} end
+local n, nreq, ntok = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local hasconc, nspend = tonumber(ARGV[5]), tonumber(ARGV[6])
+local markers = #KEYS - n  -- the markers are KEYS[markers + 1 .. markers + n]
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[markers]) == 0 then
+  return {now_ms, 0, 'not_found', 0, 0}
 end
-local a = 7
-local reason, retry = '', 0
+local a = 8
 local names, used, limits, periods_s, resets, indexes = {}, {}, {}, {}, {}, {}
 for i = 1, nreq + ntok do
   local limit, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -86,20 +90,19 @@ for i = 1, nreq + ntok do
 end
 -- One MGET for every window's counter: each redis.call costs ~1 us beyond its command.
 local counts = #names > 0 and redis.call('MGET', unpack(names)) or {}
+-- How many fit: each admission takes a unit of every request window; a spent token window
+-- or budget admits none; the concurrency cap admits up to its free slots.
+local admitted = n
 for i = 1, nreq + ntok do
-  local n, reset, limit = tonumber(counts[i] or '0'), resets[i], limits[i]
-  used[i] = n
+  local u = tonumber(counts[i] or '0')
+  used[i] = u
   if i <= nreq then
-    if n + 1 > limit then
-      if reason == '' then reason = 'rate_limit_exceeded' end
-      if reset > retry then retry = reset end
-    end
-  elseif n >= limit then
-    if reason == '' then reason = 'tokens_limit_exceeded' end
-    if reset > retry then retry = reset end
+    admitted = math.min(admitted, math.max(0, limits[i] - u))
+  elseif u >= limits[i] then
+    admitted = 0
   end
 end
-local spent = 0
+local spent, spent_reset, spent_retry = 0, 0, 0
 if nspend > 0 then
   local day, month, day_end, month_end = periods(now_ms)
   local sums = nreq + ntok + hasconc
@@ -107,56 +110,71 @@ if nspend > 0 then
     local scope, period, ticks = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
     a = a + 3
     local name = KEYS[sums + scope] .. ':' .. (period == 'd' and day or month)
-    local used
-    if scope == 1 then used = redis.call('GET', name) else used = redis.call('HGET', name, '$') end
-    if tonumber(used or '0') >= ticks then
+    local value  -- (not `a and b or c`: a key's absent counter is `false`)
+    if scope == 1 then
+      value = redis.call('GET', name)
+    else
+      value = redis.call('HGET', name, '$')
+    end
+    if tonumber(value or '0') >= ticks then
       local reset = (period == 'd' and day_end or month_end) - now_ms
       if spent == 0 then
-        spent, reason, retry = j, 'spend_limit_exceeded', reset
-      elseif reset > retry then
-        retry = reset
+        spent, spent_retry = j, reset
+      elseif reset > spent_retry then
+        spent_retry = reset
       end
     end
   end
+  if spent > 0 then admitted = 0 end
 end
-local zset
+local zset, live
 if hasconc == 1 then
   zset = KEYS[nreq + ntok + 1]
   redis.call('ZREMRANGEBYSCORE', zset, '-inf', now_ms)
-  if redis.call('ZCARD', zset) >= tonumber(ARGV[a]) and reason == '' then
+  live = redis.call('ZCARD', zset)
+  admitted = math.min(admitted, math.max(0, tonumber(ARGV[a]) - live))
+end
+-- Why the first refused one (which sees the units of the ones before it) is refused.
+local reason, retry = '', 0
+if admitted < n then
+  for i = 1, nreq + ntok do
+    local full = i <= nreq and used[i] + admitted + 1 > limits[i]
+    if full or (i > nreq and used[i] >= limits[i]) then
+      if reason == '' then
+        reason = i <= nreq and 'rate_limit_exceeded' or 'tokens_limit_exceeded'
+      end
+      if resets[i] > retry then retry = resets[i] end
+    end
+  end
+  if spent > 0 then
+    reason, retry = 'spend_limit_exceeded', spent_retry
+  elseif reason == '' then
     reason, retry = 'concurrency_limit_exceeded', 1000
   end
 end
-local allowed = reason == ''
-if allowed then
+if admitted > 0 then
   for i = 1, nreq do
-    if redis.call('INCR', names[i]) == 1 then
+    if redis.call('INCRBY', names[i], admitted) == admitted then
       redis.call('PEXPIREAT', names[i], (indexes[i] + 1) * periods_s[i] * 1000 + 1000)
     end
   end
   if zset then
     local lease_ms = tonumber(ARGV[a + 1])
-    redis.call('ZADD', zset, now_ms + lease_ms, ARGV[a + 2])
+    local leases = {}
+    for j = 1, admitted do
+      leases[2 * j - 1], leases[2 * j] = now_ms + lease_ms, ARGV[a + 1 + j]
+    end
+    redis.call('ZADD', zset, unpack(leases))
     redis.call('PEXPIRE', zset, lease_ms * 2)
   end
-  redis.call('SET', KEYS[#KEYS], string.format('a:%d', now_ms), 'PX', MARKER_MS)
+  local mark = string.format('a:%d', now_ms)
+  for j = 1, admitted do redis.call('SET', KEYS[markers + j], mark, 'PX', MARKER_MS) end
 end
-local out = {now_ms, allowed and 1 or 0, reason, retry}
-local consumed = allowed and 1 or 0
-for pass = 1, 2 do
-  local first, last = 1, nreq
-  if pass == 2 then first, last, consumed = nreq + 1, nreq + ntok, 0 end
-  local best = nil
-  for i = first, last do
-    local remaining = math.max(0, limits[i] - used[i] - consumed)
-    if best == nil or remaining < best[2] or (remaining == best[2] and resets[i] > best[3]) then
-      best = {limits[i], remaining, resets[i], periods_s[i]}
-    end
-  end
-  best = best or {-1, 0, 0, 0}
-  for _, v in ipairs(best) do out[#out + 1] = v end
+local out = {now_ms, admitted, reason, retry, spent}
+for i = 1, nreq + ntok do
+  out[#out + 1] = used[i]
+  out[#out + 1] = resets[i]
 end
-out[#out + 1] = spent
 return out
 """
 )
