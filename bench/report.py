@@ -408,7 +408,33 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     the check needs 26 us against the expression's 11), or walked event by event with
     one-byte searches (6.3 us for 20 xAI chunks against the expression's 6.7, but 6.0
     against 3.3 on OpenAI's). Batching admissions the same way would save Redis work too,
-    but holds each admission back a loop turn: not tried.
+    but holds each admission back a loop turn: not tried (the sixth pass did, below).
+- Issue 9's sixth pass (2026-11-27 23:05 - 2026-11-28 01:00 UTC). The machine was at its
+  least steady: a Python loop took 22 or 40 ns an iteration from one minute to the next, the
+  raw floor relayed 1,460-2,500 burst streams/s between runs, and side-by-side rounds of the
+  same gateway against it ranged 0.58-1.0x; memory mode's median was 0.75-0.78x.
+  - An upper bound first: with the admission's round trip removed (a scratch copy answering
+    "admitted" locally, releases unchanged) Redis mode came to 0.79x median in 6 rounds,
+    against 0.72x for the same code with it. Even no admission at all only reaches the line.
+  - Kept: the admissions of one key made in one event-loop turn go as one `ADMIT` call,
+    decided in order as that many calls would decide them (each window's counter read once
+    and raised by the number admitted, one `ZADD` for the leases, a marker each; the
+    headers of every admission worked out by the client from the windows' counts), and a
+    batch's command is written in the callback that closes it, not in a task's first step a
+    turn later. Side by side with the previous commit (8 and 10 rounds): script calls per
+    request 1.2 -> 0.46, commands 16.4 -> 8.9, redis-server 91-105 -> 76-85 us of CPU per
+    burst stream; the gateway's instructions per stream 1.904M -> 1.897M; TTFB p50 at 50
+    concurrent +5.50 and +5.47 ms over the raw floor (6 interleaved rounds, both in one run);
+    streams/s: the new commit's per-round ratio to the old 0.69-1.23, median 0.97 and 1.06
+    in two runs -- inside the noise, as ~15 us of ~1.4 ms per stream would be.
+  - Tried and dropped: the framer walking a read of long events line end by line end
+    (memchr) instead of the batch expression: 20-30% less time per read in a microbenchmark,
+    but 1% more instructions per stream under callgrind (`bytes.find` and `startswith` with a
+    start position parse their arguments the slow way); no clear gain.
+  - Where the gateway's instructions go against the raw floor's (callgrind, memory mode,
+    1.95M against 1.14M per burst stream): the interpreter's own loop +0.19M, the batch
+    expression's byte loop and `bytes.count` ~0.12M, memory copies +0.03M; the rest spread
+    over allocation, attribute and dict lookups, calls: no piece to take out whole.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
