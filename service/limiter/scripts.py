@@ -102,7 +102,7 @@ for i = 1, nreq + ntok do
     admitted = 0
   end
 end
-local spent, spent_reset, spent_retry = 0, 0, 0
+local spent, spent_retry = 0, 0
 if nspend > 0 then
   local day, month, day_end, month_end = periods(now_ms)
   local sums = nreq + ntok + hasconc
