@@ -22,12 +22,11 @@ class TurnBatcher(Generic[K, T]):
     """`add` items; each key's items of one turn go to `send` together, in order.
 
     Each caller's future resolves when its batch was sent, or raises what `send` raised.
-    `send` runs in a task of its own: a caller cancelled meanwhile does not stop its batch.
+    `send(key, items)` is called when the batch closes, and what it returns is awaited in a
+    task of its own: a caller cancelled meanwhile does not stop its batch.
     """
 
     def __init__(self, send: Callable[[K, list[T]], Awaitable[None]], limit: int) -> None:
-        """`send(key, items)` is called when the batch closes; its awaitable is awaited in a
-        task of its own."""
         self._send = send
         self._limit = limit
         self._open: dict[K, tuple[list[T], list[asyncio.Future[None]]]] = {}
