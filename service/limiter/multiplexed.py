@@ -264,17 +264,13 @@ class MultiplexedScript:
         self._evalsha = bulks("EVALSHA", self.sha)
         self._eval = bulks("EVAL", script)
 
-    async def __call__(self, keys: list[str], args: list[int | str]) -> Any:
-        return await self.call_packed(1 + len(keys) + len(args), bulks(len(keys), *keys, *args))
-
-    async def call_packed(self, count: int, body: bytes) -> Any:
-        """Call it with `body`, the RESP bulk strings (`count` of them) of its key count, its
-        keys and its arguments: parts fixed for a key's policy are packed once, not per call."""
-        return await self.send_packed(count, body)
+    def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
+        return self.send_packed(1 + len(keys) + len(args), bulks(len(keys), *keys, *args))
 
     def send_packed(self, count: int, body: bytes) -> Awaitable[Any]:
-        """`call_packed`, with the command written now (when connected), not when the
-        awaitable is first awaited."""
+        """Call it with `body`, the RESP bulk strings (`count` of them) of its key count, its
+        keys and its arguments (parts fixed for a key's policy are packed once, not per call).
+        The command is written now (when connected); the awaitable gives the reply."""
         return self._loaded(
             self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._evalsha, body)), count, body
         )
@@ -298,10 +294,8 @@ class RedisPyScript:
     def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
         return self.script(keys, args)
 
-    def send_packed(self, count: int, body: bytes) -> Awaitable[Any]:
-        return self.call_packed(count, body)  # sent when awaited
-
-    async def call_packed(self, count: int, body: bytes) -> Any:
+    async def send_packed(self, count: int, body: bytes) -> Any:
+        """As MultiplexedScript's, but sent when awaited."""
         reader = hiredis.Reader()
         reader.feed(b"*%d\r\n%s" % (count, body))
         items = reader.gets()  # the key count, the keys, the arguments
