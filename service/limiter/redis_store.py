@@ -352,19 +352,22 @@ class RedisLimiter:
         requests, tokens = states[: len(plan.requests)], states[len(plan.requests) :]
         token_state = tightest(tokens, 0)
         now = time.monotonic()
-        budget = plan.spend[spent - 1] if spent else None
-        for index, admission in enumerate(batch):
-            if index >= admitted:  # refused, as the first refused one was
+        if admitted < len(batch):  # the refused ones, each as the first of them was refused
+            budget = plan.spend[spent - 1] if spent else None
+            spend_limit = f"{budget.scope} budget ${budget.text}" if budget else None
+            retry_after = max(1, math.ceil(retry_ms / 1000))
+            request_state = tightest(requests, admitted)  # the admitted ones' units
+            for admission in batch[admitted:]:
                 admission.decision = Decision(
                     allowed=False,
                     reason=reason,
-                    retry_after=max(1, math.ceil(retry_ms / 1000)),
-                    requests=tightest(requests, admitted),  # the admitted ones' units
+                    retry_after=retry_after,
+                    requests=request_state,
                     tokens=token_state,
-                    spend_limit=f"{budget.scope} budget ${budget.text}" if budget else None,
+                    spend_limit=spend_limit,
                     store="redis",
                 )
-                continue
+        for index, admission in enumerate(batch[:admitted]):
             lease = admission.id if leased else None
             if lease is not None:
                 self._leases[lease] = plan.concurrency_key  # type: ignore[assignment]
