@@ -297,7 +297,7 @@ def test_broken_new_file_is_refused_and_the_old_keys_stay(reloading_gateway):
     keys.write_text("[[keys]\nthis is not toml")
     time.sleep(0.8)
     assert _status(gw, MAIN_SECRET) == 200
-    assert "reload (change) refused" in gw.read_output()
+    assert _wait_for(lambda: "reload (change) refused" in gw.read_output())
 
 
 def test_sighup_reloads_the_file(simulator, tmp_path):

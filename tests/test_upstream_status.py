@@ -110,6 +110,9 @@ def test_each_change_is_logged_once(gateway, hostile):
     upstream_state(gateway, becomes="ok")
     answer(hostile, "blocked")
     upstream_state(gateway, becomes="key blocked")
+    deadline = time.monotonic() + 3  # log lines reach stdout within 0.1 s
+    while "key blocked" not in status_log_lines(gateway)[-1] and time.monotonic() < deadline:
+        time.sleep(0.05)
     before = len(status_log_lines(gateway))
     time.sleep(1.0)  # five more polls, same answer
     assert len(status_log_lines(gateway)) == before
