@@ -35,7 +35,7 @@ def logger_on(stream: CountingBuffer, delay: float = 0.05) -> logging.Logger:
 
 def test_lines_of_the_delay_are_flushed_together_after_it():
     stream = CountingBuffer()
-    logger = logger_on(stream, delay=0.05)
+    logger = logger_on(stream, delay=0.3)
 
     async def main() -> None:
         logger.info("line 0")
@@ -44,10 +44,10 @@ def test_lines_of_the_delay_are_flushed_together_after_it():
             logger.info("line %d", n)
             await asyncio.sleep(0.005)
         assert stream.flushes == 0  # written, not yet flushed
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the flush's timer was set first: it has run
         assert stream.flushes == 1 and stream.flushed.count("line") == 5
         logger.info("line 5")  # the next line starts the next delay
-        await asyncio.sleep(0.07)
+        await asyncio.sleep(0.35)
         assert stream.flushes == 2 and stream.flushed.count("line") == 6
 
     asyncio.run(main())
