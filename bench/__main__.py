@@ -84,9 +84,9 @@ def shape_scenarios(quick: bool) -> tuple[list[Scenario], int]:
     if quick:
         return [Scenario("shapes:burst", 32, duration=1)], 1
     return [
-        Scenario("shapes:burst", 32, duration=5),
-        Scenario("shapes:spaced", 128, delay_ms=20, duration=5),
-    ], 3
+        Scenario("shapes:burst", 32, duration=4),
+        Scenario("shapes:spaced", 128, delay_ms=20, duration=4),
+    ], 6
 
 
 def load(
@@ -210,16 +210,17 @@ def interleaved(
     targets: list[tuple[str, Proc, Proc | None]], plan: list[Scenario], rounds: int
 ) -> list[dict]:
     """Targets already running, measured in interleaved rounds (each scenario: every target
-    once per round, in turn), so the machine's drift hits them alike. One row per target and
-    scenario with the medians, and each round's streams/s and CPU."""
+    once per round, in turn, the order reversed every other round), so the machine's drift
+    hits them alike. One row per target and scenario with the medians, and each round's
+    streams/s and CPU."""
     for _, target, _ in targets:
         load(target.url, plan[0], duration=1.0)  # warm-up
     rows = []
     for scenario in plan:
-        runs: dict[str, list[dict]] = {}
-        for _ in range(rounds):
-            for shape, target, store in targets:
-                runs.setdefault(target.name, []).append(measure(target, scenario, store, shape))
+        runs: dict[str, list[dict]] = {target.name: [] for _, target, _ in targets}
+        for round_ in range(rounds):
+            for shape, target, store in targets if round_ % 2 == 0 else targets[::-1]:
+                runs[target.name].append(measure(target, scenario, store, shape))
         for name, measured in runs.items():
             row = dict(measured[0])
             row["target"] = name.rsplit("-", 1)[0] if name.endswith(("-xai", "-openai")) else name
@@ -268,21 +269,22 @@ def paired(
     workdir: Path, simulator: Proc, redis: Proc, shape: str, procs: list[Proc]
 ) -> list[dict]:
     """The throughput targets again, the raw floor and the gateway (Redis) both running and
-    measured in alternation, 3 rounds: ratios that one run's drift cannot tilt."""
+    measured in alternation, 8 rounds (4 each way round): ratios that one run's drift, or
+    one slow minute of a shared machine, cannot tilt."""
     floor = start_floor(workdir, simulator, raw=True)
     procs.append(floor)
     gateway = start_gateway(workdir, simulator, redis.url, name="gateway-redis")
     procs.append(gateway)
     plan = [
-        Scenario("paired:burst", 32, duration=5),
-        Scenario("paired:realistic", 400, delay_ms=20, duration=6, include_usage=True),
+        Scenario("paired:burst", 32, duration=4),
+        Scenario("paired:realistic", 400, delay_ms=20, duration=4, include_usage=True),
     ]
     if serves(gateway, "responses"):
         plan += [
-            Scenario("paired:responses-burst", 32, duration=5, api="responses"),
-            Scenario("paired:responses-realistic", 400, delay_ms=20, duration=6, api="responses"),
+            Scenario("paired:responses-burst", 32, duration=4, api="responses"),
+            Scenario("paired:responses-realistic", 400, delay_ms=20, duration=4, api="responses"),
         ]
-    rows = interleaved([(shape, floor, None), (shape, gateway, redis)], plan, rounds=3)
+    rows = interleaved([(shape, floor, None), (shape, gateway, redis)], plan, rounds=8)
     for target in (floor, gateway):
         target.stop()
         procs.remove(target)

@@ -504,8 +504,9 @@ at a time in the same run; compare ratios, not absolute figures across runs.
   `responses-*` scenarios stream `POST /api/v1/responses` (Responses API events through
   `response.completed`). `shapes:*` rows: the raw floor and the gateway (Redis) on an xAI-shaped
   and an OpenAI-shaped (`--openai-shapes`) simulator, all four running, measured in
-  interleaved rounds (medians). `paired:*` rows: the raw floor and the gateway (Redis) both
-  running, measured in alternation for 3 rounds; the throughput targets are judged on the
+  interleaved rounds (medians; the order reversed every other round). `paired:*` rows: the
+  raw floor and the gateway (Redis) both running, measured in alternation for 8 rounds (4
+  with the floor first, 4 with the gateway first); the throughput targets are judged on the
   median of the per-round ratios, which one run's drift on a shared machine cannot tilt.{skipped}
 
 ## Targets (issues 5, 9, 10)
