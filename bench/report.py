@@ -464,10 +464,10 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     0.79x and 0.84x of the raw floor, Responses burst 0.76x and 0.71x, realistic 0.92x and
     0.95x; CPU on xAI- against OpenAI-shaped streams 0.97x and 1.08x (burst), 0.97x and 1.03x
     (spaced). The same code on both sides of the line: the targets are at it, not past it.
-- Issue 9's eighth pass (2026-11-28 03:22 - 05:00 UTC), on a slower, noisier machine again (a
+- Issue 9's eighth pass (2026-11-28 03:22 - 04:50 UTC), on a slower, noisier machine again (a
   Python loop 29-74 ns an iteration, against 15 in the seventh; the raw floor ~1,000-1,250
   burst streams/s and 0.67-0.77 ms of CPU a stream, against ~3,100-3,700 and ~0.21 ms). The
-  gateway's code is the seventh pass's; on this machine it spends 1.55-1.63x the raw floor's
+  gateway's code is the seventh pass's; on this machine it spends 1.5-1.7x the raw floor's
   CPU per burst stream (1.4-1.5x on the seventh pass's): its Python slows down more than the
   floor's system calls and copies do.
   - Redis's side, measured: redis-server ~70-105 us of CPU per burst stream, 84% of it in
