@@ -10,6 +10,7 @@ import openai
 import requests
 
 from tests.conftest import MAIN_SECRET, MODEL
+from tests.support.usage import eventually
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a space adventure"}]
 
@@ -209,14 +210,13 @@ def test_client_leaving_a_non_streaming_request_cancels_the_upstream_call(gatewa
         assert time.monotonic() - started < 3
     # The gateway is unharmed, and says what happened.
     assert sdk(gateway).chat.completions.create(model=MODEL, messages=MESSAGES).choices
-    deadline = time.monotonic() + 3  # access lines reach the log within 0.1 s
-    while True:
+
+    def disconnect_lines() -> list[dict]:
         output = gateway.read_output().splitlines()
         lines = [json.loads(line) for line in output if '"reason"' in line]
-        left = [line for line in lines if line["reason"] == "client_disconnected"]
-        if left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return [line for line in lines if line["reason"] == "client_disconnected"]
+
+    left = eventually(disconnect_lines, bool)  # access lines reach the log within 0.1 s
     assert left and left[-1]["status"] == 499 and left[-1].get("tokens_estimated") is True
     assert "Traceback" not in gateway.read_output()
 

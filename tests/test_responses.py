@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
 from tests.support.processes import Proc, RedisServer, start_gateway
+from tests.support.usage import eventually
 
 MODEL = "grok-4-1-fast-non-reasoning"
 ACME_1, ACME_2, GLOBEX, SOLO = "gk-resp-acme-1", "gk-resp-acme-2", "gk-resp-globex", "gk-resp-solo"
@@ -284,9 +285,8 @@ def test_events_reach_the_client_byte_identical_to_what_the_upstream_sent(
     assert response.status_code == 200
     assert received == b"".join(responses_events(6))
     line = '"path":"/api/v1/responses","key_id":"acme-1"'
-    deadline = time.monotonic() + 5  # the access log line follows the last byte sent
-    while line not in hostile_gateway.read_output() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the access log line follows the last byte sent
+    eventually(hostile_gateway.read_output, lambda log: line in log, timeout=5)
     log = hostile_gateway.read_output()
     assert line in log
     assert RESPONSE_ID not in log  # ids are the tenant's business, not the log's
