@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,26 +78,21 @@ _EVENT_KINDS = [
     st.sampled_from([ChatDialect(True), ResponsesDialect()]),
     st.integers(min_value=0, max_value=40),
 )
-def test_a_batch_matched_whole_is_framed_as_event_by_event(events, dialect, cap):
+def test_a_batch_taken_whole_is_framed_as_event_by_event(events, dialect, cap):
     batch = b"".join(event + b"\n\n" for event in events)
     framer = Framer(dialect, cap * 10)  # small caps: some events are too large
-    one_by_one = Framer(dialect, cap * 10)
-    one_by_one._batch = re.compile(b"(?!)")  # matches nothing: every event looked at alone
-    one_by_one._one_line = False  # a single event found by its blank line, not its line end
-    assert framer._check(batch) == one_by_one._check(batch)
+    assert framer._check(batch) == framer.check_each(batch)
 
 
 def test_whole_streams_of_both_dialects_are_taken_as_one_batch():
-    """The usual shapes match the batch pattern (the check above would hold trivially if it
-    matched nothing): a whole xAI stream through [DONE], a whole Responses stream; the
-    terminal event is the pattern's group."""
+    """The usual shapes take the fast way (the check above would hold trivially if it took
+    none): a whole xAI stream through [DONE] is counted, a whole Responses stream matched."""
     chat = b"".join(xai_events(20))
     responses = b"".join(responses_events(6))
-    cases = [(ChatDialect(True), chat, b"data: [DONE]"), (ResponsesDialect(), responses, b"ev")]
-    for dialect, stream, terminal in cases:
-        whole = Framer(dialect, CAP)._batch.fullmatch(stream)
-        assert whole is not None
-        assert whole.start(1) == stream.rindex(b"\n\n" + terminal) + 2
+    counted = Framer(ChatDialect(True), CAP)._counted(chat)
+    assert counted == (chat, chat.count(b"\n\n"), True, None)
+    matched = Framer(ResponsesDialect(), CAP)._matched(responses)
+    assert matched == (responses, responses.count(b"\n\n"), True, None)
 
 
 def test_events_split_at_every_byte_come_out_whole():

@@ -126,13 +126,25 @@ class Framer:
     re-concatenation) and may not grow past `max_event_bytes`.
     """
 
-    __slots__ = ("_batch", "_boundary", "_cr", "_dialect", "_max", "_one_line", "_pending")
+    __slots__ = (
+        "_boundary",
+        "_cr",
+        "_dialect",
+        "_fast",
+        "_max",
+        "_one_line",
+        "_pattern",
+        "_pending",
+        "_terminals",
+    )
 
     def __init__(self, dialect: Dialect, max_event_bytes: int) -> None:
         self._dialect = dialect
-        self._batch = _batch_pattern(dialect.fast_event, dialect.terminals)
-        self._boundary = b"\n\n" + dialect.fast_prefix  # one between two fast events
-        self._one_line = dialect.fast_lines == 1  # a fast event is one line (chat)
+        self._fast = dialect.fast_prefix
+        self._terminals = dialect.terminals
+        self._one_line = dialect.fast_lines == 1  # a fast event is one line: `data: {...}`
+        self._boundary = b"}\n\n" + dialect.fast_prefix  # between two fast events
+        self._pattern = _batch_pattern(dialect.fast_event, dialect.terminals)
         self._max = max_event_bytes
         self._pending = bytearray()
         self._cr = False  # the previous read ended in CR: a LF starting this one belongs to it
@@ -183,28 +195,57 @@ class Framer:
 
     def _check(self, batch: bytes) -> tuple[bytes, int, bool, str | None]:
         """The well-formed events of `batch` up to the terminal one, or up to a bad one."""
-        dialect = self._dialect
-        fast, terminals = dialect.fast_prefix, dialect.terminals
+        if len(batch) <= self._max:
+            # Most reads: events of the fast shape, and at most a terminal one last.
+            fast = self._counted(batch) if self._one_line else self._matched(batch)
+            if fast is not None:
+                return fast
+        return self.check_each(batch)
+
+    def _counted(self, batch: bytes) -> tuple[bytes, int, bool, None] | None:
+        """One-line events (`data: {...}`), a terminal one last or none, checked by counting.
+        The batch opens with the fast prefix, and every other fast event in it follows a
+        boundary (`}`, a blank line, the prefix); if the line ends number two an event, none
+        lies inside one, so each is one line of the fast shape. Both counts run in C at memory
+        speed (the line ends by memchr), where a regular expression looked at every byte: 20
+        xAI chunks in one read took ~12 us to check, ~5 us counted. Anything else: None."""
+        end = len(batch)
+        if batch.endswith(b"}\n\n"):
+            fast_end = end  # a terminal event ending in `}` has no boundary before it
+        else:
+            fast_end = batch.rfind(b"\n\n", 0, end - 2) + 2  # where the last event starts
+            if fast_end < 2:
+                return (batch, 1, True, None) if batch.startswith(self._terminals) else None
+            if not batch.startswith(self._terminals, fast_end):
+                return None
+            if not batch.endswith(b"}\n\n", 0, fast_end):
+                return None
+        events = batch.count(self._boundary, 0, fast_end) + 1
+        line_ends = end - len(batch.replace(b"\n", b""))
+        if line_ends != 2 * events + 2 * (fast_end < end) or not batch.startswith(self._fast):
+            return None
+        return batch, events + (fast_end < end), fast_end < end, None
+
+    def _matched(self, batch: bytes) -> tuple[bytes, int, bool, None] | None:
+        """Events of a two-line fast shape, a terminal one last or none: one event by its
+        blank line, many by one regular expression over the batch. Anything else: None."""
+        if batch.find(b"\n\n") == len(batch) - 2:  # one event
+            if batch.startswith(self._terminals):
+                return batch, 1, True, None
+            if batch.startswith(self._fast) and batch.endswith(b"}\n\n"):
+                return batch, 1, False, None
+        whole = self._pattern.fullmatch(batch)
+        if whole is None:
+            return None
+        terminal = whole.start(1)  # -1: none
+        fast_end = len(batch) if terminal < 0 else terminal
+        events = batch.count(b"\n\n" + self._fast, 0, fast_end) + 1 if fast_end else 0
+        return batch, events + (terminal >= 0), terminal >= 0, None
+
+    def check_each(self, batch: bytes) -> tuple[bytes, int, bool, str | None]:
+        """`_check` event by event, for any shape (comments, other fields, other spacing)."""
+        fast, terminals = self._fast, self._terminals
         check_size = len(batch) > self._max
-        if not check_size:
-            # One event: most reads. A one-line event's end is found by a one-byte search
-            # (memchr), ~10 times faster per byte than Python's two-byte search for the
-            # blank line, which xAI's long chunks made show.
-            end = batch.find(b"\n") if self._one_line else batch.find(b"\n\n")
-            if end == len(batch) - 2:
-                if batch.startswith(terminals):
-                    return batch, 1, True, None
-                if batch.startswith(fast) and batch.endswith(b"}\n\n"):
-                    return batch, 1, False, None
-            # Many events of the fast shape, and at most a terminal one last: one regular
-            # expression over the batch, not a piece per event (a read of 20 xAI chunks:
-            # ~13 -> ~9 us). Anything else is looked at event by event below.
-            whole = self._batch.fullmatch(batch)
-            if whole is not None:
-                terminal = whole.start(1)  # -1: none
-                fast_end = len(batch) if terminal < 0 else terminal
-                events = batch.count(self._boundary, 0, fast_end) + 1 if fast_end else 0
-                return batch, events + (terminal >= 0), terminal >= 0, None
         parts = batch.split(b"\n\n")
         parts.pop()  # the batch ends with a blank line
         for index, part in enumerate(parts):
