@@ -27,59 +27,40 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array of message objects", "messages")
     for i, message in enumerate(messages):
-        _message(message, f"messages[{i}]")
-    _optional_bool(body, "stream")
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise bad_request("'stream_options' must be an object", "stream_options")
-        _optional_bool(options, "include_usage", param="stream_options")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        _optional_int(body, name, minimum=1)
-    _optional_int(body, "top_logprobs", minimum=0)
-    _optional_int(body, "seed", minimum=None)
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        _optional_number(body, name)
-    for name in ("logprobs", "parallel_tool_calls"):
-        _optional_bool(body, name)
-    _optional_str(body, "user")
-    stop = body.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise bad_request("'stop' must be a string or an array of strings", "stop")
-    _optional_objects(body, "tools")
-    choice = body.get("tool_choice")
-    if choice is not None and not isinstance(choice, str | dict):
-        raise bad_request("'tool_choice' must be a string or an object", "tool_choice")
-    fmt = body.get("response_format")
-    if fmt is not None and not isinstance(fmt, dict):
-        raise bad_request("'response_format' must be an object", "response_format")
+        _message(message, i)
+    # The optional fields the body holds (a few), not every field it might hold (eighteen).
+    checks = _CHAT_FIELDS
+    for name, value in body.items():
+        if value is not None:
+            check = checks.get(name)
+            if check is not None:
+                check(name, value)
     return body
 
 
-def _message(message: Any, where: str) -> None:
+def _message(message: Any, i: int) -> None:
     if not isinstance(message, dict):
-        raise bad_request(f"{where} must be an object", "messages")
+        raise bad_request(f"messages[{i}] must be an object", "messages")
     role = message.get("role")
     if not isinstance(role, str) or role not in _ROLES:
-        raise bad_request(f"{where}.role must be one of {', '.join(sorted(_ROLES))}", "messages")
+        roles = ", ".join(sorted(_ROLES))
+        raise bad_request(f"messages[{i}].role must be one of {roles}", "messages")
     for name in ("name", "tool_call_id"):
         value = message.get(name)
         if value is not None and not isinstance(value, str):
-            raise bad_request(f"{where}.{name} must be a string", "messages")
+            raise bad_request(f"messages[{i}].{name} must be a string", "messages")
     calls = message.get("tool_calls")
     if calls is not None and not (
         isinstance(calls, list) and all(isinstance(c, dict) for c in calls)
     ):
-        raise bad_request(f"{where}.tool_calls must be an array of objects", "messages")
+        raise bad_request(f"messages[{i}].tool_calls must be an array of objects", "messages")
     content = message.get("content")
     if content is None or isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise bad_request(f"{where}.content must be a string or an array", "messages")
+        raise bad_request(f"messages[{i}].content must be a string or an array", "messages")
     for j, part in enumerate(content):
-        _content_part(part, f"{where}.content[{j}]")
+        _content_part(part, f"messages[{i}].content[{j}]")
 
 
 def _content_part(part: Any, where: str) -> None:
@@ -189,30 +170,38 @@ def _require_str(body: dict[str, Any], name: str) -> None:
 
 def _optional_str(body: dict[str, Any], name: str) -> None:
     value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise bad_request(f"'{name}' must be a string", name)
+    if value is not None:
+        _str(name, value)
 
 
-def _optional_objects(body: dict[str, Any], name: str) -> None:
+def _optional_bool(body: dict[str, Any], name: str) -> None:
     value = body.get(name)
-    if value is not None and not (
-        isinstance(value, list) and all(isinstance(item, dict) for item in value)
-    ):
-        raise bad_request(f"'{name}' must be an array of objects", name)
-
-
-def _optional_bool(body: dict[str, Any], name: str, param: str | None = None) -> None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise bad_request(f"'{name}' must be true or false", param or name)
+    if value is not None:
+        _bool(name, value)
 
 
 def _optional_int(
     body: dict[str, Any], name: str, minimum: int | None, maximum: int | None = None
 ) -> None:
     value = body.get(name)
-    if value is None:
-        return
+    if value is not None:
+        _int(name, value, minimum, maximum)
+
+
+# Checks of one field's value (not None); each raises ApiError(400) naming the field.
+
+
+def _str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise bad_request(f"'{name}' must be a string", name)
+
+
+def _bool(name: str, value: Any, param: str | None = None) -> None:
+    if not isinstance(value, bool):
+        raise bad_request(f"'{name}' must be true or false", param or name)
+
+
+def _int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"'{name}' must be an integer", name)
     if minimum is not None and value < minimum:
@@ -221,7 +210,66 @@ def _optional_int(
         raise bad_request(f"'{name}' must be an integer <= {maximum}", name)
 
 
-def _optional_number(body: dict[str, Any], name: str) -> None:
-    value = body.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+def _positive_int(name: str, value: Any) -> None:
+    _int(name, value, 1)
+
+
+def _count(name: str, value: Any) -> None:
+    _int(name, value, 0)
+
+
+def _number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"'{name}' must be a number", name)
+
+
+def _objects(name: str, value: Any) -> None:
+    if not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+        raise bad_request(f"'{name}' must be an array of objects", name)
+
+
+def _object(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be an object", name)
+
+
+def _stream_options(name: str, value: Any) -> None:
+    _object(name, value)
+    include = value.get("include_usage")
+    if include is not None:
+        _bool("include_usage", include, param=name)
+
+
+def _stop(name: str, value: Any) -> None:
+    if not isinstance(value, str) and not (
+        isinstance(value, list) and all(isinstance(s, str) for s in value)
+    ):
+        raise bad_request(f"'{name}' must be a string or an array of strings", name)
+
+
+def _tool_choice(name: str, value: Any) -> None:
+    if not isinstance(value, str | dict):
+        raise bad_request(f"'{name}' must be a string or an object", name)
+
+
+# Chat Completions' optional fields that the gateway or the upstream reads, and their checks.
+_CHAT_FIELDS: dict[str, Callable[[str, Any], None]] = {
+    "stream": _bool,
+    "stream_options": _stream_options,
+    "max_tokens": _positive_int,
+    "max_completion_tokens": _positive_int,
+    "n": _positive_int,
+    "top_logprobs": _count,
+    "seed": _int,
+    "temperature": _number,
+    "top_p": _number,
+    "presence_penalty": _number,
+    "frequency_penalty": _number,
+    "logprobs": _bool,
+    "parallel_tool_calls": _bool,
+    "user": _str,
+    "stop": _stop,
+    "tools": _objects,
+    "tool_choice": _tool_choice,
+    "response_format": _object,
+}
