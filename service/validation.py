@@ -214,7 +214,7 @@ def _positive_int(name: str, value: Any) -> None:
     _int(name, value, 1)
 
 
-def _count(name: str, value: Any) -> None:
+def _non_negative_int(name: str, value: Any) -> None:
     _int(name, value, 0)
 
 
@@ -259,7 +259,7 @@ _CHAT_FIELDS: dict[str, Callable[[str, Any], None]] = {
     "max_tokens": _positive_int,
     "max_completion_tokens": _positive_int,
     "n": _positive_int,
-    "top_logprobs": _count,
+    "top_logprobs": _non_negative_int,
     "seed": _int,
     "temperature": _number,
     "top_p": _number,

@@ -39,7 +39,7 @@ class Dialect(Protocol):
 
     fast_prefix: bytes  # an event starting with it and ending in `}` is well-formed
     fast_event: bytes  # a regular expression: one such event, whole, in its usual lines
-    fast_lines: int  # how many lines such an event has (1: `data: {...}`, fast_prefix `data: {`)
+    fast_lines: int  # how many lines such an event has (1: `data: {...}` alone)
     terminals: tuple[bytes, ...]  # an event starting with one of these ends the stream
     response_id: str | None
 
