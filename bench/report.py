@@ -492,6 +492,42 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     0.91x; CPU per stream on xAI- against OpenAI-shaped streams 1.13x and 1.04x in burst (the
     raw floor 1.07x in both: xAI's bytes cost every target), 0.98x and 1.00x spaced. The
     burst targets are missed on this machine; realistic ones met.
+- Issue 9's ninth pass (2026-11-28 05:27 - 07:00 UTC; a Python loop ~23 ns an iteration,
+  the raw floor ~1,800-2,600 burst streams/s).
+  - The whole machine's CPU per burst stream, side by side (`/proc`, medians of 4-6 rounds):
+    0.87-0.91 ms through the raw floor, 1.19-1.31 ms through the gateway (Redis); of it the
+    floor's process 0.37-0.39 ms, the gateway's 0.57-0.65 and redis-server's 0.06-0.07; the
+    load generator, the simulator and the kernel the rest (0.50-0.53 ms beside the floor,
+    0.55-0.59 beside the gateway). Burst streams/s follow the whole machine's CPU per stream
+    (0.70-0.74x here), so 0.8x needs the gateway and redis-server together at ~0.54 ms a
+    stream, 20-25% less than the 0.64-0.72 they spend. The gateway's extra is user space
+    (0.52 against 0.30 ms a stream; system time the same, ~0.06 ms).
+  - Python 3.12.1 and 3.13.0 (pyenv's builds on this machine) are no way out: callgrind
+    counts more instructions a stream on both for both targets (raw floor 1.27M and 1.29M,
+    gateway 1.68x and 1.63x of it; 3.11: 1.14M, 1.69x).
+  - Every bytecode counted (a trace of each opcode, 300 burst streams): the gateway ~20,300
+    a stream, the raw floor ~14,400, aiohttp ~9,900 of either; the gateway's own modules
+    ~5,300 (validation ~540, the Redis limiter ~460, the relay ~400, the HTTP limits ~350,
+    the dialect ~330, the observe middleware ~320; none more), prometheus-client ~630,
+    dataclass `__init__`s ~370. No module is a large part.
+  - In C, what callgrind showed largest beside the interpreter: the framer's regular
+    expression over xAI's long chunks (~62k instructions a stream in `[^\n]*`, ~18k more in
+    the event count). Kept: a read of one-line chat events is checked by counting, its
+    boundaries (`}`, blank line, `data: {`) with one search and its line ends by memchr: if
+    the line ends number two an event, none lies inside one (20 xAI chunks in one read ~12
+    -> ~6 us, 20 OpenAI-shaped ~6 -> ~3 us). A loop over the events with one-byte searches,
+    tried first, was slower on Responses events (short, two lines: 13.6 -> 15.8 us, +7%
+    instructions a stream): they keep the pattern. A chat body's optional fields checked
+    from the fields it holds through a table, not all eighteen looked up (~1.8 -> ~0.9 us).
+    Callgrind: 1.93M -> 1.85M instructions a burst stream (1.69x -> 1.60x the raw floor's);
+    Responses unchanged. Side by side with the previous commit (8 rounds): 0.734x against
+    0.757x of the raw floor, medians; per-round ratios 0.54-0.91: inside the noise.
+  - Full run (06:43, the tables above): burst 0.69x, realistic 0.95x, Responses burst 0.74x,
+    Responses realistic 0.89x; CPU on xAI- against OpenAI-shaped streams 1.07x in burst (the
+    raw floor 1.07x) and 1.04x spaced (the raw floor 1.03x). The burst targets stay missed.
+    `python -m bench.instructions --streams 500` after it: raw floor 1.14M, gateway 1.90M in
+    memory mode and 1.85M in Redis mode (1.62x). Soak on this code (06:45, 2 minutes a mode):
+    0 failed or broken of 16,899 requests, 0 stray slots, every counter +0, the ledger exact.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
