@@ -511,7 +511,7 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     the dialect ~330, the observe middleware ~320; none more), prometheus-client ~630,
     dataclass `__init__`s ~370. No module is a large part.
   - In C, what callgrind showed largest beside the interpreter: the framer's regular
-    expression over xAI's long chunks (~62k instructions a stream in `[^\n]*`, ~18k more in
+    expression over xAI's long chunks (~62k instructions a stream in `[^\\n]*`, ~18k more in
     the event count). Kept: a read of one-line chat events is checked by counting, its
     boundaries (`}`, blank line, `data: {`) with one search and its line ends by memchr: if
     the line ends number two an event, none lies inside one (20 xAI chunks in one read ~12
