@@ -69,6 +69,11 @@ _EVENT_KINDS = [
     b'data: {"a":1}\n',
     b'event: response.completed\ndata: {"response":{}}\ndata: {"more":1}',
     b"data: [DONE]\ndata: {}",
+    # Near misses of the counted chat shape: a terminal closing in `}`, an event that opens
+    # the fast shape but does not close it, a closing brace alone.
+    b"data: [DONE]}",
+    b"data: {",
+    b"}",
 ]
 
 
