@@ -528,6 +528,10 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     `python -m bench.instructions --streams 500` after it: raw floor 1.14M, gateway 1.90M in
     memory mode and 1.85M in Redis mode (1.62x). Soak on this code (06:45, 2 minutes a mode):
     0 failed or broken of 16,899 requests, 0 stray slots, every counter +0, the ledger exact.
+  - Left, each under ~1% of a burst stream here: counting Responses events too (their first
+    lines must also be told from the terminal ones: ~3 us of ~10 to check 28 events), the
+    limiter's batches sent without a task of their own (~2 us a request), and the metrics
+    tally of the seventh pass (it would lag other workers' series).
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
