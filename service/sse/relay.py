@@ -220,11 +220,12 @@ class Framer:
                 return None
             if not batch.endswith(b"}\n\n", 0, fast_end):
                 return None
-        events = batch.count(self._boundary, 0, fast_end) + 1
+        done = fast_end < end  # a terminal event closes the batch
+        events = batch.count(self._boundary, 0, fast_end) + 1 + done
         line_ends = end - len(batch.replace(b"\n", b""))
-        if line_ends != 2 * events + 2 * (fast_end < end) or not batch.startswith(self._fast):
+        if line_ends != 2 * events or not batch.startswith(self._fast):
             return None
-        return batch, events + (fast_end < end), fast_end < end, None
+        return batch, events, done, None
 
     def _matched(self, batch: bytes) -> tuple[bytes, int, bool, None] | None:
         """Events of a two-line fast shape, a terminal one last or none: one event by its
@@ -239,7 +240,8 @@ class Framer:
             return None
         terminal = whole.start(1)  # -1: none
         fast_end = len(batch) if terminal < 0 else terminal
-        events = batch.count(b"\n\n" + self._fast, 0, fast_end) + 1 if fast_end else 0
+        # Fast events end in `}`: one boundary between each two, as in `_counted`.
+        events = batch.count(self._boundary, 0, fast_end) + 1 if fast_end else 0
         return batch, events + (terminal >= 0), terminal >= 0, None
 
     def check_each(self, batch: bytes) -> tuple[bytes, int, bool, str | None]:
