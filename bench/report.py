@@ -532,6 +532,34 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     lines must also be told from the terminal ones: ~3 us of ~10 to check 28 events), the
     limiter's batches sent without a task of their own (~2 us a request), and the metrics
     tally of the seventh pass (it would lag other workers' series).
+- Issue 9's tenth pass (2026-12-07 09:40 - 10:40 UTC; a Python loop ~25 ns an iteration):
+  measurements only, the service unchanged.
+  - The gateway's own modules compiled with mypyc (17 on the hot path: the relay and its
+    dialects, the HTTP limits, validation, the auth, body and limiter middlewares, the chat
+    routes, the deadline, the disconnect watch, the access log, the release batches; two
+    annotations adjusted for it): callgrind 1.848M -> 1.795M instructions a burst stream in
+    Redis mode, -2.9%. The gateway's Python is not where its time goes: what its steps cost is
+    the C work they call (allocations, dict and bytes operations, asyncio's futures, system
+    calls), which compiled code calls the same. Not kept: a C compiler in every install and
+    in the image's build, and native classes refuse attributes set from outside (the app's
+    `services`), for ~3%.
+  - Timers: a burst stream sets 6.3 uvloop timers through the gateway, 1.1 through the raw
+    floor (uvicorn's keep-alive): the body's and the first byte's deadlines, the disconnect
+    watch's start, and aiohttp's `sock_read` timeout, re-armed on each read of the upstream
+    (the floor sets no read timeout). callgrind counts ~4.5k instructions for each (creation,
+    libuv's start, the cancel, the close callback: ~1.6% of a stream), but `call_later` with
+    its `cancel` takes 0.54 us here: five ~2.7 us, under 0.5% of a stream's ~0.6 ms of the
+    gateway's CPU. callgrind weighs such C work, and copies (`rep movsb`: memcpy is 4% of the
+    gateway's count), above their time.
+  - uvicorn's checks on each response header (two regular expressions, a lower-case copy):
+    ~4 us for a stream's ten headers, ~2.4 us of it for the six rate-limit headers (~0.4%).
+  - py-spy on the gateway under burst (400 Hz, 20 s; innermost frames): aiohttp 27%, asyncio
+    10%, uvicorn 6%, httpx 5%, the gateway's own modules ~40% together, of which the writes
+    to the client and to Redis (system calls) ~14%; no other of its steps over 2.5%.
+  - What it adds to the ninth pass's account: 0.8x needs ~0.13 ms less of the gateway's ~0.6
+    ms a burst stream here, more than half of what it adds over the raw floor, and no step
+    holds more than a few percent of it; neither compiling the Python nor dropping every
+    extra timer gives more than ~3%. The burst targets stay missed on this machine.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
   and the upstream): CPU per stream rises slightly. Scale with pods, each on its own cores.
 """
