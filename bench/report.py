@@ -557,7 +557,7 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     10%, uvicorn 6%, httpx 5%, the gateway's own modules ~40% together, of which the writes
     to the client and to Redis (system calls) ~14%; no other of its steps over 2.5%.
   - What it adds to the ninth pass's account: 0.8x needs ~0.13 ms less of the gateway's ~0.6
-    ms a burst stream here, more than half of what it adds over the raw floor, and no step
+    ms a burst stream here, about half of what it adds over the raw floor, and no step
     holds more than a few percent of it; neither compiling the Python nor dropping every
     extra timer gives more than ~3%. The burst targets stay missed on this machine.
 - Two workers on this 2-core machine gain nothing (the cores are already shared with the load
