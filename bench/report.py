@@ -534,15 +534,17 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     tally of the seventh pass (it would lag other workers' series).
 - Issue 9's tenth pass (2026-12-07 09:40 - 10:40 UTC; a Python loop ~25 ns an iteration):
   measurements only, the service unchanged.
-  - The gateway's own modules compiled with mypyc (17 on the hot path: the relay and its
-    dialects, the HTTP limits, validation, the auth, body and limiter middlewares, the chat
-    routes, the deadline, the disconnect watch, the access log, the release batches; two
-    annotations adjusted for it): callgrind 1.848M -> 1.795M instructions a burst stream in
-    Redis mode, -2.9%. The gateway's Python is not where its time goes: what its steps cost is
-    the C work they call (allocations, dict and bytes operations, asyncio's futures, system
-    calls), which compiled code calls the same. Not kept: a C compiler in every install and
-    in the image's build, and native classes refuse attributes set from outside (the app's
-    `services`), for ~3%.
+  - The gateway's own modules compiled with mypyc (16 on the hot path: the relay, its
+    dialects and keep-alives, the HTTP limits, validation, the JSON codec, the auth and
+    limiter middlewares, the chat and completion routes, the deadline, the disconnect watch,
+    the access log, the release batches, the rate-limit headers, the usage record; two
+    annotations adjusted for it, the dialects' `terminals`; the observe middleware's
+    compiled copy left out, below): callgrind 1.848M -> 1.795M instructions a burst stream
+    in Redis mode, -2.9%. The gateway's Python is not where its time goes: what its steps
+    cost is the C work they call (allocations, dict and bytes operations, asyncio's
+    futures, system calls), which compiled code calls the same. Not kept: a C compiler in
+    every install and in the image's build, and native classes refuse attributes set from
+    outside (the app's `services`), for ~3%.
   - Timers: a burst stream sets 6.3 uvloop timers through the gateway, 1.1 through the raw
     floor (uvicorn's keep-alive): the body's and the first byte's deadlines, the disconnect
     watch's start, and aiohttp's `sock_read` timeout, re-armed on each read of the upstream
