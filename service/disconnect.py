@@ -62,9 +62,14 @@ class DisconnectWatch:
         self._task.cancel()
 
     async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        task = self._task
         self._start.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
+        # The watcher's frame holds this watch, and this watch its watcher, its timer (whose
+        # callback is this watch's method) and the request's task: kept, they make a cycle
+        # that holds the request's whole context until the cyclic collector runs.
+        self._watcher = self._start = self._task = None  # type: ignore[assignment]
         if kind is asyncio.CancelledError and self._gone:
-            self._task.uncancel()
+            task.uncancel()
             raise ClientDisconnected from None
