@@ -574,9 +574,9 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     (10,000) made that wait long: at 400 realistic streams the gateway spent 0.42 s in the
     collector in 6,000 streams (~70 us a stream; ~6 ms a young-generation pass, ~40 ms a
     middle one, each stalling every stream on the loop) and its RSS rose 38 MB against the
-    raw floor's 11. The watch now drops those
-    references when its block ends (`tests/test_disconnect.py` checks the request's objects
-    are freed by reference counting, the collector off): no object of a chat, Responses,
+    raw floor's 11. The watch now drops those references when its block ends
+    (`tests/test_disconnect.py` checks the request's objects are freed by reference
+    counting, the collector off): no object of a chat, Responses,
     non-streaming or image request is left in a cycle; the collector's time at 400
     realistic streams 0.42 -> 0.09 s in 6,000 streams, RSS after them 90 -> 71 MB. In the
     full run, side by side with the run before it (same machine, same hour): CPU per
