@@ -576,9 +576,9 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     middle one, each stalling every stream on the loop) and its RSS rose 38 MB against the
     raw floor's 11. The watch now drops those references when its block ends
     (`tests/test_disconnect.py` checks the request's objects are freed by reference
-    counting, the collector off): no object of a chat, Responses,
-    non-streaming or image request is left in a cycle; the collector's time at 400
-    realistic streams 0.42 -> 0.09 s in 6,000 streams, RSS after them 90 -> 71 MB. In the
+    counting, the collector off): no object of a chat, Responses, non-streaming or image
+    request is left in a cycle; the collector's time at 400 realistic streams 0.42 -> 0.09
+    s in 6,000 streams, RSS after them 90 -> 71 MB. In the
     full run, side by side with the run before it (same machine, same hour): CPU per
     stream with spaced chunks -8% to -20% (realistic 1.09 -> 1.00 ms, Responses realistic
     1.17 -> 0.94, 50 streams 1.42 -> 1.21, curve@8 2.31 -> 1.94), TTFB at 50 concurrent
