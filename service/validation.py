@@ -9,6 +9,7 @@ JSON objects, that nest too deeply or that hold non-finite numbers.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,10 @@ from service.errors import bad_request
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 
 _ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
-# Model names go into logs, metric labels and ledger keys: short, printable, one line.
+# Model names go into logs, metric labels, ledger fields and CSV cells: a short name of
+# the characters real model names use, never the ledger's `-` marker (SPEC 15).
 MAX_MODEL_CHARS = 128
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 
 
 def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +158,10 @@ def check_model(body: dict[str, Any]) -> None:
 def _require_model(body: dict[str, Any]) -> None:
     _require_str(body, "model")
     model = body["model"]
-    if len(model) > MAX_MODEL_CHARS or not model.isprintable():
+    if model == "-" or not _MODEL_NAME.fullmatch(model):
         raise bad_request(
-            f"'model' must be a model name: at most {MAX_MODEL_CHARS} printable characters",
+            f"'model' must be a model name: 1 to {MAX_MODEL_CHARS} characters of "
+            "A-Z a-z 0-9 . _ : / -",
             "model",
         )
 

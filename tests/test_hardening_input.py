@@ -147,8 +147,32 @@ def test_body_that_is_not_utf8_is_400_and_spends_nothing(gw, bad_bytes):
 
 @pytest.mark.parametrize(
     "model",
-    ["grok\n-4", "grok\u0000", "\ud800", "grok\u202e", "g" * 129],
-    ids=["newline", "nul", "lone-surrogate", "bidi-override", "too-long"],
+    [
+        "grok\n-4",
+        "grok\u0000",
+        "\ud800",
+        "grok\u202e",
+        "g" * 129,
+        "grok 4",
+        "=1+1",
+        "(other)",
+        "-",
+        "grok\uff1d4",
+        "caf\u00e9",
+    ],
+    ids=[
+        "newline",
+        "nul",
+        "lone-surrogate",
+        "bidi-override",
+        "too-long",
+        "space",
+        "formula",
+        "ledger-other-marker",
+        "ledger-no-model-marker",
+        "full-width",
+        "non-ascii-letter",
+    ],
 )
 def test_model_name_that_cannot_go_into_logs_and_metrics_is_400(gw, model):
     body = json.dumps({"model": model, "messages": MESSAGES})  # ensure_ascii: escapes survive

@@ -5,7 +5,9 @@ Separate limiter instances (each with its own connections) stand for separate re
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -146,6 +148,49 @@ async def test_the_snapshot_on_one_replica_shows_the_spend_of_all(replicas):
     assert snapshot.key_today.cost_ticks == 3 * TICKS_PER_USD
     assert snapshot.tenant_month.cost_ticks == 7 * TICKS_PER_USD
     assert snapshot.tenant_today.requests == 2
+
+
+async def test_usage_is_read_from_running_sums_whatever_the_ledger_holds(replicas):
+    # The attack of SPEC 15: a tenant's ledger row grown to tens of thousands of model
+    # names. The usage answer comes from the running sums, so neither a swollen row nor a
+    # deleted one changes it (and its Redis time does not grow with the row).
+    tenant = fresh("swollen")
+    p = tenant_policy("k", tenant)
+    for model, cost in (("grok-4", 3), ("grok-3", 4)):
+        await replicas[0].release(p, await replicas[0].admit(p), charge(8, cost, model=model))
+    client = replicas[0].redis
+    today = datetime.now(UTC).date().isoformat()
+    row = f"gw:{{t:{tenant}}}:led:{today}:k"
+    await client.hset(row, mapping={f"r|m{i}": 1 for i in range(20_000)})
+    swollen = await replicas[1].usage_snapshot(p)
+    await client.delete(row)
+    emptied = await replicas[1].usage_snapshot(p)
+    expected = Totals(2, 12, 0, 4, 0, 7)
+    assert (swollen.key_today, swollen.key_month) == (expected, expected)
+    assert (emptied.key_today, emptied.key_month) == (expected, expected)
+    assert swollen.tenant_today == expected
+
+
+async def test_usage_reads_are_limited_per_key_across_replicas_and_spend_nothing(replicas):
+    from service.limiter.base import USAGE_READS_PER_SECOND, ReadsExceeded
+
+    p = tenant_policy(fresh("reader"), fresh("acme"), requests="3/hour")
+    while True:  # eight reads on two replicas within one second of Redis's clock
+        await asyncio.sleep(1.02 - time.time() % 1)
+        started = time.time()
+        results = await asyncio.gather(
+            *(replicas[i % 2].usage_snapshot(p) for i in range(8)), return_exceptions=True
+        )
+        if int(time.time()) == int(started):
+            break
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, ReadsExceeded)]
+    assert (len(answered), len(refused)) == (USAGE_READS_PER_SECOND, 8 - USAGE_READS_PER_SECOND)
+    assert all(0 < r.retry_after <= 1 for r in refused)
+    [requests] = [s for s in answered[0].limits if s.kind == "requests" and s.scope == "key"]
+    assert requests.remaining == 3  # reading spends no request unit
+    await asyncio.sleep(1.02 - time.time() % 1)
+    assert (await replicas[0].usage_snapshot(p)).key_today == Totals()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

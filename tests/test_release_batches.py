@@ -135,6 +135,7 @@ async def _state(url: str, p: LimitPolicy) -> dict:
         markers = [await client.get(name) for name in await client.keys(f"{tag}:rel:*")]
         return {
             "ledger": await client.hgetall(f"{tag}:led:{day}:k"),
+            "key_day": await client.hgetall(f"{tag}:sum:k:k:{day}"),
             "tenant_day": await client.hgetall(f"{tag}:sum:t:{p.tenant}:{day}"),
             "tenant_month": await client.hgetall(f"{tag}:sum:t:{p.tenant}:{day[:7]}"),
             "key_spend_day": int(await client.get(f"{tag}:spend:k:k:{day}") or 0),

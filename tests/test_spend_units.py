@@ -171,6 +171,25 @@ async def test_a_long_model_name_is_cut_in_the_ledger(limiter):
 # --- the usage snapshot ----------------------------------------------------------------------
 
 
+def test_the_memory_store_reads_usage_at_most_five_times_a_second_per_key():
+    from service.limiter.base import USAGE_READS_PER_SECOND, ReadsExceeded
+
+    limiter = MemoryLimiter()
+    while True:
+        started, answered, refused = time.time(), 0, []
+        for _ in range(8):
+            try:
+                limiter.snapshot_now(policy(key="poller"))
+                answered += 1
+            except ReadsExceeded as exc:
+                refused.append(exc.retry_after)
+        if int(time.time()) == int(started):
+            break
+    assert answered == USAGE_READS_PER_SECOND
+    assert len(refused) == 8 - USAGE_READS_PER_SECOND and all(0 < r <= 1 for r in refused)
+    limiter.snapshot_now(policy(key="other"))  # another key reads on
+
+
 async def test_the_usage_snapshot_shows_every_budget_and_spends_nothing(limiter):
     p = policy(
         key="a",

@@ -32,6 +32,7 @@ SECRETS = {
     "batch": "gk-usage-batch",
     "reader": "gk-usage-reader",
     "solo": "gk-usage-solo",
+    "poller": "gk-usage-poller",
     "broke": "gk-usage-broke",
     "broke-sdk": "gk-usage-broke-sdk",
 }
@@ -61,6 +62,7 @@ spend = "25/day"''',
 {key_entry("batch", SECRETS["batch"], tenant="acme")}
 {key_entry("reader", SECRETS["reader"], extra='requests = "2/day"')}
 {key_entry("solo", SECRETS["solo"])}
+{key_entry("poller", SECRETS["poller"], extra='requests = "5/hour"')}
 {key_entry("broke", SECRETS["broke"], extra='spend = "0.0000000001/day"')}
 {key_entry("broke-sdk", SECRETS["broke-sdk"], extra='spend = "0.0000000001/day"')}
 {admin_entry("ops", ADMIN)}
@@ -81,9 +83,16 @@ def gw(simulator, tmp_path_factory):
 
 
 def usage(gw, key: str) -> httpx.Response:
-    return httpx.get(
-        f"{gw.url}/api/v1/usage", headers={"Authorization": f"Bearer {SECRETS[key]}"}, timeout=10
-    )
+    """The key's usage, read as a polite client would: after a 429, again after Retry-After."""
+    while True:
+        response = httpx.get(
+            f"{gw.url}/api/v1/usage",
+            headers={"Authorization": f"Bearer {SECRETS[key]}"},
+            timeout=10,
+        )
+        if response.status_code != 429:
+            return response
+        time.sleep(int(response.headers["retry-after"]))
 
 
 def limits_by(doc: dict) -> dict[tuple[str, str, object], dict]:
@@ -240,3 +249,19 @@ def test_openai_sdk_does_not_retry_a_spent_spend_budget(gw):
     assert raised.value.code == "spend_limit_exceeded"
     # One request reached the gateway: the SDK read x-should-retry: false and did not retry.
     assert _count(httpx.get(f"{gw.url}/metrics").text, series) == before + 1
+
+
+def test_usage_is_read_at_most_five_times_a_second_per_key_and_spends_nothing(gw):
+    headers = {"Authorization": f"Bearer {SECRETS['poller']}"}
+    with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as client:
+        statuses = [client.get("/api/v1/usage") for _ in range(12)]
+    refused = [r for r in statuses if r.status_code == 429]
+    assert refused, [r.status_code for r in statuses]  # 12 reads cannot fit in 5 a second
+    assert all(r.status_code in (200, 429) for r in statuses)
+    assert refused[0].json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused[0].headers["retry-after"] == "1"
+    time.sleep(1.1)
+    doc = usage(gw, "poller").json()
+    [requests] = [lim for lim in doc["limits"] if lim["kind"] == "requests"]
+    assert requests["remaining"] == 5  # neither the answered nor the refused reads spent any
+    assert doc["usage"]["key"]["today"]["requests"] == 0

@@ -46,6 +46,17 @@ class LimiterUnavailable(Exception):
     ledger, whatever the mode: a replica's memory is no ledger)."""
 
 
+USAGE_READS_PER_SECOND = 5  # a key's usage reads, across replicas (SPEC 15)
+
+
+class ReadsExceeded(Exception):
+    """A key read its usage more than USAGE_READS_PER_SECOND times this second."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"usage read more than {USAGE_READS_PER_SECOND} times a second")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class WindowState:
     """The most restrictive window of one kind (requests or tokens) after a decision."""
@@ -103,9 +114,10 @@ class Limiter(Protocol):
         """
 
     async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
-        """The key's (and its tenant's) budgets and usage now, consuming nothing.
+        """The key's (and its tenant's) budgets and usage now, consuming no budget.
 
-        Raises LimiterUnavailable when Redis is down and the failure mode is `closed`.
+        Raises ReadsExceeded past USAGE_READS_PER_SECOND reads of one key in a second, and
+        LimiterUnavailable when Redis is down and the failure mode is `closed`.
         """
 
     async def ledger_rows(

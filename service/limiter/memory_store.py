@@ -13,7 +13,7 @@ import math
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from service.limiter.base import Decision, new_id
+from service.limiter.base import USAGE_READS_PER_SECOND, Decision, ReadsExceeded, new_id
 from service.limiter.plan import Plan, WindowPlan, build_plan, limit_states, tightest
 from service.limiter.policy import LimitPolicy
 from service.usage.ledger import (
@@ -194,6 +194,12 @@ class MemoryLimiter:
     def snapshot_now(self, policy: LimitPolicy) -> UsageSnapshot:
         plan = self.plan(policy)
         now = time.time()
+        second = int(now)
+        window, reads, _ = self._counters.get(plan.reads, (second, 0, 0.0))
+        reads = reads + 1 if window == second else 1
+        self._counters[plan.reads] = (second, reads, second + 1.0)
+        if reads > USAGE_READS_PER_SECOND:
+            raise ReadsExceeded(second + 1 - now)
         windows = [self._used(window, now) for window in plan.requests + plan.tokens]
         budgets = [self._spent(plan, b.scope, b.period, now) for b in plan.spend]
         live = 0

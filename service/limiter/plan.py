@@ -52,9 +52,11 @@ class Plan:
     concurrent: int | None
     spend: tuple[SpendPlan, ...]  # the key's budgets, then its tenant's
     key_spend: str  # base of the key's day and month spend counters
+    key_sums: str  # base of the key's day and month sums (what its usage answer reads)
     tenant_sums: str | None  # base of its tenant's day and month sums, if it has one
     ledger: str  # base of the ledger's day hashes
     responses: str  # base of the response ownership keys
+    reads: str  # base of the key's one-second usage-read windows
 
 
 def build_plan(policy: LimitPolicy, prefix: str) -> Plan:
@@ -77,9 +79,11 @@ def build_plan(policy: LimitPolicy, prefix: str) -> Plan:
         concurrent=policy.concurrent,
         spend=spend,
         key_spend=f"{base}:spend:k:{key}",
+        key_sums=f"{base}:sum:k:{key}",
         tenant_sums=f"{base}:sum:t:{tenant}" if tenant else None,
         ledger=f"{base}:led",
         responses=f"{base}:resp",
+        reads=f"{base}:reads:{key}",
     )
 
 

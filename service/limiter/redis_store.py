@@ -60,7 +60,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.limiter.base import Decision, new_id
+from service.limiter.base import USAGE_READS_PER_SECOND, Decision, ReadsExceeded, new_id
 from service.limiter.batching import TurnBatcher
 from service.limiter.clock import RedisClock
 from service.limiter.multiplexed import (
@@ -251,9 +251,12 @@ class RedisLimiter:
             keys.append(plan.concurrency_key)
             head[2] = 1
         snapshot_keys = list(keys)  # the windows and the lease set; the ledger's keys follow
-        sums = [plan.key_spend] if plan.tenant_sums is None else [plan.key_spend, plan.tenant_sums]
+        spend = [plan.key_spend] if plan.tenant_sums is None else [plan.key_spend, plan.tenant_sums]
+        sums = [plan.key_spend, plan.key_sums]
+        if plan.tenant_sums is not None:
+            sums.append(plan.tenant_sums)
         if plan.spend:
-            keys += sums
+            keys += spend
             for budget in plan.spend:
                 checks += [1 if budget.scope == "key" else 2, budget.period[0], budget.ticks]
         if plan.concurrency_key is not None:
@@ -270,12 +273,12 @@ class RedisLimiter:
             RESPONSE_SECONDS * 1000,
             *(w.seconds for w in plan.tokens),
         ]
-        snapshot_keys += [plan.ledger, *sums]
+        snapshot_keys += [*sums, plan.reads]
         snapshot_args: list[int | str] = [
             len(windows),
             1 if plan.concurrency_key is not None else 0,
             1 if plan.tenant_sums is not None else 0,
-            plan.key_id,
+            USAGE_READS_PER_SECOND,
             *(w.seconds for w in windows),
         ]
         return _Compiled(
@@ -429,10 +432,10 @@ class RedisLimiter:
         compiled = self._compiled(policy)
         plan = compiled.plan
         reply = await self._snapshot(compiled.snapshot_keys, compiled.snapshot_args)
-        now, day_end, month_end, used, live, spent_day, spent_month, rows, *tenant = reply
-        days = [sum(parse_ledger_fields(_mapping(row)).values(), Totals()) for row in rows]
-        key_today, key_month = days[-1], sum(days, Totals())
-        tenant_day, tenant_month = (measures_of(raw) for raw in tenant)
+        if reply[1] == 0:
+            raise ReadsExceeded(reply[2] / 1000)
+        now, _, day_end, month_end, used, live, spent_day, spent_month, *sums = reply
+        key_today, key_month, tenant_day, tenant_month = (measures_of(raw) for raw in sums)
         windows = []
         for window, units in zip(plan.requests + plan.tokens, used, strict=True):
             reset_ms = (now // (window.seconds * 1000) + 1) * window.seconds * 1000 - now
@@ -642,8 +645,3 @@ def _recordable(charge: Charge) -> str:
 def _marker(plan: Plan, admission: str) -> str:
     """The key an admission's release and cancellation share (written by ADMIT)."""
     return f"{plan.base}:rel:{admission}"
-
-
-def _mapping(flat: list[Any]) -> dict[Any, Any]:
-    """HGETALL's reply inside a script's reply: a flat [field, value, ...] list."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -196,6 +196,7 @@ local function window(base, period, at, amount)
   local index = math.floor(at / (period * 1000))
   add(base .. ':' .. index, amount, (index + 1) * period * 1000 + 1000)
 end
+-- `sums`: the running day and month sums to add to (the key's, then its tenant's if any).
 local function account(ledger, key_id, models, charges, total, spend, sums, at, retention)
   local day, month, day_end, month_end = periods(at)
   local row = ledger .. ':' .. day .. ':' .. key_id
@@ -208,8 +209,8 @@ local function account(ledger, key_id, models, charges, total, spend, sums, at, 
       if tonumber(m[j]) ~= 0 then redis.call('HINCRBY', row, CODES[j] .. '|' .. model, m[j]) end
     end
   end
-  if sums then
-    for _, s in ipairs({{sums .. ':' .. day, day_end}, {sums .. ':' .. month, month_end}}) do
+  for _, base in ipairs(sums) do
+    for _, s in ipairs({{base .. ':' .. day, day_end}, {base .. ':' .. month, month_end}}) do
       if redis.call('HINCRBY', s[1], 'r', total[1]) == tonumber(total[1]) then
         redis.call('PEXPIREAT', s[1], s[2] + 86400000)
       end
@@ -227,7 +228,8 @@ end
 
 # Releases of requests admitted from memory, and replays of releases Redis did not confirm.
 # KEYS: marker, request window bases (admitted from memory only)..., token window bases...,
-#       [concurrency set], ledger base, key spend base, [tenant sums base], responses base
+#       [concurrency set], ledger base, key spend base, key sums base, [tenant sums base],
+#       responses base
 # ARGV: deadline_ms, ended_ms (0: now), admitted_ms, marker_ms, n_requests, n_tokens,
 #       has_concurrency, has_tenant, seconds per window..., then lease_id, key_id, model,
 #       total_tokens, the six measures (r i c o x $), retention_ms, record_id, forget_id,
@@ -264,8 +266,9 @@ if hasconc then
   k = k + 1
 end
 local measures = {ARGV[w + 5], ARGV[w + 6], ARGV[w + 7], ARGV[w + 8], ARGV[w + 9], ARGV[w + 10]}
+local sums = hastenant and {KEYS[k + 2], KEYS[k + 3]} or {KEYS[k + 2]}
 account(KEYS[k], ARGV[w + 2], {ARGV[w + 3]}, {[ARGV[w + 3]] = measures}, measures,
-  KEYS[k + 1], hastenant and KEYS[k + 2], ended, tonumber(ARGV[w + 11]))
+  KEYS[k + 1], sums, ended, tonumber(ARGV[w + 11]))
 local responses = KEYS[#KEYS]
 if ARGV[w + 13] ~= '' then redis.call('DEL', responses .. ':' .. ARGV[w + 13]) end
 if ARGV[w + 12] ~= '' then
@@ -281,7 +284,7 @@ return {now_ms, 1}
 # per redis.call). The client sends only measures below 2^46, so that 64 of them add up
 # exactly in Lua's doubles; larger ones go through RELEASE one by one.
 # KEYS: token window bases..., [concurrency set], ledger base, key spend base,
-#       [tenant sums base], responses base, then one marker per release
+#       key sums base, [tenant sums base], responses base, then one marker per release
 # ARGV: deadline_ms, marker_ms, n_tokens, has_concurrency, has_tenant, key_id, retention_ms,
 #       response_ms, seconds per token window..., then per release: lease_id, model,
 #       total_tokens, the six measures (r i c o x $), record_id, forget_id ('' for none)
@@ -295,7 +298,7 @@ RELEASE_MANY = (
 if late then return {now_ms, -1} end
 local ntok, hasconc, hastenant = tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5] == '1'
 local first = 8 + ntok
-local fixed = ntok + (hasconc and 1 or 0) + (hastenant and 4 or 3)
+local fixed = ntok + (hasconc and 1 or 0) + (hastenant and 5 or 4)
 local n = #KEYS - fixed
 local markers = {}
 for j = 1, n do markers[j] = KEYS[fixed + j] end
@@ -339,8 +342,8 @@ if hasconc then
   if #leases > 0 then redis.call('ZREM', KEYS[k], unpack(leases)) end
   k = k + 1
 end
-account(KEYS[k], ARGV[6], models, charges, total, KEYS[k + 1], hastenant and KEYS[k + 2],
-  now_ms, tonumber(ARGV[7]))
+local sums = hastenant and {KEYS[k + 2], KEYS[k + 3]} or {KEYS[k + 2]}
+account(KEYS[k], ARGV[6], models, charges, total, KEYS[k + 1], sums, now_ms, tonumber(ARGV[7]))
 return {now_ms, applied}
 """
 )
@@ -370,19 +373,26 @@ return {now_ms, 1}
 """
 )
 
-# KEYS: request window bases..., token window bases..., [concurrency set], ledger base,
-#       key spend base, [tenant sums base]
-# ARGV: n_windows, has_concurrency, has_tenant, key_id, seconds per window...
-# Returns: now_ms, day_end_ms, month_end_ms, {units used per window}, live slots,
-#          key spend today, key spend this month, {the key's ledger rows (HGETALL lists)
-#          for each day of this month, today last}, tenant day, tenant month (HGETALL
-#          lists; {} without a tenant)
+# A key's budgets and usage, read from the running sums: its cost in Redis does not grow with
+# the ledger. Each call counts in the key's one-second read window first; past `per_second`
+# reads it reads nothing (a tenant cannot make Redis busy for the others through it).
+# KEYS: request window bases..., token window bases..., [concurrency set], key spend base,
+#       key sums base, [tenant sums base], read window base
+# ARGV: n_windows, has_concurrency, has_tenant, per_second, seconds per window...
+# Returns: now_ms, 0 (refused: too many reads), ms until the next second; or now_ms, 1,
+#          day_end_ms, month_end_ms, {units used per window}, live slots, key spend today,
+#          key spend this month, key day, key month, tenant day, tenant month (HGETALL lists;
+#          {} without a tenant)
 SNAPSHOT = (
     CALENDAR
     + """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n, hasconc, hastenant = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
+local reads = KEYS[#KEYS] .. ':' .. math.floor(now_ms / 1000)
+local count = redis.call('INCR', reads)
+if count == 1 then redis.call('PEXPIRE', reads, 2000) end
+if count > tonumber(ARGV[4]) then return {now_ms, 0, 1000 - now_ms % 1000} end
 local used = {}
 for i = 1, n do
   local period = tonumber(ARGV[4 + i])
@@ -395,20 +405,14 @@ if hasconc then
   k = k + 1
 end
 local day, month, day_end, month_end = periods(now_ms)
-local rows = {}
-local today = math.floor(now_ms / 86400000)
-local y, m = civil(today)
-for z = days_from_civil(y, m, 1), today do
-  local yy, mm, dd = civil(z)
-  local name = string.format('%s:%04d-%02d-%02d:%s', KEYS[k], yy, mm, dd, ARGV[4])
-  rows[#rows + 1] = redis.call('HGETALL', name)
-end
-local out = {now_ms, day_end, month_end, used, live,
-  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. day) or '0'),
-  tonumber(redis.call('GET', KEYS[k + 1] .. ':' .. month) or '0'), rows, {}, {}}
+local out = {now_ms, 1, day_end, month_end, used, live,
+  tonumber(redis.call('GET', KEYS[k] .. ':' .. day) or '0'),
+  tonumber(redis.call('GET', KEYS[k] .. ':' .. month) or '0'),
+  redis.call('HGETALL', KEYS[k + 1] .. ':' .. day),
+  redis.call('HGETALL', KEYS[k + 1] .. ':' .. month), {}, {}}
 if hastenant then
-  out[9] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. day)
-  out[10] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. month)
+  out[11] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. day)
+  out[12] = redis.call('HGETALL', KEYS[k + 2] .. ':' .. month)
 end
 return out
 """

@@ -1,7 +1,8 @@
 """GET /api/v1/usage: the calling key's budgets and what it (and its tenant) used.
 
-Reads the limiter's state without consuming anything, so it sits outside the rate limiter:
-it spends nothing, is not in the ledger, and answers when every budget is spent. Spend
+Reads the limiter's running sums without consuming any budget, so it sits outside the rate
+limiter: it spends nothing, is not in the ledger, and answers when every budget is spent. Its
+own rate (USAGE_READS_PER_SECOND a key, across replicas) is counted in the same script call. Spend
 amounts are shown in USD, exactly (see `service.usage.report`).
 """
 
@@ -15,8 +16,8 @@ from starlette.types import Receive, Scope, Send
 from service.asgi import send_json
 from service.context import RequestContext
 from service.deps import Services
-from service.errors import limiter_unavailable
-from service.limiter.base import LimiterUnavailable
+from service.errors import ApiError, limiter_unavailable
+from service.limiter.base import USAGE_READS_PER_SECOND, LimiterUnavailable, ReadsExceeded
 from service.usage.report import Usd, json_bytes, totals_doc
 
 if TYPE_CHECKING:
@@ -32,6 +33,17 @@ class KeyUsage:
         assert ctx.key is not None  # behind AuthMiddleware
         try:
             snapshot = await self.services.limiter.usage_snapshot(ctx.key.policy)
+        except ReadsExceeded as exc:
+            ctx.reason = "rate_limit_exceeded"
+            await ApiError(
+                429,
+                f"Usage is read at most {USAGE_READS_PER_SECOND} times a second per key; "
+                "retry in a second.",
+                code="rate_limit_exceeded",
+                type="rate_limit_error",
+                headers=[(b"retry-after", b"%d" % max(1, math.ceil(exc.retry_after)))],
+            ).send(send)
+            return
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(

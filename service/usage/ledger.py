@@ -13,17 +13,20 @@ prefix `gw`:
     gw:{tag}:led:<YYYY-MM-DD>:<key id>      hash  "<measure>|<model>" -> int  (the ledger)
     gw:{tag}:spend:k:<key id>:<YYYY-MM-DD>  int   ticks the key spent that day
     gw:{tag}:spend:k:<key id>:<YYYY-MM>     int   ticks the key spent that month
+    gw:{tag}:sum:k:<key id>:<YYYY-MM-DD>    hash  "<measure>" -> int: the key's day
+    gw:{tag}:sum:k:<key id>:<YYYY-MM>       hash  the key's month
     gw:{tag}:sum:t:<tenant>:<YYYY-MM-DD>    hash  "<measure>" -> int: the tenant's day
     gw:{tag}:sum:t:<tenant>:<YYYY-MM>       hash  the tenant's month (all of its keys)
     gw:{tag}:resp:<response id>             "1"   the tenant owns this Responses API id
+    gw:{tag}:reads:<key id>:<unix second>   int   the key's usage reads in that second
 
 Measures: `r` requests, `i` input tokens, `c` cached input tokens, `o` output tokens, `x`
 reasoning tokens, `$` cost in ticks (1 USD = 10^10). Ledger rows live USAGE_RETENTION_DAYS
 after their day, spend counters and sums one day after their period, ownership 30 days.
-Spend budgets read a key's counters and a tenant's `$`; a key's usage today and this month
-is summed from its ledger rows (its tenant's, which could have any number of keys, from the
-sums). The rate windows, concurrency leases and release markers are described in
-`limiter/plan.py` and `limiter/redis_store.py`.
+Spend budgets read a key's counters and a tenant's `$`; the usage answer reads the key's and
+the tenant's sums, never the ledger rows, so its cost in Redis does not grow with the ledger.
+The rate windows, concurrency leases and release markers are described in `limiter/plan.py`
+and `limiter/redis_store.py`.
 """
 
 from __future__ import annotations
