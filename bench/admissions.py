@@ -17,10 +17,10 @@ from pathlib import Path
 import uvloop
 
 from bench.targets import BENCH_KEY, start_redis, write_keys
-from service.limiter.connection import connect
-from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy
 from service.limiter.redis_store import RedisLimiter
+from service.redis.connection import connect
+from service.redis.multiplexed import MultiplexedConnection
 from service.registry.keys import load_registry
 from service.usage.record import Charge, Usage
 

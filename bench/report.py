@@ -232,7 +232,7 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
   a microbenchmark, TTFB unchanged: every reply of a batch waits for the whole batch);
   admitting while the upstream call starts (no change); redis-server at nice -10 (no
   consistent change). Kept: admit and release over one multiplexed connection per process
-  (`service/limiter/multiplexed.py`, hiredis's parser). `python -m bench.admissions`
+  (`service/redis/multiplexed.py`, hiredis's parser). `python -m bench.admissions`
   (50 concurrent admit + release, every limit kind): admission p50 6.5 -> 2.1 ms, p99 24 ->
   2.3 ms, client CPU 305 -> 94 us per pair (harness included). In the gateway, Redis mode's
   added TTFB p50 at 50 streams fell from +5.3 ms to +0.4 ms over the floor (`python -m
@@ -288,7 +288,7 @@ FINDINGS = """## What profiling found (py-spy on the gateway, burst and 50-strea
     remembered; bodies with fewer than 64 brackets not walked for depth.
   - Garbage collector: 159 young-generation passes in 4,400 burst streams, ~1 ms each
     (~40 us a stream), re-scanning what start-up left; frozen after start-up with a first
-    threshold of 10,000: none in the same load (`service/runtime.py`).
+    threshold of 10,000: none in the same load (`service/server/runtime.py`).
   - Tried, no measurable change: no aiohttp read timeout on streams (it re-arms a timer per
     read; the idle timeout would have moved to the keep-alive tick).
   - Result: CPU per burst stream (Redis) 1.89 -> 1.08-1.16 ms, 1.6-1.7x the raw floor's

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import validation
-from service.asgi import send_json
 from service.deps import Services
-from service.errors import error_body
+from service.http import validation
+from service.http.asgi import send_json
+from service.http.errors import error_body
 from service.limiter import create_limiter
 from service.middleware.auth import AuthMiddleware
 from service.middleware.body import BodyMiddleware

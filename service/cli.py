@@ -95,8 +95,8 @@ def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
     import uvloop
 
     from service.app import create_app
-    from service.lifecycle import LIFECYCLE
-    from service.server import GatewayServer, uvicorn_config
+    from service.server.lifecycle import LIFECYCLE
+    from service.server.serve import GatewayServer, uvicorn_config
 
     app = create_app(settings, registry)  # validates REDIS_URL etc. before listening
     config = uvicorn_config(app, settings)
@@ -106,7 +106,7 @@ def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
 
 
 def _serve_workers(settings: Settings) -> int:
-    from service.server import run_workers, uvicorn_config
+    from service.server.serve import run_workers, uvicorn_config
 
     # prometheus-client aggregates the workers' series through files in this directory.
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

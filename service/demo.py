@@ -14,9 +14,9 @@ import socket
 import uvicorn
 
 from service.app import create_app
-from service.lifecycle import LIFECYCLE
 from service.registry.keys import hash_key, new_key_secret, parse_registry
-from service.server import GatewayServer, uvicorn_config
+from service.server.lifecycle import LIFECYCLE
+from service.server.serve import GatewayServer, uvicorn_config
 from service.settings import Settings
 from service.simulator.app import SimulatorConfig
 from service.simulator.app import create_app as create_simulator

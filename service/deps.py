@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.lifecycle import LIFECYCLE, Lifecycle
 from service.limiter.base import Limiter
 from service.registry.reload import RegistryHolder
+from service.server.lifecycle import LIFECYCLE, Lifecycle
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.call import UpstreamPolicy

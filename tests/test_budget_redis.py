@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.limiter import LimiterUnavailable, create_limiter
-from service.limiter.connection import connect
-from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
+from service.redis.connection import connect
+from service.redis.multiplexed import MultiplexedConnection
 from tests.support.charges import charge, count_round_trips
 from tests.support.processes import REPO, start_redis
 

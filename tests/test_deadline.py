@@ -7,8 +7,8 @@ import gc
 
 import pytest
 
-from service.deadline import Deadline
-from service.runtime import GEN0_THRESHOLD, settle_after_startup
+from service.server.deadline import Deadline
+from service.server.runtime import GEN0_THRESHOLD, settle_after_startup
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error():

@@ -1,4 +1,4 @@
-"""The disconnect watch (`service/disconnect.py`) on its own: what it cancels, and what it
+"""The disconnect watch (`service/server/disconnect.py`) on its own: what it cancels, and what it
 leaves behind."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from service.disconnect import ClientDisconnected, cancelled_on_disconnect
+from service.server.disconnect import ClientDisconnected, cancelled_on_disconnect
 
 
 class _Client:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from service.errors import ApiError
-from service.json_codec import dumps_compact, dumps_log_line, loads_exact
+from service.http.errors import ApiError
+from service.http.json_codec import dumps_compact, dumps_log_line, loads_exact
 from service.middleware.body import parse_json_object
 
 BIG = 123456789012345678901234567890  # past 64 bits: orjson would read a float

@@ -15,11 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.limiter import create_limiter
-from service.limiter.connection import connect
-from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.limiter.scripts import CALENDAR
+from service.redis.connection import connect
+from service.redis.multiplexed import MultiplexedConnection
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
 from tests.support.charges import charge, count_round_trips

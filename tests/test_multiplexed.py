@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
-from service.limiter.multiplexed import MultiplexedConnection, MultiplexedScript, pack_command
+from service.redis.multiplexed import MultiplexedConnection, MultiplexedScript, pack_command
 from tests.support.processes import free_port, start_redis
 
 

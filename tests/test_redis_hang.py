@@ -21,13 +21,13 @@ import redis.asyncio as aioredis
 
 from service.limiter import create_limiter
 from service.limiter.base import LimiterUnavailable
-from service.limiter.clock import RedisClock
-from service.limiter.connection import connect
 from service.limiter.failover import FailoverLimiter
 from service.limiter.memory_store import MemoryLimiter
-from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
+from service.redis.clock import RedisClock
+from service.redis.connection import connect
+from service.redis.multiplexed import MultiplexedConnection
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
 from tests.conftest import MODEL, clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml

@@ -13,9 +13,9 @@ import httpx
 from prometheus_client import REGISTRY
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
-from service.errors import response_not_found
+from service.http.asgi import send_json
+from service.http.context import RequestContext
+from service.http.errors import response_not_found
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.middleware.ratelimit import RateLimitMiddleware

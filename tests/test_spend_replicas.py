@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from service.limiter.connection import connect
-from service.limiter.multiplexed import MultiplexedConnection
 from service.limiter.policy import LimitPolicy, parse_spend
 from service.limiter.redis_store import RedisLimiter
+from service.redis.connection import connect
+from service.redis.multiplexed import MultiplexedConnection
 from service.usage.ledger import Totals
 from service.usage.record import TICKS_PER_USD
 from tests.conftest import MODEL, gateway_env, key_entry, keys_toml

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from service import validation
-from service.errors import ApiError
+from service.http import validation
+from service.http.errors import ApiError
 from service.sse import completion_as_chunk
 from service.upstream.errors import normalise_upstream_error, upstream_message
 

@@ -25,10 +25,10 @@ def create_limiter(
     memory = MemoryLimiter(lease_seconds, key_prefix, retention_days)
     if redis_url is None:
         return memory
-    from service.limiter.connection import connect
     from service.limiter.failover import FailoverLimiter
-    from service.limiter.multiplexed import MultiplexedConnection
     from service.limiter.redis_store import RedisLimiter
+    from service.redis.connection import connect
+    from service.redis.multiplexed import MultiplexedConnection
 
     redis = RedisLimiter(
         connect(redis_url, redis_timeout, pool_size),

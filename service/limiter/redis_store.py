@@ -28,7 +28,7 @@ script calls per request instead of 2). The owner check's admission goes alone; 
 requests admitted from memory, and replays, go one by one (RELEASE).
 
 Faults (a hung Redis runs the commands queued on its connections once it resumes, however
-late): every script call carries a deadline in Redis's time (`clock`), a little before the
+late): every script call carries a deadline in Redis's time (`redis/clock.py`), a little before the
 caller gives up, and a script that starts past it does nothing. A release Redis has not
 confirmed is kept (bounded) and applied again once Redis answers. Each admission writes a
 short-lived marker under its id ('a:' and the instant its windows were counted in), which
@@ -40,7 +40,7 @@ past its deadline), nothing. A given-up admission is never released (the request
 refused, or served from memory under a decision of its own), so the two cannot collide.
 
 Admit and release go over the process's multiplexed connection when there is one (see
-`multiplexed`), else through redis-py's scripts; everything else uses redis-py.
+`redis/multiplexed.py`), else through redis-py's scripts; everything else uses redis-py.
 """
 
 from __future__ import annotations
@@ -62,14 +62,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.limiter.base import USAGE_READS_PER_SECOND, Decision, ReadsExceeded, new_id
 from service.limiter.batching import TurnBatcher
-from service.limiter.clock import RedisClock
-from service.limiter.multiplexed import (
-    MultiplexedConnection,
-    MultiplexedScript,
-    RedisPyScript,
-    bulk,
-    bulks,
-)
 from service.limiter.plan import Plan, build_plan, limit_states, tightest
 from service.limiter.policy import LimitPolicy
 from service.limiter.scripts import (
@@ -82,6 +74,14 @@ from service.limiter.scripts import (
     SNAPSHOT,
 )
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
+from service.redis.clock import RedisClock
+from service.redis.multiplexed import (
+    MultiplexedConnection,
+    MultiplexedScript,
+    RedisPyScript,
+    bulk,
+    bulks,
+)
 from service.usage.ledger import (
     MAX_RESPONSE_ID_CHARS,
     RESPONSE_SECONDS,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.asgi import header
-from service.errors import invalid_api_key
+from service.http.asgi import header
+from service.http.errors import invalid_api_key
 from service.registry.reload import RegistryHolder
 
 

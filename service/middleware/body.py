@@ -21,11 +21,11 @@ from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.asgi import header
-from service.deadline import Deadline
-from service.errors import ApiError, bad_request
-from service.json_codec import loads_exact
-from service.validation import Validator, check_model
+from service.http.asgi import header
+from service.http.errors import ApiError, bad_request
+from service.http.json_codec import loads_exact
+from service.http.validation import Validator, check_model
+from service.server.deadline import Deadline
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
 # Keys and values: parsed, each costs ~50-100 bytes however few bytes it takes in the body

@@ -16,14 +16,14 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.asgi import header
-from service.context import RequestContext
-from service.disconnect import ClientDisconnected
-from service.errors import ApiError
-from service.json_codec import dumps_log_line
-from service.lifecycle import Lifecycle
+from service.http.asgi import header
+from service.http.context import RequestContext
+from service.http.errors import ApiError
+from service.http.json_codec import dumps_log_line
 from service.observability import metrics
 from service.observability.logging import log_access
+from service.server.disconnect import ClientDisconnected
+from service.server.lifecycle import Lifecycle
 from service.usage.record import ticks_to_usd
 
 access_log = logging.getLogger("service.access")

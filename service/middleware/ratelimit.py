@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.context import RequestContext
-from service.errors import ApiError, limiter_unavailable, response_not_found
+from service.http.context import RequestContext
+from service.http.errors import ApiError, limiter_unavailable, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
 from service.observability.metrics import COST_USD, TOKENS, labelled

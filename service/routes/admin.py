@@ -11,10 +11,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
 from service.deps import Services
-from service.errors import bad_request, limiter_unavailable
+from service.http.asgi import send_json
+from service.http.context import RequestContext
+from service.http.errors import bad_request, limiter_unavailable
 from service.limiter.base import LimiterUnavailable
 from service.usage.report import QueryError, UsageQuery, render, summarize
 

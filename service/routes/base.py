@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError
+from service.http.context import RequestContext
+from service.http.errors import ApiError
 
 
 class UpstreamRoute:

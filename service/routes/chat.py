@@ -10,11 +10,12 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
 from service.deps import Services
+from service.http.asgi import send_json
+from service.http.context import RequestContext
+from service.http.validation import has_image_content
 from service.routes.base import UpstreamRoute
-from service.routes.completion import (
+from service.routes.upstream_calls import (
     STREAM_FALLBACK,
     call_json,
     call_stream,
@@ -22,7 +23,6 @@ from service.routes.completion import (
     with_upstream_model,
 )
 from service.sse import DONE, SSE_HEADERS, ChatDialect, completion_as_chunk
-from service.validation import has_image_content
 
 CHAT_PATH = "chat/completions"
 

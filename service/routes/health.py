@@ -6,8 +6,8 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
 from service.deps import Services
+from service.http.asgi import send_json
 from service.observability.metrics import render
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
+from service.http.asgi import send_json
+from service.http.context import RequestContext
 from service.routes.base import UpstreamRoute
-from service.routes.completion import STREAM_FALLBACK, call_json, with_upstream_model
+from service.routes.upstream_calls import STREAM_FALLBACK, call_json, with_upstream_model
 
 
 class ImageGeneration(UpstreamRoute):

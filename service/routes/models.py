@@ -13,10 +13,10 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
+from service.http.asgi import send_json
+from service.http.context import RequestContext
 from service.routes.base import UpstreamRoute
-from service.routes.completion import call_json
+from service.routes.upstream_calls import call_json
 
 
 class ListModels(UpstreamRoute):

@@ -18,11 +18,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
-from service.errors import ApiError, response_not_found
+from service.http.asgi import send_json
+from service.http.context import RequestContext
+from service.http.errors import ApiError, response_not_found
 from service.routes.base import UpstreamRoute
-from service.routes.completion import call_json, call_stream, with_upstream_model
+from service.routes.upstream_calls import call_json, call_stream, with_upstream_model
 from service.sse import ResponsesDialect
 
 RESPONSES_PATH = "responses"

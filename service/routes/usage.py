@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
 from service.deps import Services
-from service.errors import ApiError, limiter_unavailable
+from service.http.asgi import send_json
+from service.http.context import RequestContext
+from service.http.errors import ApiError, limiter_unavailable
 from service.limiter.base import USAGE_READS_PER_SECOND, LimiterUnavailable, ReadsExceeded
 from service.usage.report import Usd, json_bytes, totals_doc
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from service.asgi import send_json
-from service.context import RequestContext
+from service.http.asgi import send_json
+from service.http.context import RequestContext
 from service.routes.base import UpstreamRoute
 from service.routes.chat import CHAT_PATH, answer_without_streaming
-from service.routes.completion import call_json, with_upstream_model
+from service.routes.upstream_calls import call_json, with_upstream_model
 
 _OWN_FIELDS = ("image_url", "prompt", "detail")
 

@@ -17,8 +17,8 @@ import logging
 import re
 from typing import Any, Protocol
 
-from service import json_codec
-from service.errors import sse_error_event
+from service.http import json_codec
+from service.http.errors import sse_error_event
 from service.usage.record import Usage, parse_usage
 
 log = logging.getLogger("service.sse")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import httpx
 from starlette.types import Receive, Send
 
-from service.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
+from service.server.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.sse.dialects import Dialect
 from service.sse.streams import StreamSet
 from service.upstream.client import body_complete

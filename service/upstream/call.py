@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.deadline import Deadline
+from service.server.deadline import Deadline
 from service.upstream.body import is_event_stream, read_error_body
 from service.upstream.client import Upstream
 from service.upstream.errors import (

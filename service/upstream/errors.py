@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
-from service.errors import ApiError
+from service.http.errors import ApiError
 from service.observability.metrics import UPSTREAM_ERRORS
 
 log = logging.getLogger("service.upstream")

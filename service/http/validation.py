@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from service.errors import bad_request
+from service.http.errors import bad_request
 
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from starlette.types import Receive, Send
 
-from service.context import RequestContext
 from service.deps import Services
-from service.disconnect import ClientDisconnected, cancelled_on_disconnect
-from service.errors import ApiError
-from service.json_codec import dumps_compact
+from service.http.context import RequestContext
+from service.http.errors import ApiError
+from service.http.json_codec import dumps_compact
+from service.server.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.sse import Dialect, RelayResult, relay_sse
 from service.upstream.body import read_json_object
 from service.upstream.call import EVENT_STREAM, open_upstream

@@ -17,9 +17,9 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
-from service.http_limits import GatewayConfig, HeadLimits
-from service.lifecycle import LIFECYCLE, Lifecycle
-from service.runtime import settle_after_startup
+from service.server.http_limits import GatewayConfig, HeadLimits
+from service.server.lifecycle import LIFECYCLE, Lifecycle
+from service.server.runtime import settle_after_startup
 from service.settings import Settings
 
 log = logging.getLogger("service")

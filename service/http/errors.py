@@ -6,7 +6,7 @@ import json
 
 from starlette.types import Send
 
-from service.asgi import send_json
+from service.http.asgi import send_json
 
 
 class ApiError(Exception):

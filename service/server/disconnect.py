@@ -1,6 +1,6 @@
 """A client's disconnect, seen on `receive`, cancels what its request is waiting on.
 
-The SSE relay (`sse/relay.py`) and non-streaming upstream calls (`routes/completion.py`) run
+The SSE relay (`sse/relay.py`) and non-streaming upstream calls (`routes/upstream_calls.py`) run
 in `cancelled_on_disconnect`: a client that leaves closes the upstream request (within 50 ms).
 Without it an abandoned image generation or long completion, which sends nothing until the
 upstream has answered, would run to its end upstream and be paid for.

@@ -1,0 +1,1 @@
+"""The request's vocabulary: its context, ASGI helpers, JSON, validation and errors."""

@@ -1,0 +1,1 @@
+"""Generic Redis pieces: URL forms, the multiplexed connection, Redis's clock."""
