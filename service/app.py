@@ -25,7 +25,7 @@ from service.deps import Services
 from service.http import validation
 from service.http.asgi import send_json
 from service.http.errors import error_body
-from service.limiter import create_limiter
+from service.limiter import create_ledger, create_limiter
 from service.middleware.auth import AuthMiddleware
 from service.middleware.body import BodyMiddleware
 from service.middleware.observe import ObserveMiddleware
@@ -44,6 +44,7 @@ from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import Upstream
 from service.upstream.status import UpstreamStatus
+from service.usage.ledger import MemoryLedger
 
 log = logging.getLogger("service")
 
@@ -102,6 +103,7 @@ class FixedPaths:
 
 def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     """Build the ASGI app. Resources open in its lifespan and close when it ends."""
+    memory_ledger = MemoryLedger(settings.usage_retention_days)
     services = Services(
         settings=settings,
         limiter=create_limiter(
@@ -111,7 +113,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             redis_timeout=settings.redis_timeout,
             pool_size=settings.redis_pool_size,
             retention_days=settings.usage_retention_days,
+            ledger=memory_ledger,
         ),
+        ledger=create_ledger(settings.redis_url, memory_ledger, settings.redis_timeout),
         registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
         streams=StreamSet(settings.keepalive_seconds),
     )
@@ -224,6 +228,7 @@ def _lifespan(services: Services):
             await services.upstream_status.aclose()
             await services.registry.aclose()
             await services.limiter.aclose()
+            await services.ledger.aclose()
             await services.upstream.aclose()
 
     return lifespan

@@ -38,7 +38,7 @@ from service.usage.report import (
 )
 
 if TYPE_CHECKING:
-    from service.limiter.base import Limiter
+    from service.usage.ledger import Ledger
 
 log = logging.getLogger("service")
 
@@ -195,7 +195,7 @@ def _usage(argv: list[str]) -> int:
     """`usage --from DAY --to DAY ...`: the ledger's sums, as the admin API answers them."""
     from redis.exceptions import RedisError
 
-    from service.limiter.base import LimiterUnavailable
+    from service.usage.ledger import LedgerUnavailable
 
     parser = argparse.ArgumentParser(
         prog="grok-gateway usage",
@@ -250,24 +250,17 @@ def _usage(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    from service.limiter import create_limiter
+    from service.redis.connection import connect
+    from service.usage.ledger import RedisLedger
 
     try:
-        limiter = create_limiter(
-            settings.redis_url,
-            failure_mode="closed",  # never a silent report from an empty in-memory ledger
-            redis_timeout=settings.redis_timeout,
-            pool_size=settings.redis_pool_size,
-        )
+        ledger = RedisLedger(connect(settings.redis_url, settings.redis_timeout, 4))
     except ValueError as exc:  # a URL the Redis client cannot use
         print(f"grok-gateway usage: configuration error: REDIS_URL: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    # The limiter's own log lines (e.g. "refusing requests with 503") are about serving
-    # traffic, not this report: the one line below says what went wrong.
-    logging.getLogger("service").setLevel(logging.CRITICAL)
     try:
-        body = asyncio.run(_read_report(limiter, query))
-    except (LimiterUnavailable, OSError, RedisError):
+        body = asyncio.run(_read_report(ledger, query))
+    except (LedgerUnavailable, OSError, RedisError):
         where = urlsplit(settings.redis_url).netloc.rpartition("@")[2]  # never the password
         print(
             f"grok-gateway usage: cannot read the ledger: Redis at {where} is unreachable",
@@ -279,10 +272,9 @@ def _usage(argv: list[str]) -> int:
     return 0
 
 
-async def _read_report(limiter: Limiter, query: UsageQuery) -> bytes:
-    await limiter.start()
+async def _read_report(ledger: Ledger, query: UsageQuery) -> bytes:
     try:
-        rows = await limiter.ledger_rows(query.first, query.last, query.tenant, query.key)
+        rows = await ledger.rows(query.first, query.last, query.tenant, query.key)
     finally:
-        await limiter.aclose()
+        await ledger.aclose()
     return render(summarize(rows, query.group_by), query)

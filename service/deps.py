@@ -1,5 +1,5 @@
 """What the routes share: settings, the upstream client and its status, the limiter, the
-registry, streams.
+ledger, the registry, streams.
 
 Built by `service.app.create_app`; the lifespan opens the resources and closes them.
 """
@@ -16,12 +16,14 @@ from service.sse import StreamSet
 from service.upstream.call import UpstreamPolicy
 from service.upstream.client import Upstream
 from service.upstream.status import UpstreamStatus
+from service.usage.ledger import Ledger
 
 
 @dataclass(slots=True)
 class Services:
     settings: Settings
     limiter: Limiter
+    ledger: Ledger  # what the admin usage report reads
     registry: RegistryHolder
     streams: StreamSet
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)

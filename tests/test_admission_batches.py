@@ -158,7 +158,7 @@ async def test_a_batch_whose_reply_was_lost_is_taken_back_whole(redis_server):
         assert await total(redis_server.url, units) == 1 + 4  # Redis did count the batch
         assert await live_slots(redis_server.url, slots(p.key_id)) == 4
         link.heal()
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         assert await total(redis_server.url, units) == 1
         assert await live_slots(redis_server.url, slots(p.key_id)) == 0
     finally:

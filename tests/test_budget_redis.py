@@ -17,7 +17,7 @@ from service.limiter.policy import LimitPolicy, parse_rates
 from service.limiter.redis_store import RedisLimiter
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
-from tests.support.charges import charge, count_round_trips
+from tests.support.charges import charge, count_round_trips, ledger_of
 from tests.support.processes import REPO, start_redis
 
 
@@ -120,7 +120,7 @@ async def test_a_release_without_lease_or_tokens_still_writes_its_ledger_row_in_
     await limiter.release(p, decision, charge(model="grok-ledger"))
     assert sent == ["EVALSHA"]
     today = datetime.now(UTC).date()
-    rows = await limiter.ledger_rows(today - timedelta(days=1), today, key=p.key_id)
+    rows = await ledger_of(limiter).rows(today - timedelta(days=1), today, key=p.key_id)
     assert [(r.key, r.model, r.totals.requests) for r in rows] == [(p.key_id, "grok-ledger", 1)]
 
 
@@ -180,7 +180,7 @@ async def test_local_mode_counts_in_memory_while_redis_is_down_and_returns(own_r
     await lim.release(p, decision, charge())
     restarted = start_redis(own_redis.port)
     try:
-        assert await wait_until(lambda: lim.mode == "redis")
+        assert await wait_until(lambda: lim.ready()[1] == "redis")
         assert (await lim.admit(p)).store == "redis"
     finally:
         restarted.stop()
@@ -208,6 +208,6 @@ async def test_start_with_redis_down_serves_in_local_mode():
 
     lim = create_limiter(f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2)
     await lim.start()
-    assert lim.mode == "local-fallback"
+    assert lim.ready()[1].startswith("local fallback")
     assert (await lim.admit(policy())).allowed
     await lim.aclose()

@@ -93,12 +93,11 @@ async def test_concurrency_cap_and_release(limiter):
     assert (await limiter.admit(p)).allowed
 
 
-async def test_memory_leases_free_their_slots_when_they_expire(monkeypatch):
+async def test_memory_leases_free_their_slots_when_they_expire():
     """A slot never released (its holder gone) frees itself at its lease's expiry, and
     only then: the store skips its scan of leases until the earliest one is due."""
     now = [1_000_000.0]
-    monkeypatch.setattr("service.limiter.memory_store.time.time", lambda: now[0])
-    limiter = MemoryLimiter(lease_seconds=30)
+    limiter = MemoryLimiter(lease_seconds=30, clock=lambda: now[0])
     p = policy(conc=2)
     first = await limiter.admit(p)
     now[0] += 10

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from service.registry.keys import RegistryError, hash_key, parse_registry
-from service.usage.cost import Price
+from service.usage.charge import charge_for
+from service.usage.prices import Price
 from service.usage.record import Usage
 from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
 from tests.support.processes import digest, start_gateway
@@ -136,15 +137,16 @@ def test_prices_are_read_exactly_as_written_in_ticks():
         '[prices."grok-mini"]\ninput = 0.2\noutput = 0.5\n'
     )
     # 3.0000000001 as a float is 3.00000000009999...: only exact decimals give ...0001.
-    assert reg.models.prices["grok-4"] == Price(30_000_000_001, 7_500_000_000, 150_000_000_000)
+    assert reg.prices["grok-4"] == Price(30_000_000_001, 7_500_000_000, 150_000_000_000)
     # Without cached_input, cached tokens cost what other input tokens cost.
-    assert reg.models.prices["grok-mini"] == Price(2_000_000_000, 2_000_000_000, 5_000_000_000)
+    assert reg.prices["grok-mini"] == Price(2_000_000_000, 2_000_000_000, 5_000_000_000)
 
 
 def test_prices_are_looked_up_by_the_aliased_name():
     reg = registry('[models.aliases]\nold = "new"\n[prices."new"]\ninput = 1\noutput = 2\n')
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
-    assert reg.models.cost("old", usage) == (30_000_000_000, True)
+    charge = charge_for(usage, "old", reg.models.upstream_name("old"), reg.prices)
+    assert (charge.cost_ticks, charge.cost_known) == (30_000_000_000, True)
 
 
 def test_admin_key_is_found_only_as_an_admin_key():

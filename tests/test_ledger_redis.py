@@ -17,12 +17,11 @@ import redis.asyncio as aioredis
 from service.limiter import create_limiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
-from service.limiter.scripts import CALENDAR
+from service.limiter.scripts import lua_source
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
-from service.usage.ledger import Totals
-from service.usage.record import TICKS_PER_USD
-from tests.support.charges import charge, count_round_trips
+from service.usage.record import TICKS_PER_USD, Totals
+from tests.support.charges import charge, count_round_trips, ledger_of
 
 CLIENTS = ["multiplexed", "redis-py"]
 
@@ -61,7 +60,8 @@ def fresh(name: str) -> str:
 async def test_lua_calendar_periods_match_pythons_calendar(redis_server):
     client = aioredis.from_url(redis_server.url)
     script = client.register_script(
-        CALENDAR + "local d, m, de, me = periods(tonumber(ARGV[1])) return {d, m, de, me}"
+        lua_source("periods")
+        + "local d, m, de, me = periods(tonumber(ARGV[1])) return {d, m, de, me}"
     )
     edges = ["1970-01-01", "2000-02-29", "2024-02-29", "2100-02-28", "2100-03-01", "2026-12-31"]
     days = [date.fromisoformat(d) for d in edges]
@@ -111,7 +111,7 @@ async def test_the_ledger_read_on_one_replica_sums_what_every_replica_wrote(repl
         await limiter.release(p, await limiter.admit(p), charge(tokens, cost, model="grok-4"))
     today = datetime.now(UTC).date()
     for limiter in replicas:
-        rows = await limiter.ledger_rows(today - timedelta(days=1), today, tenant=tenant)
+        rows = await ledger_of(limiter).rows(today - timedelta(days=1), today, tenant=tenant)
         assert [(r.day, r.tenant, r.key, r.model) for r in rows] == [
             (today, tenant, "k1", "grok-4")
         ]
@@ -220,18 +220,22 @@ async def test_admit_and_release_with_every_budget_ledger_and_ownership_take_two
         await limiter.aclose()
 
 
-async def test_the_failover_raises_for_the_ledger_while_redis_is_down():
-    from service.limiter import LimiterUnavailable
+async def test_the_ledger_raises_while_redis_is_down_and_the_snapshot_falls_back():
+    from service.limiter import create_ledger
+    from service.usage.ledger import LedgerUnavailable, MemoryLedger
     from tests.support.processes import free_port
 
-    limiter = create_limiter(f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    limiter = create_limiter(url, redis_timeout=0.2)
+    ledger = create_ledger(url, MemoryLedger(), redis_timeout=0.2)
     await limiter.start()
     try:
         today = datetime.now(UTC).date()
-        with pytest.raises(LimiterUnavailable):
-            await limiter.ledger_rows(today, today)
+        with pytest.raises(LedgerUnavailable):  # a replica's memory is no ledger
+            await ledger.rows(today, today)
         # The snapshot falls back to this replica's memory in local mode.
         snapshot = await limiter.usage_snapshot(tenant_policy("k", "t"))
         assert snapshot.key_today == Totals()
     finally:
         await limiter.aclose()
+        await ledger.aclose()

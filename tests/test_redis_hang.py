@@ -28,8 +28,7 @@ from service.limiter.redis_store import RedisLimiter
 from service.redis.clock import RedisClock
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
-from service.usage.ledger import Totals
-from service.usage.record import TICKS_PER_USD
+from service.usage.record import TICKS_PER_USD, Totals
 from tests.conftest import MODEL, clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
 from tests.support.charges import charge
 from tests.support.processes import Proc, RedisServer, start_gateway, start_redis
@@ -282,7 +281,7 @@ async def test_charges_counted_in_memory_during_a_hang_reach_redis_when_it_answe
         for decision in fallback:
             await limiter.release(p, decision, charge(100))
         resume(redis_to_hang)
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         assert await total(url, request_units(p.key_id)) == 4
         assert await total(url, token_units(p.key_id)) == 310
         assert await live_slots(url, slots(p.key_id)) == 0
@@ -308,7 +307,7 @@ async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(red
         assert reading.allowed
         await limiter.release(p, reading, charge(8, 1))
         resume(redis_to_hang)
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         snapshot = await other_replica.usage_snapshot(p)
         assert snapshot.key_today == Totals(2, 36, 0, 12, 0, 3 * TICKS_PER_USD + 1)
         assert snapshot.tenant_today == snapshot.key_today
@@ -384,11 +383,11 @@ async def test_a_release_whose_reply_was_lost_counts_once_and_a_deferred_one_is_
         applied, deferred = await limiter.admit(p), await limiter.admit(p)
         link.replies_pass = False
         await limiter.release(p, applied, charge(500))  # Redis applies it; the reply never arrives
-        assert limiter.mode == "local-fallback"
+        assert limiter.ready()[1].startswith("local fallback")
         await limiter.release(p, deferred, charge(30))  # Redis is known down: kept for later
         assert await total(redis_server.url, token_units(p.key_id)) == 501
         link.heal()
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         assert await total(redis_server.url, token_units(p.key_id)) == 531
     finally:
         await limiter.aclose()
@@ -460,11 +459,11 @@ async def test_an_admission_whose_reply_was_lost_is_not_charged(redis_server, mo
         else:
             with pytest.raises(LimiterUnavailable):
                 await limiter.admit(p)
-        assert limiter.mode != "redis"
+        assert limiter.ready()[1] != "redis"
         assert await total(redis_server.url, units) == 4  # Redis did count the lost one
         assert await live_slots(redis_server.url, slots(p.key_id)) == 1
         link.heal()
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         assert await total(redis_server.url, units) == (4 if mode == "local" else 2)
         assert await live_slots(redis_server.url, slots(p.key_id)) == 0
         later = await limiter.admit(p)

@@ -15,7 +15,7 @@ from service.limiter import create_limiter
 from service.limiter.batching import TurnBatcher
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
-from service.usage.record import TICKS_PER_USD
+from service.usage.record import MEASURE_CAP, TICKS_PER_USD
 from tests.support.charges import charge, count_round_trips
 from tests.test_ledger_redis import CLIENTS, replica
 from tests.test_redis_hang import TIMEOUT, FaultyLink, _is, eventually, token_units, total
@@ -185,21 +185,21 @@ async def test_releases_of_one_turn_take_one_script_call_and_charge_each_exactly
     assert state["markers"] == ["r"] * 6
 
 
-async def test_one_release_at_a_time_writes_what_a_batch_writes(redis_server):
-    """The single-release script (memory admissions, replays) and the batch agree."""
+async def test_replayed_releases_write_what_live_releases_write(redis_server):
+    """Releases kept for later (Redis was unreachable) and replayed take the same script and
+    write the same counters, rows and sums as releases applied as the requests end."""
     p, q = policy(), policy()
-    one_by_one = replica(redis_server.url)
+    limiter = replica(redis_server.url)
     try:
         charges = [charge(40, 3 * TICKS_PER_USD)] * 2 + [charge(8, 5, model="grok-other")]
-        await _release_all(one_by_one, p, charges)
+        await _release_all(limiter, p, charges)
         for c in charges:
-            # Replayed releases go through RELEASE, one at a time.
-            pending = one_by_one._pending_of(q, await one_by_one.admit(q), c)
-            await one_by_one._apply(pending, replay=True)
-        batch, single = await _state(redis_server.url, p), await _state(redis_server.url, q)
+            limiter.defer(q, await limiter.admit(q), c)
+        assert await limiter.replay() == len(charges)
+        live, replayed = await _state(redis_server.url, p), await _state(redis_server.url, q)
     finally:
-        await one_by_one.aclose()
-    assert batch == single
+        await limiter.aclose()
+    assert live == replayed
 
 
 async def test_a_release_applied_before_is_skipped_and_the_rest_of_its_batch_applied(
@@ -249,20 +249,21 @@ async def test_response_ids_recorded_and_forgotten_in_one_batch(redis_server):
         await other.aclose()
 
 
-async def test_measures_too_large_to_add_in_lua_are_charged_exactly_one_by_one(redis_server):
+async def test_an_implausible_measure_is_capped_and_its_batch_still_adds_up_exactly(redis_server):
+    # A hostile upstream's cost past 2^53 ticks would round in Lua's doubles: each measure a
+    # release sends is capped (2^46 ticks, ~$7,000 a request), so a batch adds up exactly.
     p = policy()
     limiter = replica(redis_server.url)
-    huge = 2**60 + 1  # past 2^53: a double would round it
     try:
         await asyncio.gather(
-            limiter.release(p, await limiter.admit(p), charge(4, huge)),
+            limiter.release(p, await limiter.admit(p), charge(4, 2**60 + 1)),
             limiter.release(p, await limiter.admit(p), charge(4, 1)),
         )
         state = await _state(redis_server.url, p)
     finally:
         await limiter.aclose()
-    assert state["key_spend_day"] == huge + 1
-    assert state["ledger"]["$|grok-test"] == str(huge + 1)
+    assert state["key_spend_day"] == MEASURE_CAP + 1
+    assert state["ledger"]["$|grok-test"] == str(MEASURE_CAP + 1)
 
 
 async def test_a_batch_whose_reply_was_lost_counts_each_release_once(redis_server):
@@ -275,10 +276,10 @@ async def test_a_batch_whose_reply_was_lost_counts_each_release_once(redis_serve
         decisions = [await limiter.admit(p) for _ in range(4)]
         link.replies_pass = False  # Redis applies the batch; its reply never arrives
         await asyncio.gather(*(limiter.release(p, d, charge(100)) for d in decisions))
-        assert limiter.mode == "local-fallback"
+        assert limiter.ready()[1].startswith("local fallback")
         assert await total(redis_server.url, token_units(p.key_id)) == 401
         link.heal()  # the four are replayed one by one: their markers say 'r'
-        assert await eventually(lambda: _is(limiter.mode, "redis"), 3)
+        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
         assert await total(redis_server.url, token_units(p.key_id)) == 401
     finally:
         await limiter.aclose()

@@ -20,8 +20,8 @@ from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.middleware.ratelimit import RateLimitMiddleware
 from service.registry.keys import ApiKey
-from service.usage.ledger import Totals
-from service.usage.record import TICKS_PER_USD, Usage
+from service.usage.record import TICKS_PER_USD, Totals, Usage
+from tests.support.charges import ledger_of
 
 MODEL = "grok-answers-test"
 
@@ -117,7 +117,7 @@ async def test_the_release_charges_the_ledger_and_counts_the_usage_metrics():
     before = _sample("gateway_cost_usd_total", tenant="metrics-co", model=MODEL)
     assert (await call(limiter, Route(usage), key)).status_code == 200
     today = datetime.now(UTC).date()
-    (row,) = await limiter.ledger_rows(today, today, key="metered")
+    (row,) = await ledger_of(limiter).rows(today, today, key="metered")
     assert (row.tenant, row.model, row.totals) == (
         "metrics-co",
         MODEL,

@@ -22,10 +22,9 @@ from service.limiter.policy import LimitPolicy, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
-from service.usage.ledger import Totals
-from service.usage.record import TICKS_PER_USD
+from service.usage.record import TICKS_PER_USD, Totals
 from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
-from tests.support.charges import charge
+from tests.support.charges import charge, ledger_of
 from tests.support.processes import REPO, Proc, start_gateway, start_redis
 
 pytestmark = pytest.mark.slow
@@ -106,7 +105,7 @@ async def test_charges_from_four_processes_sum_exactly_in_the_ledger_and_the_sum
     reader = replica(fresh_redis.url)
     try:
         today = datetime.now(UTC).date()
-        rows = await reader.ledger_rows(today - timedelta(days=1), today, tenant=tenant)
+        rows = await ledger_of(reader).rows(today - timedelta(days=1), today, tenant=tenant)
         assert {r.key: r.totals for r in rows} == expected
         snapshot = await reader.usage_snapshot(LimitPolicy(key_id="a", tenant=tenant))
         assert snapshot.key_month == expected["a"]
@@ -248,7 +247,7 @@ async def test_the_ledger_counts_each_request_answered_across_three_replicas(
     reader = replica(fresh_redis.url)
     try:
         today = datetime.now(UTC).date()
-        rows = await reader.ledger_rows(today - timedelta(days=1), today, tenant="acme")
+        rows = await ledger_of(reader).rows(today - timedelta(days=1), today, tenant="acme")
     finally:
         await reader.aclose()
     assert {r.model for r in rows} == {MODEL}

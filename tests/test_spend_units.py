@@ -4,18 +4,19 @@ both stores (memory, and Redis on fakeredis), and the key file that configures t
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import fakeredis
 import pytest
 
+from service.limiter.base import LimitState, UsageSnapshot
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.registry.keys import RegistryError, parse_registry
-from service.usage.ledger import LimitState, Totals, UsageSnapshot
-from service.usage.record import TICKS_PER_USD
-from tests.support.charges import charge
+from service.usage.ledger import MemoryLedger
+from service.usage.record import TICKS_PER_USD, Totals
+from tests.support.charges import charge, ledger_of
 from tests.support.processes import digest
 
 USD = TICKS_PER_USD
@@ -142,7 +143,7 @@ async def test_the_ledger_sums_each_day_tenant_key_and_model(limiter):
     await spend(limiter, b, 2, tokens=4, model="grok-4")
     await spend(limiter, loner, 3, model="-")
     today = datetime.now(UTC).date()
-    rows = await limiter.ledger_rows(today - timedelta(days=1), today + timedelta(days=1))
+    rows = await ledger_of(limiter).rows(today - timedelta(days=1), today + timedelta(days=1))
     assert [(r.tenant, r.key, r.model, r.totals) for r in rows] == [
         ("-", "solo", "-", Totals(1, 0, 0, 0, 0, 3)),
         ("acme", "a", "grok-3", Totals(1, 0, 0, 0, 0, 1)),
@@ -150,21 +151,21 @@ async def test_the_ledger_sums_each_day_tenant_key_and_model(limiter):
         ("acme", "b", "grok-4", Totals(1, 3, 0, 1, 0, 2)),
     ]
     assert {r.day for r in rows} == {today}
-    assert [r.key for r in await limiter.ledger_rows(today, today, tenant="acme")] == [
+    assert [r.key for r in await ledger_of(limiter).rows(today, today, tenant="acme")] == [
         "a",
         "a",
         "b",
     ]
-    assert [r.key for r in await limiter.ledger_rows(today, today, tenant="-")] == ["solo"]
-    assert [r.model for r in await limiter.ledger_rows(today, today, key="b")] == ["grok-4"]
-    assert await limiter.ledger_rows(today + timedelta(days=1), today + timedelta(days=9)) == []
+    assert [r.key for r in await ledger_of(limiter).rows(today, today, tenant="-")] == ["solo"]
+    assert [r.model for r in await ledger_of(limiter).rows(today, today, key="b")] == ["grok-4"]
+    assert await ledger_of(limiter).rows(today + timedelta(days=1), today + timedelta(days=9)) == []
 
 
 async def test_a_long_model_name_is_cut_in_the_ledger(limiter):
     p = policy(key="long")
     await spend(limiter, p, 1, model="m" * 1000)
     today = datetime.now(UTC).date()
-    (row,) = await limiter.ledger_rows(today, today, key="long")
+    (row,) = await ledger_of(limiter).rows(today, today, key="long")
     assert row.model == "m" * 128
 
 
@@ -288,16 +289,19 @@ def test_memory_ownership_is_bounded_and_forgets_the_oldest():
     assert limiter.owns(p, f"resp_{memory_store.OWNED_RESPONSES + 9}")
 
 
-def test_the_memory_ledger_keeps_retention_days():
-    limiter = MemoryLimiter(retention_days=10)
+async def test_the_memory_ledger_keeps_retention_days():
+    now = [datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()]
+    limiter = MemoryLimiter(ledger=MemoryLedger(retention_days=10), clock=lambda: now[0])
     p = policy(key="a")
     limiter.release_now(p, limiter.admit_now(p), charge(cost=1))
-    (row,) = list(limiter._ledger)
-    old = (row[0] - timedelta(days=11), *row[1:])
-    limiter._ledger[old] = Totals(requests=1)
-    limiter._next_sweep = 0
-    limiter.admit_now(p)  # sweeps
-    assert list(limiter._ledger) == [row]
+    now[0] += 5 * 86400
+    limiter.release_now(p, limiter.admit_now(p), charge(cost=2))
+    ledger = limiter.ledger
+    everything = (date(2026, 1, 1), date(2026, 12, 31))
+    assert [r.day for r in await ledger.rows(*everything)] == [date(2026, 3, 1), date(2026, 3, 6)]
+    now[0] += 6 * 86400  # the first day is now 11 days old
+    limiter.admit_now(p)  # admissions sweep, at most once a minute
+    assert [r.day for r in await ledger.rows(*everything)] == [date(2026, 3, 6)]
 
 
 # --- the key file ----------------------------------------------------------------------------
@@ -352,11 +356,17 @@ def test_a_bad_spend_or_tenant_field_names_the_entry(entry, message):
         registry(entry)
 
 
-def test_spend_periods_in_the_snapshot_follow_the_calendar():
-    # A day's budget resets at 00:00 UTC, a month's on the 1st: checked against time.time().
-    limiter = MemoryLimiter()
+@pytest.mark.parametrize(
+    "instant",
+    ["2026-02-28T23:59:59.500", "2026-12-31T12:00:00", "2024-02-29T00:00:00.001"],
+)
+def test_spend_periods_in_the_snapshot_follow_the_calendar(instant):
+    # A day's budget resets at 00:00 UTC, a month's on the 1st, on the store's clock.
+    now = datetime.fromisoformat(instant).replace(tzinfo=UTC).timestamp()
+    limiter = MemoryLimiter(clock=lambda: now)
     snapshot = limiter.snapshot_now(policy(spend="1/day;1/month"))
     day, month = (s for s in snapshot.limits if s.kind == "spend")
-    now = time.time()
-    assert (now + day.reset_seconds) % 86400 == pytest.approx(0, abs=1e-3)
-    assert datetime.fromtimestamp(now + month.reset_seconds, UTC).day == 1
+    assert (now + day.reset_seconds) % 86400 == pytest.approx(0, abs=1e-6)
+    month_end = datetime.fromtimestamp(now + month.reset_seconds, UTC)
+    assert (month_end.day, month_end.hour, month_end.minute) == (1, 0, 0)
+    assert month_end.month == datetime.fromtimestamp(now, UTC).month % 12 + 1

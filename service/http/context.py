@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from service.registry.keys import AdminKey, ApiKey
     from service.registry.models import ModelCatalog
+    from service.usage.prices import PriceTable
     from service.usage.record import Usage
 
 
@@ -23,7 +24,8 @@ class RequestContext:
     stream: bool = False
     payload: dict[str, Any] | None = None  # the validated JSON body
     body_size: int = 0
-    catalog: ModelCatalog | None = None  # aliases and prices of the registry that authed it
+    catalog: ModelCatalog | None = None  # the aliases of the registry that authed it
+    prices: PriceTable | None = None  # and its [prices], for the charge at release
     usage: Usage | None = None  # what the upstream reported (or an estimate); set by the route
     cost_ticks: int | None = None  # what it cost, set when the limiter releases it
     cost_known: bool = True  # False: no upstream cost and no price for the model

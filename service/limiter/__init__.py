@@ -1,4 +1,4 @@
-"""Per-key request, token and concurrency budgets, shared by every replica through Redis."""
+"""Per-key request, token, spend and concurrency budgets, shared by every replica in Redis."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from service.limiter.base import Decision, Limiter, LimiterUnavailable, WindowSt
 from service.limiter.headers import rate_limit_headers
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, Window, parse_rates
+from service.usage.ledger import Ledger, MemoryLedger, RedisLedger
 
 
 def create_limiter(
@@ -16,13 +17,15 @@ def create_limiter(
     pool_size: int = 32,
     key_prefix: str = "gw",
     retention_days: int = 400,
+    ledger: MemoryLedger | None = None,
 ) -> Limiter:
     """Memory limiter without a URL; otherwise Redis behind the failover of `failure_mode`.
 
-    `retention_days`: how long the usage ledger keeps a day (USAGE_RETENTION_DAYS).
+    `retention_days`: how long the usage ledger keeps a day (USAGE_RETENTION_DAYS); `ledger`:
+    where the memory limiter writes released requests (the ledger itself without Redis).
     Raises ValueError for a URL it cannot use.
     """
-    memory = MemoryLimiter(lease_seconds, key_prefix, retention_days)
+    memory = MemoryLimiter(lease_seconds, key_prefix, ledger or MemoryLedger(retention_days))
     if redis_url is None:
         return memory
     from service.limiter.failover import FailoverLimiter
@@ -41,6 +44,18 @@ def create_limiter(
     return FailoverLimiter(redis, memory, failure_mode)
 
 
+def create_ledger(
+    redis_url: str | None, memory: MemoryLedger, redis_timeout: float = 1.0, key_prefix: str = "gw"
+) -> Ledger:
+    """The ledger the usage reports read: Redis's with a URL, else `memory` (which the memory
+    limiter writes). Raises ValueError for a URL it cannot use."""
+    if redis_url is None:
+        return memory
+    from service.redis.connection import connect
+
+    return RedisLedger(connect(redis_url, redis_timeout, 4), key_prefix)
+
+
 __all__ = [
     "Decision",
     "LimitPolicy",
@@ -48,6 +63,7 @@ __all__ = [
     "LimiterUnavailable",
     "Window",
     "WindowState",
+    "create_ledger",
     "create_limiter",
     "parse_rates",
     "rate_limit_headers",

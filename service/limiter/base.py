@@ -1,19 +1,17 @@
 """The limiter's contract: admit a request against a policy, release it when it ends.
 
-Also what the usage endpoints read: a key's budgets and usage, and the ledger.
+Also what the usage answer reads: where a key's budgets stand now (`UsageSnapshot`).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from service.limiter.policy import LimitPolicy
-from service.usage.ledger import LedgerRow, UsageSnapshot
-from service.usage.record import Charge
+from service.usage.record import Charge, Totals
 
 RejectReason = Literal[
     "rate_limit_exceeded",
@@ -22,6 +20,10 @@ RejectReason = Literal[
     "spend_limit_exceeded",  # wins over the others when several budgets are spent
     "not_found",  # owner_check names a response id the key's tenant does not own
 ]
+
+USAGE_READS_PER_SECOND = 5  # a key's usage reads, across replicas (SPEC 15)
+RESPONSE_SECONDS = 30 * 86400  # ownership of a response id lasts as long as xAI keeps it
+MAX_RESPONSE_ID_CHARS = 256  # longer ids are never recorded, so never owned
 
 
 def _new_prefix() -> None:
@@ -34,19 +36,13 @@ os.register_at_fork(after_in_child=_new_prefix)
 
 
 def new_id() -> str:
-    """A unique admission (and lease) id: this process's random prefix and a counter.
-
-    Cheaper than a uuid4 per request, and as unique: 64 random bits per process.
-    """
+    """A unique admission (and lease) id: this process's random prefix and a counter
+    (64 random bits per process make it as unique as a uuid4, for less)."""
     return f"{_prefix}{next(_counter):x}"
 
 
 class LimiterUnavailable(Exception):
-    """The limiter store cannot be reached and the failure mode is `closed` (or, for the
-    ledger, whatever the mode: a replica's memory is no ledger)."""
-
-
-USAGE_READS_PER_SECOND = 5  # a key's usage reads, across replicas (SPEC 15)
+    """The limiter's store cannot be reached and the failure mode is `closed`."""
 
 
 class ReadsExceeded(Exception):
@@ -85,13 +81,33 @@ class Decision:
     store: str = "memory"  # which store admitted it: "redis" or "memory"
     id: str = ""  # unique per admission; its release applies once under this id
     admitted_at: float = 0.0  # time.monotonic() at admission
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """Where one budget stands now. Spend in ticks; concurrency has no window or reset."""
+
+    scope: str  # "key" or "tenant"
+    kind: str  # "requests", "tokens", "spend" or "concurrent"
+    window: str | None  # "1 minute", "1 day"... for rates; "day" or "month" for spend
+    limit: int
+    remaining: int
+    reset_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSnapshot:
+    """A key's budgets and usage (today and this month, UTC), read without spending any."""
+
+    limits: list[LimitState]
+    key_today: Totals
+    key_month: Totals
+    tenant_today: Totals | None  # None for a key without a tenant
+    tenant_month: Totals | None
 
 
 class Limiter(Protocol):
-    """Counts requests, tokens and concurrent slots per key (and per tenant)."""
-
-    mode: str  # "redis", "memory", or "local-fallback" while Redis is unreachable
+    """Counts requests, tokens, spend and concurrent slots per key (and per tenant)."""
 
     async def start(self) -> None:
         """Open connections and background tasks (lease refresh, recovery probe)."""
@@ -118,13 +134,6 @@ class Limiter(Protocol):
 
         Raises ReadsExceeded past USAGE_READS_PER_SECOND reads of one key in a second, and
         LimiterUnavailable when Redis is down and the failure mode is `closed`.
-        """
-
-    async def ledger_rows(
-        self, first: date, last: date, tenant: str | None = None, key: str | None = None
-    ) -> list[LedgerRow]:
-        """Ledger rows from day `first` to `last` (UTC, inclusive), optionally of one
-        tenant (`-`: keys without one) or key. Raises LimiterUnavailable while Redis is down.
         """
 
     def ready(self) -> tuple[bool, str]:

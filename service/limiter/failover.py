@@ -9,8 +9,7 @@ Nothing is lost on the way: the releases Redis did not confirm (slots, tokens, s
 response ids) and the charges of requests admitted from memory are kept, and applied once
 Redis answers again, before admissions return to it (see `redis_store`). Response ownership
 falls back to memory too: every id this replica records or forgets is mirrored there.
-The usage snapshot falls back to memory in `local` mode; the ledger never does (a replica's
-memory is not the ledger): it raises LimiterUnavailable while Redis is down.
+The usage snapshot falls back to memory in `local` mode.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import date
 
-from service.limiter.base import Decision, LimiterUnavailable
+from service.limiter.base import Decision, LimiterUnavailable, UsageSnapshot
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy
 from service.limiter.redis_store import STORE_ERRORS, RedisLimiter
 from service.observability.metrics import LIMITER_FALLBACK, LIMITER_STORE_ERRORS
-from service.usage.ledger import LedgerRow, UsageSnapshot
 from service.usage.record import Charge
 
 log = logging.getLogger("service.limiter")
@@ -40,12 +37,6 @@ class FailoverLimiter:
         self.failure_mode = failure_mode
         self.down = False
         self._probe: asyncio.Task[None] | None = None
-
-    @property
-    def mode(self) -> str:
-        if not self.down:
-            return "redis"
-        return "local-fallback" if self.failure_mode == "local" else "unavailable"
 
     async def start(self) -> None:
         await self.redis.start()
@@ -105,16 +96,6 @@ class FailoverLimiter:
         if self.failure_mode == "closed":
             raise LimiterUnavailable("redis unreachable")
         return self.memory.snapshot_now(policy)
-
-    async def ledger_rows(
-        self, first: date, last: date, tenant: str | None = None, key: str | None = None
-    ) -> list[LedgerRow]:
-        if not self.down:
-            try:
-                return await self.redis.ledger_rows(first, last, tenant, key)
-            except STORE_ERRORS as exc:
-                self._went_down(exc)
-        raise LimiterUnavailable("redis unreachable: the ledger lives there")
 
     def _went_down(self, exc: BaseException) -> None:
         LIMITER_STORE_ERRORS.inc()

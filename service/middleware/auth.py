@@ -47,6 +47,7 @@ class AuthMiddleware:
                     if key is not None:
                         ctx.key = key
                         ctx.catalog = registry.models
+                        ctx.prices = registry.prices
                         await self.app(scope, receive, send)
                         return
                     wrong_side = registry.lookup_admin(secret) is not None

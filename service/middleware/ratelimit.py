@@ -4,8 +4,8 @@ One unit per request, counted at admission however long it then streams; refused
 spend nothing (the limiter checks every window before consuming any). A request naming a
 stored response (`ctx.owner_check`) is admitted only if the key's tenant owns it, else
 answered exactly like an unknown id. The release runs whatever happens to the request: it
-charges what the route recorded (tokens, cost, the ledger; a response id created or
-deleted) and counts it in the usage metrics.
+takes the charge `service.usage.charge` works out from what the route recorded (tokens,
+cost, the ledger; a response id created or deleted) and counts it in the usage metrics.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from service.http.context import RequestContext
 from service.http.errors import ApiError, limiter_unavailable, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
-from service.observability.metrics import COST_USD, TOKENS, labelled
-from service.registry.models import ModelCatalog
-from service.usage.ledger import NO_TENANT, ledger_model
-from service.usage.record import Charge, Usage, ticks_to_usd
+from service.usage.charge import charge_for, count_usage
+from service.usage.record import Charge
 
 _MESSAGES = {
     "rate_limit_exceeded": "Rate limit reached for requests",
@@ -58,42 +56,24 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            charge = charge_of(ctx)
+            charge = _charge(ctx)
             await self.limiter.release(policy, decision, charge)
-            _count(policy.tenant, charge)
+            count_usage(policy.tenant, charge)
 
 
-def charge_of(ctx: RequestContext) -> Charge:
-    """What an admitted request is charged on release; its cost goes to the access log too."""
-    usage = ctx.usage or Usage()
-    catalog = ctx.catalog or ModelCatalog()
-    ticks, known = catalog.cost(ctx.model, usage)
-    ctx.cost_ticks, ctx.cost_known = ticks, known
-    return Charge(
-        usage=usage,
-        model=ctx.model or "-",
-        cost_ticks=ticks,
-        cost_known=known,
+def _charge(ctx: RequestContext) -> Charge:
+    """The request's charge; its cost goes to the access log too."""
+    upstream = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
+    charge = charge_for(
+        ctx.usage,
+        ctx.model,
+        upstream,
+        ctx.prices or {},
         record_response=ctx.response_id,
         forget_response=ctx.deleted_response,
     )
-
-
-def _count(tenant: str | None, charge: Charge) -> None:
-    """The usage metrics. Zero amounts add no series: a client-sent model name becomes a
-    label only once the upstream charged for it."""
-    labels = (tenant or NO_TENANT, ledger_model(charge.model))
-    usage = charge.usage
-    for kind, amount in (
-        ("input", usage.input_tokens),
-        ("cached_input", usage.cached_input_tokens),
-        ("output", usage.output_tokens),
-        ("reasoning", usage.reasoning_tokens),
-    ):
-        if amount > 0:
-            labelled(TOKENS, *labels, kind).inc(amount)
-    if charge.cost_ticks > 0:
-        labelled(COST_USD, *labels).inc(ticks_to_usd(charge.cost_ticks))
+    ctx.cost_ticks, ctx.cost_known = charge.cost_ticks, charge.cost_known
+    return charge
 
 
 def _refusal(key_id: str, decision: Decision, headers: list[tuple[bytes, bytes]]) -> ApiError:

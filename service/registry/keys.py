@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.registry.models import ModelCatalog, parse_catalog
+from service.usage.prices import PriceTable, parse_prices
 
 log = logging.getLogger("service.registry")
 
@@ -65,10 +66,12 @@ class KeyRegistry:
         keys: list[ApiKey],
         source: str = "",
         models: ModelCatalog | None = None,
+        prices: PriceTable | None = None,
         admin_keys: list[AdminKey] | None = None,
     ) -> None:
         self.source = source
         self.models = models or ModelCatalog()
+        self.prices: PriceTable = prices or {}  # the file's [prices], for usage.charge
         self._by_digest = {key.digest: key for key in keys}
         self._admin_by_digest = {key.digest: key for key in admin_keys or ()}
 
@@ -158,11 +161,12 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         keys.append(key)
     admin_keys = _parse_admin_keys(doc.get("admin_keys", []), source, seen_ids, seen_digests)
     try:
-        catalog = parse_catalog(doc.get("models"), doc.get("prices"))
+        catalog = parse_catalog(doc.get("models"))
+        prices = parse_prices(doc.get("prices"), catalog.aliases)
     except ValueError as exc:
         raise RegistryError(f"{source}: {exc}") from None
     _warn_unlimited(keys, source)
-    return KeyRegistry(keys, source, models=catalog, admin_keys=admin_keys)
+    return KeyRegistry(keys, source, models=catalog, prices=prices, admin_keys=admin_keys)
 
 
 def _entry_id(entry: Any, where: str) -> tuple[str, str]:

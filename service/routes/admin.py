@@ -15,7 +15,7 @@ from service.deps import Services
 from service.http.asgi import send_json
 from service.http.context import RequestContext
 from service.http.errors import bad_request, limiter_unavailable
-from service.limiter.base import LimiterUnavailable
+from service.usage.ledger import LedgerUnavailable
 from service.usage.report import QueryError, UsageQuery, render, summarize
 
 
@@ -32,10 +32,10 @@ class AdminUsage:
             await bad_request(str(exc), param=exc.param).send(send)
             return
         try:
-            rows = await self.services.limiter.ledger_rows(
+            rows = await self.services.ledger.rows(
                 query.first, query.last, tenant=query.tenant, key=query.key
             )
-        except LimiterUnavailable:
+        except LedgerUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(
                 "The limiter's store (Redis) is unreachable, so the ledger cannot be read."

@@ -21,7 +21,8 @@ from service.limiter.base import USAGE_READS_PER_SECOND, LimiterUnavailable, Rea
 from service.usage.report import Usd, json_bytes, totals_doc
 
 if TYPE_CHECKING:
-    from service.usage.ledger import LimitState, Totals, UsageSnapshot
+    from service.limiter.base import LimitState, UsageSnapshot
+    from service.usage.record import Totals
 
 
 class KeyUsage:

@@ -1,31 +1,15 @@
-"""The cost of a request: xAI's own ticks when reported, else the key file's price table."""
+"""The cost of a request: xAI's own ticks when reported, else priced from the table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
-
-from service.usage.record import TICKS_PER_USD, Usage
+from service.usage.prices import Price
+from service.usage.record import Usage
 
 _MILLION = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    """A model's price in ticks per million tokens (exact integers, from USD in the key file)."""
-
-    input: int
-    cached_input: int
-    output: int  # completion and reasoning tokens alike
-
-    @classmethod
-    def from_usd(cls, input: Decimal, cached_input: Decimal, output: Decimal) -> Price:
-        """From USD per million tokens (`[prices."model"]` in the key file)."""
-        return cls(_ticks(input), _ticks(cached_input), _ticks(output))
-
-
 def cost_ticks(usage: Usage, price: Price | None) -> tuple[int, bool]:
-    """(ticks, known): the upstream's ticks, else priced from the table, else (0, False)."""
+    """(ticks, known): the upstream's ticks, else priced from `price`, else (0, False)."""
     if usage.cost_ticks is not None:
         return usage.cost_ticks, True
     if price is None:
@@ -37,7 +21,3 @@ def cost_ticks(usage: Usage, price: Price | None) -> tuple[int, bool]:
         + (usage.output_tokens + usage.reasoning_tokens) * price.output
     )
     return -(-total // _MILLION), True  # round up to a whole tick
-
-
-def _ticks(usd: Decimal) -> int:
-    return int(Decimal(usd) * TICKS_PER_USD)

@@ -1,99 +1,26 @@
-"""The usage ledger and budget state: the types the limiter answers with, and where they live.
+"""The usage ledger: per UTC day, tenant, key and model, the requests, tokens and cost.
 
-Every admitted request adds one row's worth to the ledger when it is released: per UTC day
-(Redis's clock), tenant, key and model (the name the client sent), the requests, tokens and
-cost in ticks. The limiter's stores write it (`limiter/redis_store.py` in the release
-script, `limiter/memory_store.py` without Redis); the usage endpoints read it through
-`Limiter.usage_snapshot` and `Limiter.ledger_rows`.
-
-Redis layout. Every key of one tenant (or of one key without a tenant) carries the hash tag
-`{t:<tenant>}` (or `{k:<key id>}`), so one script touches one Cluster slot. With the default
-prefix `gw`:
-
-    gw:{tag}:led:<YYYY-MM-DD>:<key id>      hash  "<measure>|<model>" -> int  (the ledger)
-    gw:{tag}:spend:k:<key id>:<YYYY-MM-DD>  int   ticks the key spent that day
-    gw:{tag}:spend:k:<key id>:<YYYY-MM>     int   ticks the key spent that month
-    gw:{tag}:sum:k:<key id>:<YYYY-MM-DD>    hash  "<measure>" -> int: the key's day
-    gw:{tag}:sum:k:<key id>:<YYYY-MM>       hash  the key's month
-    gw:{tag}:sum:t:<tenant>:<YYYY-MM-DD>    hash  "<measure>" -> int: the tenant's day
-    gw:{tag}:sum:t:<tenant>:<YYYY-MM>       hash  the tenant's month (all of its keys)
-    gw:{tag}:resp:<response id>             "1"   the tenant owns this Responses API id
-    gw:{tag}:reads:<key id>:<unix second>   int   the key's usage reads in that second
-
-Measures: `r` requests, `i` input tokens, `c` cached input tokens, `o` output tokens, `x`
-reasoning tokens, `$` cost in ticks (1 USD = 10^10). Ledger rows live USAGE_RETENTION_DAYS
-after their day, spend counters and sums one day after their period, ownership 30 days.
-Spend budgets read a key's counters and a tenant's `$`; the usage answer reads the key's and
-the tenant's sums, never the ledger rows, so its cost in Redis does not grow with the ledger.
-The rate windows, concurrency leases and release markers are described in `limiter/plan.py`
-and `limiter/redis_store.py`.
+The limiter's release writes it, in the same Redis script call that frees the request
+(`limiter/lua/accounting.lua`; `MemoryLedger.add` without Redis). The admin usage route and
+the `usage` command read it here, through a `Ledger`: rows from day `first` to `last`,
+optionally of one tenant or key. Its Redis layout is in `service/redis/keys.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from typing import Protocol
 
-from service.usage.record import Charge
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-NO_TENANT = "-"  # the tenant column of a key without a tenant
+from service.redis.keys import NO_TENANT, ledger_pattern, parse_ledger_name
+from service.usage.record import MEASURES, Totals
+
 NO_MODEL = "-"  # the model column of a request that names none
-MAX_MODEL_CHARS = 128  # longer client-sent names are cut: the ledger is not a free store
-MAX_RESPONSE_ID_CHARS = 256  # longer ids are never recorded, so never owned
-MEASURES = ("r", "i", "c", "o", "x", "$")  # Redis field codes, in Totals' field order
-RESPONSE_SECONDS = 30 * 86400  # ownership of a response id lasts as long as xAI keeps it
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Sums over admitted requests: counts and tokens, cost in integer ticks."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_ticks: int = 0
-
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(
-            self.requests + other.requests,
-            self.input_tokens + other.input_tokens,
-            self.cached_input_tokens + other.cached_input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-            self.cost_ticks + other.cost_ticks,
-        )
-
-    def values(self) -> tuple[int, ...]:
-        """The six measures, in field (and MEASURES) order."""
-        return (
-            self.requests,
-            self.input_tokens,
-            self.cached_input_tokens,
-            self.output_tokens,
-            self.reasoning_tokens,
-            self.cost_ticks,
-        )
-
-    @classmethod
-    def of(cls, charge: Charge) -> Totals:
-        """One released request's contribution."""
-        usage = charge.usage
-        return cls(
-            1,
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-            usage.reasoning_tokens,
-            charge.cost_ticks,
-        )
-
-    @classmethod
-    def from_measures(cls, measures: Mapping[str, int]) -> Totals:
-        """From a sum hash's fields (measure code -> count); absent codes are 0."""
-        return cls(*(int(measures.get(code, 0)) for code in MEASURES))
+MAX_MODEL_CHARS = 128  # requests are refused before that; the ledger cuts longer names too
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,27 +34,18 @@ class LedgerRow:
     totals: Totals
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
-    """Where one budget stands now. Spend in ticks; concurrency has no window or reset."""
-
-    scope: str  # "key" or "tenant"
-    kind: str  # "requests", "tokens", "spend" or "concurrent"
-    window: str | None  # "1 minute", "1 day"... for rates; "day" or "month" for spend
-    limit: int
-    remaining: int
-    reset_seconds: float | None
+class LedgerUnavailable(Exception):
+    """The ledger's store (Redis) cannot be reached: a replica's memory is no ledger."""
 
 
-@dataclass(frozen=True, slots=True)
-class UsageSnapshot:
-    """A key's budgets and usage (today and this month, UTC), read without spending any."""
+class Ledger(Protocol):
+    async def rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        """Rows from day `first` to `last` (UTC, inclusive), sorted by day, tenant, key and
+        model; of one tenant (`-`: the keys without one) or key when given."""
 
-    limits: list[LimitState]
-    key_today: Totals
-    key_month: Totals
-    tenant_today: Totals | None  # None for a key without a tenant
-    tenant_month: Totals | None
+    async def aclose(self) -> None: ...
 
 
 def ledger_model(name: str | None) -> str:
@@ -135,48 +53,97 @@ def ledger_model(name: str | None) -> str:
     return name[:MAX_MODEL_CHARS] if name else NO_MODEL
 
 
-def owner_of(key_id: str, tenant: str | None) -> str:
-    """Who owns what a key creates: its tenant, or the key itself without one."""
-    return f"t:{tenant}" if tenant else f"k:{key_id}"
+class MemoryLedger:
+    """The ledger of a gateway without Redis: this process's memory, pruned after
+    `retention_days`."""
 
+    def __init__(self, retention_days: int = 400) -> None:
+        self.retention_days = retention_days
+        self._rows: dict[tuple[date, str, str, str], Totals] = {}
 
-def tag_base(prefix: str, key_id: str, tenant: str | None) -> str:
-    """`<prefix>:{<owner>}`: the start of every Redis key of this key's tenant."""
-    return f"{prefix}:{{{owner_of(key_id, tenant)}}}"
+    def add(self, day: date, tenant: str | None, key: str, model: str, totals: Totals) -> None:
+        row = (day, tenant or NO_TENANT, key, model)
+        self._rows[row] = self._rows.get(row, Totals()) + totals
 
+    def prune(self, today: date) -> None:
+        oldest = today - timedelta(days=self.retention_days)
+        for row in [r for r in self._rows if r[0] < oldest]:
+            del self._rows[row]
 
-def parse_ledger_name(prefix: str, name: str) -> tuple[date, str, str] | None:
-    """(day, tenant, key id) of a ledger hash's name; None for any other name."""
-    head = f"{prefix}:{{"
-    if not name.startswith(head):
+    async def rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        return [
+            LedgerRow(*row, totals)
+            for row, totals in sorted(self._rows.items())
+            if first <= row[0] <= last
+            and (tenant is None or row[1] == tenant)
+            and (key is None or row[2] == key)
+        ]
+
+    async def aclose(self) -> None:
         return None
-    owner, sep, rest = name[len(head) :].partition("}:led:")
-    day_text, _, key_id = rest.partition(":")
-    if not sep or not key_id or owner[:2] not in ("t:", "k:"):
-        return None
-    try:
-        day = date.fromisoformat(day_text)
-    except ValueError:
-        return None
-    return day, owner[2:] if owner.startswith("t:") else NO_TENANT, key_id
 
 
-def parse_ledger_fields(raw: Mapping[bytes | str, bytes | str | int]) -> dict[str, Totals]:
-    """A ledger hash (`<measure>|<model>` -> count) as Totals per model."""
-    per_model: dict[str, dict[str, int]] = {}
+class RedisLedger:
+    """The ledger in Redis: its day rows are found with SCAN (operator reads, rare) and read
+    in pipelined pages. Owns its client: `aclose` closes it."""
+
+    _PAGE = 500
+
+    def __init__(self, redis: Redis, prefix: str = "gw") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        try:
+            names = [
+                (name, where)
+                async for name, where in self._names(tenant, key)
+                if first <= where[0] <= last
+            ]
+            rows = []
+            for start in range(0, len(names), self._PAGE):
+                page = names[start : start + self._PAGE]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for name, _ in page:
+                        pipe.hgetall(name)
+                    hashes = await pipe.execute()
+                for (_, (day, row_tenant, row_key)), raw in zip(page, hashes, strict=True):
+                    for model, totals in per_model(raw):
+                        rows.append(LedgerRow(day, row_tenant, row_key, model, totals))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise LedgerUnavailable(str(exc)) from exc
+        rows.sort(key=lambda r: (r.day, r.tenant, r.key, r.model))
+        return rows
+
+    async def _names(
+        self, tenant: str | None, key: str | None
+    ) -> AsyncIterator[tuple[str, tuple[date, str, str]]]:
+        pattern = ledger_pattern(self.prefix, tenant, key)
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            where = parse_ledger_name(self.prefix, name)
+            if (
+                where is not None
+                and (tenant is None or where[1] == tenant)
+                and (key is None or where[2] == key)
+            ):
+                yield name, where
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def per_model(raw: Mapping[bytes | str, bytes | str | int]) -> Iterator[tuple[str, Totals]]:
+    """A ledger row's hash (`<measure>|<model>` -> count) as (model, Totals) pairs."""
+    counts: dict[str, dict[str, int]] = {}
     for field, value in raw.items():
         text = field.decode() if isinstance(field, bytes) else field
         code, sep, model = text.partition("|")
         if sep and code in MEASURES:
-            per_model.setdefault(model, {})[code] = int(value)
-    return {model: Totals.from_measures(m) for model, m in per_model.items()}
-
-
-def measures_of(raw: Mapping[bytes | str, bytes | str | int] | list) -> Totals:
-    """A sum hash as Totals, from HGETALL's mapping or its flat [field, value, ...] list."""
-    if isinstance(raw, list):
-        raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    measures = {}
-    for field, value in raw.items():
-        measures[field.decode() if isinstance(field, bytes) else field] = int(value)
-    return Totals.from_measures(measures)
+            counts.setdefault(model, {})[code] = int(value)
+    for model, by_code in counts.items():
+        yield model, Totals.from_codes(by_code)

@@ -9,6 +9,8 @@ ticks everywhere; dollars appear only when shown to a person.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,64 @@ def estimated_usage(body_size: int, events: int) -> Usage:
     return Usage(
         input_tokens=inputs, output_tokens=events, total_tokens=inputs + events, estimated=True
     )
+
+
+# What the ledger counts, as the codes the Redis hashes use for them (in Totals' field order):
+# requests, input, cached input, output and reasoning tokens, cost in ticks.
+MEASURES = ("r", "i", "c", "o", "x", "$")
+# Each measure a release sends stays below this, so that a batch of them adds up exactly in
+# Lua's doubles (< 2^53); nothing real comes near it (2^46 ticks is ~$7,000 a request).
+MEASURE_CAP = 2**46 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over admitted requests: counts and tokens, cost in integer ticks."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_ticks: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def values(self) -> tuple[int, ...]:
+        """The measures, in field (and MEASURES) order."""
+        return tuple(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
+
+    def by_code(self) -> dict[str, int]:
+        """Measure code -> amount, each within MEASURE_CAP: what a release writes."""
+        return {code: min(v, MEASURE_CAP) for code, v in zip(MEASURES, self.values(), strict=True)}
+
+    @classmethod
+    def of(cls, charge: Charge) -> Totals:
+        """One released request's contribution."""
+        usage = charge.usage
+        return cls(
+            1,
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            charge.cost_ticks,
+        )
+
+    @classmethod
+    def from_codes(cls, raw: Mapping[bytes | str, bytes | str | int] | list) -> Totals:
+        """From a sums hash (code -> count): HGETALL's mapping or its flat list; absent is 0."""
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return cls(*(counts.get(code, 0) for code in MEASURES))
+
+
+# The measures as the usage answers and reports name them (cost in USD there).
+MEASURE_NAMES = tuple(
+    "cost_usd" if f.name == "cost_ticks" else f.name for f in dataclasses.fields(Totals)
+)
 
 
 @dataclass(slots=True)

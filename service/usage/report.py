@@ -17,22 +17,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from service.usage.record import TICKS_PER_USD
+from service.usage.record import MEASURE_NAMES, TICKS_PER_USD
 
 if TYPE_CHECKING:
-    from service.usage.ledger import LedgerRow, Totals
+    from service.usage.ledger import LedgerRow
+    from service.usage.record import Totals
 
 GROUP_FIELDS = ("day", "tenant", "key", "model")
-MEASURES = (
-    "requests",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-)
-# Where each measure lives on the ledger's Totals (cost in ticks there, USD when shown).
-_TOTALS_FIELDS = (*MEASURES[:-1], "cost_ticks")
+MEASURES = MEASURE_NAMES  # the report's columns after the group fields
 MAX_RANGE_DAYS = 400  # the ledger's default retention (USAGE_RETENTION_DAYS)
 FORMATS = ("json", "csv")
 PARAMS = ("from", "to", "tenant", "key", "group_by", "format")
@@ -149,9 +141,8 @@ def summarize(rows: Iterable[LedgerRow], group_by: tuple[str, ...]) -> list[Repo
     for row in rows:
         group = tuple(_group_value(row, name) for name in group_by)
         acc = sums.setdefault(group, [0] * len(MEASURES))
-        totals = row.totals
-        for i, name in enumerate(_TOTALS_FIELDS):
-            acc[i] += getattr(totals, name)
+        for i, value in enumerate(row.totals.values()):
+            acc[i] += value
     return [ReportLine(group, tuple(acc)) for group, acc in sorted(sums.items())]
 
 
@@ -193,8 +184,7 @@ def _json(value: Any) -> str:
 
 def totals_doc(totals: Totals) -> dict[str, Any]:
     """The six measures of one Totals, as the API shows them (`U`)."""
-    values = [getattr(totals, name) for name in _TOTALS_FIELDS]
-    return _measures(values)
+    return _measures(totals.values())
 
 
 def _measures(values: Iterable[int]) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from service.limiter.failover import FailoverLimiter
+from service.limiter.memory_store import MemoryLimiter
 from service.limiter.redis_store import RedisLimiter
+from service.usage.ledger import Ledger, RedisLedger
 from service.usage.record import Charge, Usage
 
 
@@ -53,3 +56,11 @@ def count_round_trips(limiter: RedisLimiter) -> list[str]:
     if limiter.multiplexed is not None:
         limiter.multiplexed.send = counting_packed(limiter.multiplexed.send)
     return sent
+
+
+def ledger_of(limiter: MemoryLimiter | RedisLimiter | FailoverLimiter) -> Ledger:
+    """The ledger a limiter writes, as the usage reports read it."""
+    if isinstance(limiter, MemoryLimiter):
+        return limiter.ledger
+    store = limiter.redis if isinstance(limiter, FailoverLimiter) else limiter
+    return RedisLedger(store.redis, store.prefix)

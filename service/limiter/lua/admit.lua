@@ -1,0 +1,46 @@
+-- Admit up to n requests of one policy at once, as n calls in a row would decide them: the
+-- first `admitted` take a unit of every request window, a lease each and a marker each.
+-- Only this count must be atomic; why the others were refused is worked out by the client
+-- (`decide.py`, whose `admissible` this mirrors) from what the script returns.
+-- A marker, 'a:<now_ms>', lets cancel.lua take an admission back if its reply was lost.
+-- ARGV: deadline_ms, the policy (a record), the batch: {"ids": [admission ids], "owner":
+--       the response key the tenant must own (an owner check comes alone)}
+-- Returns: now_ms, admitted (-1: past the deadline, nothing done; -2: not the owner), live
+--          leases, {units per request window}, {units per token window}, {ticks per budget},
+--          all as they stood before these admissions
+if late then return {now_ms, -1} end
+local p, batch = cjson.decode(ARGV[2]), cjson.decode(ARGV[3])
+if batch.owner and redis.call('EXISTS', batch.owner) == 0 then return {now_ms, -2} end
+local requests, tokens, spent, live = standing(p, now_ms, true)
+local admitted = #batch.ids
+for i, w in ipairs(p.requests) do
+  admitted = math.min(admitted, math.max(0, w.limit - requests[i]))
+end
+for i, w in ipairs(p.tokens) do
+  if tokens[i] >= w.limit then admitted = 0 end
+end
+for j, b in ipairs(p.spend) do
+  if spent[j] >= b.ticks then admitted = 0 end
+end
+if p.concurrency then admitted = math.min(admitted, math.max(0, p.concurrency.cap - live)) end
+if admitted > 0 then
+  for _, w in ipairs(p.requests) do
+    local name, ends = window_at(w.key, w.seconds, now_ms)
+    if redis.call('INCRBY', name, admitted) == admitted then
+      redis.call('PEXPIREAT', name, ends + 1000)
+    end
+  end
+  if p.concurrency then
+    local leases = {}
+    for j = 1, admitted do
+      leases[2 * j - 1], leases[2 * j] = now_ms + p.concurrency.lease_ms, batch.ids[j]
+    end
+    redis.call('ZADD', p.concurrency.key, unpack(leases))
+    redis.call('PEXPIRE', p.concurrency.key, p.concurrency.lease_ms * 2)
+  end
+  local mark = string.format('a:%d', now_ms)
+  for j = 1, admitted do
+    redis.call('SET', p.markers .. batch.ids[j], mark, 'PX', p.marker_ms)
+  end
+end
+return {now_ms, admitted, live, requests, tokens, spent}
