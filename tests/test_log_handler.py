@@ -1,106 +1,141 @@
-"""The access log's handler: lines flushed together after a short delay, none lost at the end."""
+"""The JSON log lines and the thread that writes them: lines logged together are written
+together and soon, on the writer's thread, and none is lost when it stops."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
+import re
+import threading
+import time
 
-from service.observability.logging import JsonFormatter, LazyFlushedHandler
+import pytest
+
+from service.observability import logging as gateway_logging
+from service.observability.logging import LineWriter
 
 
-class CountingBuffer(io.StringIO):
-    """A stream that keeps what was flushed apart from what was only written."""
+class CountingStream(io.StringIO):
+    """A stream that keeps what was flushed apart from what was only written, and the
+    threads that wrote to it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.flushes = 0
         self.flushed = ""
+        self.writers: set[int] = set()
+
+    def write(self, text: str) -> int:
+        self.writers.add(threading.get_ident())
+        return super().write(text)
 
     def flush(self) -> None:
-        self.flushes += 1
-        self.flushed = self.getvalue()
+        if self.getvalue() != self.flushed:
+            self.flushes += 1
+            self.flushed = self.getvalue()
 
 
-def logger_on(stream: CountingBuffer, delay: float = 0.05) -> logging.Logger:
-    handler = LazyFlushedHandler(stream, delay)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(f"test.turn_flushed.{id(stream)}")
-    logger.handlers[:] = [handler]
+@pytest.fixture
+def stream() -> CountingStream:
+    return CountingStream()
+
+
+@pytest.fixture
+def writer(stream: CountingStream):
+    writer = LineWriter(stream, gather=0.05)
+    writer.start()
+    yield writer
+    writer.stop()
+
+
+def logger_on(writer: LineWriter, name: str = "test.lines") -> logging.Logger:
+    logger = logging.getLogger(f"{name}.{id(writer)}")
+    logger.handlers[:] = [writer.handler()]
     logger.propagate = False
     logger.setLevel(logging.INFO)
     return logger
 
 
-def test_lines_of_the_delay_are_flushed_together_after_it():
-    stream = CountingBuffer()
-    logger = logger_on(stream, delay=0.3)
-
-    async def main() -> None:
-        logger.info("line 0")
-        await asyncio.sleep(0)
-        for n in range(1, 5):  # later turns, inside the delay
-            logger.info("line %d", n)
-            await asyncio.sleep(0.005)
-        assert stream.flushes == 0  # written, not yet flushed
-        await asyncio.sleep(0.3)  # the flush's timer was set first: it has run
-        assert stream.flushes == 1 and stream.flushed.count("line") == 5
-        logger.info("line 5")  # the next line starts the next delay
-        await asyncio.sleep(0.35)
-        assert stream.flushes == 2 and stream.flushed.count("line") == 6
-
-    asyncio.run(main())
+def flushed_lines(stream: CountingStream, count: int, within: float = 2.0) -> list[dict]:
+    deadline = time.monotonic() + within
+    while stream.flushed.count("\n") < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [json.loads(line) for line in stream.flushed.splitlines()]
 
 
-def test_a_line_logged_after_a_loop_ended_with_its_flush_pending_is_flushed():
-    stream = CountingBuffer()
-    logger = logger_on(stream)
-
-    async def main() -> None:
-        logger.info("last line of the loop")  # its flush is due after the loop has ended
-
-    asyncio.run(main())
-    logger.info("outside any loop")
-    assert "last line of the loop" in stream.flushed and "outside any loop" in stream.flushed
-
-    async def again() -> None:
-        logger.info("in a new loop")  # flushed there, though the old loop's flush never ran
-        await asyncio.sleep(0.07)
-
-    asyncio.run(again())
-    assert "in a new loop" in stream.flushed
+def test_lines_logged_together_are_written_together_soon_after(writer, stream):
+    logger = logger_on(writer)
+    started = time.monotonic()
+    for n in range(5):
+        logger.info("line %d", n)
+    lines = flushed_lines(stream, 5)
+    assert [line["message"] for line in lines] == [f"line {n}" for n in range(5)]
+    assert time.monotonic() - started < 1
+    assert stream.flushes == 1  # one write for the five
 
 
-def test_access_lines_go_straight_to_the_only_handler_and_through_logging_otherwise(
-    monkeypatch,
+def test_no_line_is_written_by_the_thread_that_logs_it(writer, stream):
+    logger = logger_on(writer)
+    logger.info("from the caller")
+    flushed_lines(stream, 1)
+    assert stream.writers and threading.get_ident() not in stream.writers
+
+
+def test_stopping_writes_every_line_queued_without_waiting_to_gather(stream):
+    writer = LineWriter(stream, gather=5.0)  # a gathering wait stop must cut short
+    writer.start()
+    logger = logger_on(writer)
+    for n in range(100):
+        logger.info("line %d", n)
+    started = time.monotonic()
+    writer.stop()
+    assert time.monotonic() - started < 1
+    assert [json.loads(line)["message"] for line in stream.flushed.splitlines()] == [
+        f"line {n}" for n in range(100)
+    ]
+
+
+def test_an_access_line_is_its_message_with_time_level_and_logger(
+    writer, stream, monkeypatch, caplog
 ):
-    from service.observability import logging as gateway_logging
+    caplog.set_level(logging.INFO, logger="service.access")
+    access = logging.getLogger("service.access")
+    monkeypatch.setattr(access, "handlers", [writer.handler()])
+    monkeypatch.setattr(access, "propagate", False)
+    gateway_logging.log_access('{"request_id":"r-1","status":200,"cost_usd":0.5}')
+    [line] = flushed_lines(stream, 1)
+    assert list(line) == ["ts", "level", "logger", "request_id", "status", "cost_usd"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    assert (line["level"], line["logger"]) == ("info", "access")
+    assert (line["request_id"], line["status"], line["cost_usd"]) == ("r-1", 200, 0.5)
 
-    stream = CountingBuffer()
-    handler = LazyFlushedHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    monkeypatch.setattr(logging.root, "handlers", [handler])
-    monkeypatch.setattr(gateway_logging, "_direct", handler)
-    records: list[logging.LogRecord] = []
-    monkeypatch.setattr(handler, "emit", records.append)  # `logging`'s way in, counted
-    level = logging.root.level
-    logging.root.setLevel(logging.INFO)
+
+def test_an_access_line_reaches_every_handler_logging_would_route_it_to(caplog):
+    caplog.set_level(logging.INFO, logger="service.access")
+    gateway_logging.log_access('{"request_id":"r-2","status":200}')
+    assert [r.getMessage() for r in caplog.records] == ['{"request_id":"r-2","status":200}']
+
+
+def test_a_line_shows_its_arguments_as_they_were_when_logged(writer, stream):
+    logger = logger_on(writer)
+    state = {"step": 1}
+    logger.warning("state %s", state)
+    state["step"] = 2  # changed before the writer's thread formats the line
+    [line] = flushed_lines(stream, 1)
+    assert line["message"] == "state {'step': 1}"
+    assert line["level"] == "warning"
+
+
+def test_an_exception_goes_in_its_own_field(writer, stream):
+    logger = logger_on(writer)
     try:
-        gateway_logging.log_access('{"request_id":"straight","status":200}')
-        assert records == []  # no LogRecord was made
-        straight = json.loads(stream.getvalue().splitlines()[0])
-        assert straight["request_id"] == "straight" and straight["status"] == 200
-        assert (straight["level"], straight["logger"]) == ("info", "access")
-
-        other = logging.NullHandler()  # an operator's handler, or a test capturing records
-        monkeypatch.setattr(logging.root, "handlers", [handler, other])
-        gateway_logging.log_access('{"request_id":"routed","status":200}')
-    finally:
-        logging.root.setLevel(level)
-    assert [r.getMessage() for r in records] == ['{"request_id":"routed","status":200}']
-    routed = json.loads(JsonFormatter().format(records[0]))
-    assert routed.keys() == straight.keys()  # the same line either way
+        raise ValueError("bad value")
+    except ValueError:
+        logger.exception("failed")
+    [line] = flushed_lines(stream, 1)
+    assert line["message"] == "failed" and line["level"] == "error"
+    assert line["exception"].endswith("ValueError: bad value")
 
 
 def test_line_buffer_writes_whole_lines_in_pieces_a_pipe_keeps_whole(monkeypatch):

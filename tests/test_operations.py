@@ -59,6 +59,19 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(simulator, tmp_path
     assert result["raw"].endswith(b"data: [DONE]\n\n")
 
 
+def test_every_line_logged_before_exit_is_written(simulator, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(keys_toml(key_entry("main", MAIN_SECRET)))
+    gw = start_gateway(gateway_env(simulator, str(keys), GATEWAY_DRAIN_DELAY_SECONDS="0"))
+    httpx.get(f"{gw.url}/api/v1/models", headers={"X-Request-ID": "req-last-1"})
+    assert gw.stop() == 0  # SIGTERM at once: the request's line may still be queued
+    assert [e["status"] for e in access_lines(gw.output) if e["request_id"] == "req-last-1"] == [
+        401
+    ]
+    last = json.loads(gw.output.splitlines()[-1])
+    assert last["logger"] == "uvicorn.error" and "Finished server process" in last["message"]
+
+
 def test_access_log_is_one_json_line_per_request_without_the_key(gateway):
     response = httpx.post(
         f"{gateway.url}/api/v1/chat/completions",

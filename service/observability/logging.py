@@ -1,22 +1,27 @@
 """JSON logs on stdout: one object per line, for the gateway's own lines and uvicorn's.
 
-The access log (logger `service.access`) already writes a JSON object as its message; it is
-passed through with its timestamp and level added. When the handler `configure_logging`
-installs is the only one its lines would reach, `log_access` writes them to it straight,
-without a `LogRecord` and the handler chain (~3 us a request); the line is the same. Nothing
-here ever sees a key or a prompt unless LOG_PROMPTS is set.
+No request writes a line itself. `configure_logging` puts a `QueueHandler` on the root
+logger: a record goes on a queue (a put that never blocks the event loop), and a
+`QueueListener` thread formats the lines and writes them, those logged close together in one
+system call. The listener is started by `configure_logging` and stopped at exit (or by
+`stop_logging`), after it wrote every line queued. The access log (logger `service.access`)
+already carries a JSON object as its message; its line adds the time, level and logger.
+Nothing here ever sees a key or a prompt unless LOG_PROMPTS is set.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import atexit
+import copy
 import json
 import logging
 import os
+import queue
 import select
 import sys
+import threading
 import time
+from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
 
 
@@ -34,27 +39,21 @@ class JsonFormatter(logging.Formatter):
             self._second = second
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
-    def access_line(self, created: float, message: str) -> str:
-        """An access-log message (a JSON object's text) with its time, level and logger."""
-        ts = self.timestamp(created)
-        return f'{{"ts":"{ts}","level":"info","logger":"access",{message[1:]}'
-
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == "service.access":
-            return self.access_line(record.created, record.getMessage())
         ts = self.timestamp(record.created)
+        if record.name == "service.access":  # the message is a JSON object's text
+            return f'{{"ts":"{ts}","level":"info","logger":"access",{record.getMessage()[1:]}'
         line = {
             "ts": ts,
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
         return json.dumps(line, default=str)
-
-
-FLUSH_SECONDS = 0.1
 
 
 class LineBuffer:
@@ -62,8 +61,8 @@ class LineBuffer:
     as keep each write atomic: whole lines, at most PIPE_BUF bytes (worker processes share
     stdout, and a pipe never interleaves such writes); a longer line goes alone.
 
-    Buffered whatever PYTHONUNBUFFERED says (the image sets it): unbuffered, stdout took a
-    system call per access line. What a failing descriptor refuses is dropped: there is
+    Buffered whatever PYTHONUNBUFFERED says (the image sets it): unbuffered, stdout would
+    take a system call per line. What a failing descriptor refuses is dropped: there is
     nowhere left to say so.
     """
 
@@ -106,98 +105,106 @@ def stdout_lines() -> LineBuffer | TextIO:
         return sys.stdout
 
 
-class LazyFlushedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes lines as they come and flushes `delay` seconds after the first line it has not
-    flushed, not once per line: under load a system call carries the lines of many requests,
-    where a flush per event-loop turn still cost about one a request (0.95 writes a burst
-    stream). Outside a running loop (start-up, shutdown, other threads) it flushes at once; a
-    line is on the stream within `delay`."""
+class JsonLines(logging.Handler):
+    """Formats each record as a JSON line onto `out`; `flush` sends what it holds."""
 
-    def __init__(self, stream: object, delay: float = FLUSH_SECONDS) -> None:
-        super().__init__(stream)  # type: ignore[arg-type]
-        self._delay = delay
-        self._due_in: asyncio.AbstractEventLoop | None = None  # the loop a flush is due in
+    def __init__(self, out: LineBuffer | TextIO) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
 
     def flush(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            super().flush()
-            return
-        if self._due_in is not loop:  # a loop that stopped before its flush ran is no matter
-            self._due_in = loop
-            loop.call_later(self._delay, self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._due_in = None
-        super().flush()
-
-    def write_line(self, line: str) -> bool:
-        """Write one formatted line as `emit` would; False if the stream refused it."""
         self.acquire()
         try:
-            try:
-                self.stream.write(line + self.terminator)
-            except Exception:
-                return False
-            with contextlib.suppress(Exception):  # written: a later flush sends it
-                self.flush()
+            self.out.flush()
         finally:
             self.release()
-        return True
 
 
-_ACCESS = logging.getLogger("service.access")
-_direct: LazyFlushedHandler | None = None  # configure_logging's handler, once installed
+class RecordQueue(QueueHandler):
+    """The root logger's handler: puts each record on the queue, as it needs to be read on
+    another thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The access log's records hold a finished string: they go as they are. Arguments
+        # may change once the caller returns, and a traceback holds the caller's frames:
+        # those are turned into text now, on a copy (other handlers see the record whole).
+        if not record.args and not record.exc_info:
+            return record
+        prepared = copy.copy(record)
+        prepared.msg = record.getMessage()
+        prepared.args = None
+        if record.exc_info:
+            prepared.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            prepared.exc_info = None
+        return prepared
 
 
-def log_access(message: str) -> None:
-    """Log one access-log line (`message`: a JSON object's text) at INFO.
+_TRACEBACKS = logging.Formatter()
+GATHER_SECONDS = 0.05  # how long a line waits for others to share its write
 
-    Straight to configure_logging's handler when it is the only one the line would reach
-    (no other handler or filter on the way, as `logging` would route it); through `logging`
-    otherwise (tests capturing it, an operator's own handler) or if the write fails.
+
+class LineWriter(QueueListener):
+    """The thread that writes the queued records as JSON lines to `out`.
+
+    Woken by a line after a quiet spell, it waits `gather` seconds for the lines that follow
+    and writes them all at once: under load one system call carries the lines of many
+    requests, and no put wakes a waiting thread. A line is written within about `gather`.
     """
-    handler = _direct
-    if (
-        handler is not None
-        and isinstance(handler.formatter, JsonFormatter)
-        and handler.level <= logging.INFO
-        and _only_reaches(handler)
-        and handler.write_line(handler.formatter.access_line(time.time(), message))
-    ):
-        return
-    _ACCESS.info(message)
+
+    def __init__(self, out: LineBuffer | TextIO, gather: float = GATHER_SECONDS) -> None:
+        self.lines = JsonLines(out)
+        super().__init__(queue.SimpleQueue(), self.lines, respect_handler_level=True)
+        self._gather = gather
+        self._stopping = threading.Event()
+
+    def handler(self) -> RecordQueue:
+        """A handler that puts records on this writer's queue."""
+        return RecordQueue(self.queue)
+
+    def dequeue(self, block: bool) -> logging.LogRecord | None:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.lines.flush()  # the queue is drained: what it held goes out in one write
+        record = self.queue.get(block)
+        self._stopping.wait(self._gather)
+        return record
+
+    def start(self) -> None:
+        self._stopping.clear()
+        super().start()
+
+    def stop(self) -> None:
+        """Write every line queued before this call, then end the thread."""
+        self._stopping.set()  # no gathering wait from now on
+        super().stop()
+        self.lines.flush()
 
 
-def _only_reaches(handler: logging.Handler) -> bool:
-    """Whether a record of the access logger would reach `handler` and no other one."""
-    logger: logging.Logger | None = _ACCESS
-    if _ACCESS.filters or handler.filters or _ACCESS.disabled:
-        return False
-    while logger is not None:
-        if logger.handlers:
-            return logger.handlers == [handler] and logger.parent is None
-        if not logger.propagate:
-            return False
-        logger = logger.parent
-    return False
+_writer: LineWriter | None = None  # configure_logging's, while it runs
 
 
 def configure_logging(level: str = "info") -> None:
-    """Route every logger (ours and uvicorn's) to stdout as JSON lines."""
-    # Per-record work the JSON lines never show (the logging docs' "Optimization" section):
-    # the caller's frame lookup walks the stack on every line.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    """Route every logger (ours and uvicorn's) to stdout as JSON lines, through a LineWriter
+    this starts (and `stop_logging` stops, at exit at the latest)."""
+    # Per-record work the JSON lines never show (the logging docs' "Optimization" section).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    global _direct
-    handler = LazyFlushedHandler(stdout_lines())
-    handler.setFormatter(JsonFormatter())
+    global _writer
+    stop_logging()
+    _writer = LineWriter(stdout_lines())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    _direct = handler
+    root.handlers[:] = [_writer.handler()]
+    _writer.start()
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
@@ -207,3 +214,31 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's access log would duplicate ours, without key ids.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+@atexit.register
+def stop_logging() -> None:
+    """Write every line queued and stop configure_logging's writer; a line logged after
+    this (late in the exit) is written at once, from the thread that logs it."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is None:
+        return
+    direct = logging.StreamHandler(sys.stdout)
+    direct.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [direct if isinstance(h, RecordQueue) else h for h in root.handlers]
+    writer.stop()
+
+
+_ACCESS = logging.getLogger("service.access")
+
+
+def log_access(message: str) -> None:
+    """Log one access-log line (`message`: a JSON object's text) at INFO.
+
+    The record is made here, not by `Logger.info`, which would look up the caller's frame
+    on every request for a line that never shows it.
+    """
+    if _ACCESS.isEnabledFor(logging.INFO):
+        _ACCESS.handle(_ACCESS.makeRecord(_ACCESS.name, logging.INFO, "", 0, message, None, None))
