@@ -15,6 +15,7 @@ nothing. Whatever the bytes, the answer is a 4xx naming the problem, never a 5xx
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any, NoReturn
@@ -25,7 +26,6 @@ from service.http.asgi import header
 from service.http.errors import ApiError, bad_request
 from service.http.json_codec import loads_exact
 from service.http.validation import Validator, check_model
-from service.server.deadline import Deadline
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
 # Keys and values: parsed, each costs ~50-100 bytes however few bytes it takes in the body
@@ -85,7 +85,7 @@ class BodyMiddleware:
         size = 0
         while True:
             try:
-                with Deadline(self.timeout):
+                async with asyncio.timeout(self.timeout):
                     message = await receive()
             except TimeoutError:
                 raise ApiError(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.server.deadline import Deadline
 from service.upstream.body import is_event_stream, read_error_body
 from service.upstream.client import Upstream
 from service.upstream.errors import (
@@ -58,7 +57,7 @@ async def open_upstream(
     while True:
         request = upstream.request(method, path, body, accept)
         try:
-            with Deadline(policy.first_byte_timeout):
+            async with asyncio.timeout(policy.first_byte_timeout):
                 response = await upstream.send(request)
         except TimeoutError:
             raise upstream_timeout(f"no response within {policy.first_byte_timeout:g}s") from None
