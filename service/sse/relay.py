@@ -30,7 +30,6 @@ from service.observability.metrics import ACTIVE_STREAMS, UPSTREAM_ERRORS
 from service.server.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.sse.dialects import Dialect
 from service.sse.streams import StreamSet
-from service.upstream.client import body_complete
 from service.usage.record import Usage
 
 log = logging.getLogger("service.sse")
@@ -298,17 +297,14 @@ def _acceptable(part: bytes) -> bool:
 async def _finish(upstream: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
     """Read the upstream response to its end after the terminal event, then close it.
 
-    The chunked terminator follows at once; reading it lets the connection go back to the
-    pool. Closing before it would close the connection: a new TCP (and TLS) handshake for the
-    next request. Whatever else follows is not relayed, and not read for long. Most often the
-    terminator came with the last event: then nothing waits, and no timer is set.
+    The chunked terminator follows at once (most often it came with the last event); reading
+    it lets the connection go back to the pool. Closing before it would close the connection:
+    a new TCP (and TLS) handshake for the next request. Whatever else follows is not relayed,
+    and not read for long.
     """
     try:
-        if body_complete(upstream):
+        async with asyncio.timeout(_FINISH_SECONDS):
             await _drain(chunks)
-        else:
-            async with asyncio.timeout(_FINISH_SECONDS):
-                await _drain(chunks)
     except (TimeoutError, httpx.HTTPError):
         pass
     finally:

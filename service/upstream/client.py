@@ -96,13 +96,3 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def body_complete(response: httpx.Response) -> bool:
-    """Whether the whole upstream body has arrived, so the connection can go back to the pool
-    without waiting for more: aiohttp's payload reached EOF. httpx-aiohttp keeps the aiohttp
-    response in a private attribute; should that change, this says False and the relay waits
-    for the end with a timer, as it did before."""
-    aiohttp_response = getattr(response.stream, "_aiohttp_response", None)
-    content = getattr(aiohttp_response, "content", None)
-    return content is not None and content.is_eof()
