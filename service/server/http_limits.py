@@ -12,6 +12,9 @@ for it however slowly it arrives, before the app (and so any key check) sees any
 Bodies are not heads: they go to the app, whose body middleware caps them (413). Keep-alive,
 pipelining and streaming responses work as in uvicorn; a response's head is written with its
 first body bytes (`HeadWithBody`), one system call where uvicorn makes two.
+
+`HttpToolsProtocol` is not uvicorn's public API: pyproject.toml allows the uvicorn versions
+this was tested with, and tests/test_uvicorn_internals.py names what moved in another.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ On SIGTERM (or SIGINT): /readyz turns 503 and new API requests get 503 at once; 
 stays open GATEWAY_DRAIN_DELAY_SECONDS so the Service stops routing here; then it closes and
 streams in flight get GATEWAY_SHUTDOWN_GRACE_SECONDS to finish; then the process exits 0.
 A second signal skips the wait.
+
+The drain overrides hooks of uvicorn's Server and replaces its worker processes' class, none
+of them public API: see the pin in pyproject.toml and tests/test_uvicorn_internals.py.
 """
 
 from __future__ import annotations
