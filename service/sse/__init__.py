@@ -10,14 +10,12 @@ from service.sse.dialects import (
     Dialect,
     ResponsesDialect,
     completion_as_chunk,
-    event_data,
 )
 from service.sse.relay import SSE_HEADERS, RelayResult, relay_sse
-from service.sse.streams import KEEPALIVE, StreamSet
+from service.sse.streams import StreamSet
 
 __all__ = [
     "DONE",
-    "KEEPALIVE",
     "SSE_HEADERS",
     "ChatDialect",
     "Dialect",
@@ -25,6 +23,5 @@ __all__ = [
     "ResponsesDialect",
     "StreamSet",
     "completion_as_chunk",
-    "event_data",
     "relay_sse",
 ]

@@ -128,7 +128,6 @@ class Framer:
     __slots__ = (
         "_boundary",
         "_cr",
-        "_dialect",
         "_fast",
         "_max",
         "_one_line",
@@ -138,7 +137,6 @@ class Framer:
     )
 
     def __init__(self, dialect: Dialect, max_event_bytes: int) -> None:
-        self._dialect = dialect
         self._fast = dialect.fast_prefix
         self._terminals = dialect.terminals
         self._one_line = dialect.fast_lines == 1  # a fast event is one line: `data: {...}`

@@ -5,11 +5,10 @@ Measured on this machine relaying 20-chunk streams (issue #2): httpx's own trans
 Its connection limit is raised to match thousands of concurrent streams (its default of 100
 queues everything beyond).
 
-Requests are built once per call as `httpx.Request` objects and handed to the client's
-transport directly: `AsyncClient.send`'s auth, redirect and cookie layers cost ~25% of the
-gateway's CPU per stream (py-spy, burst scenario) and do nothing for a fixed-credential,
-no-redirect, no-cookie upstream. Owned by the app lifespan: `Upstream(settings)` at start-up,
-`aclose()` on shutdown.
+Requests are built once per call as `httpx.Request` objects and handed to the transport
+directly, with no `httpx.AsyncClient`: its auth, redirect and cookie layers would cost CPU on
+every stream and do nothing for a fixed-credential, no-redirect, no-cookie upstream. Owned by
+the app lifespan: `Upstream(settings)` at start-up, `aclose()` on shutdown.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ class Upstream:
             ),
             client=session,
         )
-        self.client = httpx.AsyncClient(transport=self.transport, follow_redirects=False)
         self.base_url = settings.xai_base_url
         self._headers = [
             (b"host", httpx.URL(self.base_url).netloc),
@@ -95,4 +93,4 @@ class Upstream:
         return response
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.transport.aclose()
