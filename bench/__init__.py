@@ -1,1 +1,1 @@
-"""The benchmark: `python -m bench` (README, "Benchmark")."""
+"""The benchmark: `python -m bench` and its guard (docs/performance.md, BENCHMARKS.md)."""

@@ -3,8 +3,9 @@
 Starts, on loopback: the simulator (upstream), the floor (bare pass-through on the same
 stack), the gateway in memory mode and in Redis mode (its own redis-server), and measures
 them one at a time, side by side in one run, with a separate load-generator process. Prints
-a table; writes results.json, bench.png and BENCHMARKS.md (the full run also writes
-BENCHMARKS.md at the repository root and bench/bench.png).
+a table and the guard (`bench/guard.py`); writes results.json, bench.png and BENCHMARKS.md
+(the full run also writes BENCHMARKS.md at the repository root and bench/bench.png). Exits
+non-zero when a stream failed or, in a full run, when a guarded target is missed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.report import print_table, write_markdown, write_plot
+from bench import guard
+from bench.report import print_guard, print_table, write_markdown, write_plot
 from bench.streams import PATHS, request_body
 from bench.targets import (
     BENCH_KEY,
@@ -301,7 +303,9 @@ def keep_soak_section(markdown: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: the guard shown, not enforced"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--no-report", action="store_true", help="don't write BENCHMARKS.md")
     parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker runs")
@@ -379,15 +383,21 @@ def main() -> int:
     print_table(results)
     for line in skipped:
         print("skipped:", line)
+    enforced = not args.quick
+    verdicts = guard.checks(results)
+    print_guard(verdicts, enforced)
     write_plot(results, args.out / "bench.png")
-    markdown = write_markdown(results, meta, image="bench.png")
+    markdown = write_markdown(results, verdicts, meta, image="bench.png", enforced=enforced)
     (args.out / "BENCHMARKS.md").write_text(markdown)
-    if not args.quick and not args.no_report:
+    if enforced and not args.no_report:
         shutil.copy(args.out / "bench.png", ROOT / "bench" / "bench.png")
-        markdown = write_markdown(results, meta, image="bench/bench.png")
+        markdown = write_markdown(results, verdicts, meta, image="bench/bench.png", enforced=True)
         (ROOT / "BENCHMARKS.md").write_text(keep_soak_section(markdown))
     failed = sum(r["failed"] for r in results)
-    return 1 if failed else 0
+    missed = guard.failed(verdicts) if enforced else []
+    for check in missed:
+        print(f"guard {check.verdict}: {check.target}", file=sys.stderr)
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The benchmark harness works (`python -m bench --quick`); its speed is not asserted here.
 
-Its completeness checks (`bench.streams`) are specified first, on hand-made streams of each
-shape, so a benchmark's "0 failed" means what it says.
+Its completeness checks (`bench.streams`) and its guard (`bench.guard`) are specified first,
+on hand-made streams and results, so a benchmark's "0 failed" and "met" mean what they say.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from bench.guard import checks, failed
 from bench.streams import check
 from tests.support.processes import REPO, redis_server_binary
 
@@ -72,6 +73,94 @@ def test_a_responses_stream_is_complete_with_every_delta_and_response_completed_
     assert check("responses", True, _responses(12), 20) == "truncated"
 
 
+def _row(target: str, scenario: str, **figures: object) -> dict:
+    return {"target": target, "scenario": scenario, "shape": "xai", "concurrency": 32, **figures}
+
+
+def _run(
+    realistic: float = 0.95,
+    burst: float = 0.75,
+    xai_burst: float = 0.75,
+    ttfb_added_ms: float = 0.5,
+    scripts: float = 0.4,
+    rss: float = 1.3,
+) -> list[dict]:
+    """A full run's rows as the guard reads them, the gateway at the given ratios."""
+    rows = []
+    for scenario, ratio in (("realistic", realistic), ("burst", burst)):
+        floor = [1000.0, 1100.0, 900.0]
+        rows += [
+            _row("floor-raw", f"paired:{scenario}", streams_per_s=1000.0, streams_rounds=floor),
+            _row(
+                "gateway-redis",
+                f"paired:{scenario}",
+                streams_per_s=1000.0 * ratio,
+                streams_rounds=[f * ratio for f in floor],
+            ),
+        ]
+    for shape in ("xai", "openai"):
+        rows += [
+            {**_row("floor-raw", "shapes:burst", streams_per_s=1000.0), "shape": shape}
+            | {"streams_rounds": [1000.0, 1000.0]},
+            {**_row("gateway-redis", "shapes:burst", streams_per_s=0.0), "shape": shape}
+            | {"streams_rounds": [1000.0 * xai_burst] * 2},
+        ]
+    rows += [
+        _row("floor-raw", "ttft@50", ttfb_p50_ms=3.0, ttfb_p99_ms=9.0),
+        _row("gateway-redis", "ttft@50", ttfb_p50_ms=3.0 + ttfb_added_ms, ttfb_p99_ms=9.0),
+        _row("gateway-redis", "burst", redis_scripts_per_request=scripts),
+        _row("floor-raw", "idle-streams", peak_rss_mb=100.0),
+        _row("gateway-redis", "idle-streams", peak_rss_mb=100.0 * rss),
+    ]
+    return rows
+
+
+def test_the_guard_checks_its_six_targets_and_a_run_within_them_passes():
+    guard = checks(_run())
+    assert [c.target.split(" ")[0] for c in guard] == [
+        "realistic",
+        "burst",
+        "xAI-shaped",
+        "TTFB",
+        "Redis",
+        "peak",
+    ]
+    assert all(c.met for c in guard) and failed(guard) == []
+
+
+@pytest.mark.parametrize(
+    ("figure", "at_line", "past_line", "index"),
+    [
+        ("realistic", 0.90, 0.89, 0),
+        ("burst", 0.70, 0.69, 1),
+        ("xai_burst", 0.70, 0.69, 2),
+        ("ttfb_added_ms", 1.0, 1.1, 3),
+        ("scripts", 2.0, 2.01, 4),
+        ("rss", 1.5, 1.51, 5),
+    ],
+)
+def test_each_target_is_met_at_its_line_and_missed_past_it(figure, at_line, past_line, index):
+    assert checks(_run(**{figure: at_line}))[index].met is True
+    missed = checks(_run(**{figure: past_line}))
+    assert missed[index].met is False
+    assert failed(missed) == [missed[index]]
+
+
+def test_a_target_the_run_did_not_measure_fails_the_guard():
+    rows = [r for r in _run() if not r["scenario"].startswith("shapes:")]
+    guard = checks(rows)
+    assert guard[2].met is None and guard[2].verdict == "not measured"
+    assert failed(guard) == [guard[2]]
+
+
+def test_throughput_is_judged_on_the_median_of_the_paired_rounds():
+    rows = _run()
+    gateway = next(r for r in rows if r["scenario"] == "paired:burst" and "gateway" in r["target"])
+    gateway["streams_rounds"] = [1000.0 * 0.5, 1100.0 * 0.72, 900.0 * 0.9]  # median 0.72
+    assert checks(rows)[1].met is True
+    assert "0.72x, median of 3 paired rounds" in checks(rows)[1].measured
+
+
 def _need_redis_server() -> None:
     if redis_server_binary() is None:
         if os.environ.get("CI") == "true":
@@ -108,7 +197,11 @@ def test_quick_benchmark_runs_every_target_and_scenario_without_failures(tmp_pat
     # Through Redis (admissions and releases of one loop turn share a call: under one a request).
     assert all(r["redis_scripts_per_request"] > 0 for r in redis)
     assert (tmp_path / "bench.png").stat().st_size > 10_000
-    assert "## Targets" in (tmp_path / "BENCHMARKS.md").read_text()
+    benchmarks = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Guard" in benchmarks
+    # Every target is shown with its verdict; a quick run does not enforce them.
+    assert benchmarks.count(" | met |") + benchmarks.count(" | MISSED |") == 6
+    assert "Guard (quick run: shown, not enforced):" in done.stdout
 
 
 def run_bench_module(*args: str, timeout: float) -> str:
