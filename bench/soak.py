@@ -18,9 +18,10 @@ again) in turn. Per `RATE_LIMIT_FAILURE_MODE` it reports:
 - each replica's RSS and open file descriptors, sampled every 2 s, with a least-squares slope
   over the run after its first 30 s (MB/min, fds/min).
 
-Prints a table, writes soak.json and (unless --no-report) a "Faults and soak" section in
-BENCHMARKS.md, one subsection per --label. Loopback only; every loop is bounded in time and
-count; every process started is stopped (process groups), on Ctrl-C too.
+Prints a table, writes soak.json and (unless --no-report) BENCHMARKS.md's "Faults and soak"
+section: this run alone, titled by --label (earlier runs stay in git's history). Loopback
+only; every loop is bounded in time and count; every process started is stopped (process
+groups), on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -589,11 +590,10 @@ def render(run: dict) -> str:
 
 
 def write_section(runs: list[dict], meta: dict) -> None:
-    """Put this label's results in BENCHMARKS.md's "Faults and soak" section (replacing it)."""
+    """Make this run BENCHMARKS.md's "Faults and soak" section (replacing what was there)."""
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head, _, section = text.partition("\n## Faults and soak\n")
-    subsections = re.split(r"\n(?=### )", section) if section else []
+    head, _, _ = text.partition("\n## Faults and soak\n")
     intro = """
 ## Faults and soak
 
@@ -605,19 +605,15 @@ Redis, and the usage ledger's requests and cost (where the gateway keeps one), w
 answers its clients got and the `cost_in_usd_ticks` those answers showed. RSS and fd slopes are
 least-squares fits over the run after its first 30 s.
 """
-    title = f"### {meta['label']}"
-    kept = [s for s in subsections if s.startswith("### ") and not s.startswith(title + "\n")]
     body = (
-        f"{title}\n\n"
+        f"### {meta['label']}\n\n"
         f"Measured {meta['date']} UTC, {meta['commit']}, with `{meta['command']}` "
         f"({meta['seconds']} s; load average before: {meta['load']}).\n\n"
         + (f"{meta['note']}\n\n" if meta.get("note") else "")
         + "\n\n".join(render(run) for run in runs)
         + "\n"
     )
-    path.write_text(
-        head.rstrip("\n") + "\n" + intro + "\n" + "\n".join([*kept, body]).strip() + "\n"
-    )
+    path.write_text(head.rstrip("\n") + "\n" + intro + "\n" + body.strip() + "\n")
 
 
 def _commit() -> str:
