@@ -28,9 +28,9 @@ from service.http.json_codec import loads_exact
 from service.http.validation import Validator, check_model
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
-# Keys and values: parsed, each costs ~50-100 bytes however few bytes it takes in the body
-# (`{},` is 3), so 20 MiB of them would need ~500 MB; this many, ~20 MB. Real requests hold
-# a few thousand; 100,000 levels of nesting (refused later, 400) still fit.
+# Keys and values: parsed, each costs tens of bytes however few it takes in the body (`{},` is
+# 3), so the count, not the size, bounds a parse's memory. Real requests hold a few thousand;
+# 100,000 levels of nesting (refused later, 400) still fit.
 MAX_VALUES = 250_000
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b",:[{")
 

@@ -1,8 +1,8 @@
 """REDIS_URL to a redis-py asyncio client, with short timeouts and a blocking pool.
 
 redis-py's default async pool raises MaxConnectionsError past 100 concurrent commands instead
-of waiting; a BlockingConnectionPool of modest size waits (up to the timeout) and measured
-faster here than hundreds of connections. Timeouts are short so a slow Redis never stalls a
+of waiting; a BlockingConnectionPool of modest size waits (up to the timeout), which serves a
+burst better than hundreds of connections. Timeouts are short so a slow Redis never stalls a
 request: the failover decides what happens instead.
 """
 

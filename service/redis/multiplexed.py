@@ -2,11 +2,10 @@
 replies matched to callers in order (the design of ioredis's and Lettuce's connections).
 
 redis-py checks a connection out of its pool, wraps the call in retry and timeout layers and
-packs it in Python for every command: ~140 us of CPU per admit + release here. When a wave of
-streams starts together, each admission waits behind the others' client CPU (+3 to +5 ms TTFB
-p50 at 50 concurrent streams). On this connection a command is one buffered write and one
-future resolved by hiredis's parser: ~3x less CPU, and replies come back as Redis answers
-(`python -m bench.admissions`).
+packs it in Python for every command, so when a wave of streams starts together each admission
+waits behind the others' client CPU. On this connection a command is one buffered write and
+one future resolved by hiredis's parser, and replies come back as Redis answers (the figures:
+`python -m bench.admissions`, docs/performance.md).
 
 It serves the limiter's two scripts for `redis://` and `unix://` URLs; TLS, Sentinel and
 Cluster, the lease refresh and the health probe stay on redis-py.
@@ -40,8 +39,8 @@ def bulks(*args: Arg) -> bytes:
 
 
 def bulk(value: bytes) -> bytes:
-    """One RESP bulk string: for a single value, formatting it here costs half of `bulks`'s
-    call into hiredis (~0.17 against ~0.35 us); an admission and its release pack four."""
+    """One RESP bulk string: for a single value, formatting it here is cheaper than `bulks`'s
+    call into hiredis, and every admission and release packs some."""
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
