@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0, help="spacing between chunks")
     parser.add_argument("--first-byte-delay-ms", type=float, default=0)
     parser.add_argument("--api-key", help="accept only this key (others get xAI's 400)")
-    parser.add_argument("--fault", help="default fault for every request (see README)")
+    parser.add_argument("--fault", help="default fault for every request (docs/simulator.md)")
     parser.add_argument("--fault-after", type=int, default=2)
     parser.add_argument(
         "--openai-shapes",
