@@ -112,7 +112,8 @@ class MemoryLimiter:
             self._leases.get(plan.names.leases, {}).pop(decision.lease, None)
         totals = Totals.of(charge)
         day = _utc(now).date()
-        self.ledger.add(day, plan.tenant, plan.key_id, ledger_model(charge.model), totals)
+        owner = owner_of(plan.key_id, plan.tenant)
+        self.ledger.add(day, owner, plan.tenant, plan.key_id, ledger_model(charge.model), totals)
         day_name = day.isoformat()
         for base in (plan.names.key_sums, plan.names.tenant_sums):
             if base is not None:

@@ -67,7 +67,7 @@ from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, 
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
 from service.redis.clock import RedisClock
 from service.redis.multiplexed import MultiplexedConnection, MultiplexedScript, RedisPyScript, bulk
-from service.usage.ledger import ledger_model
+from service.usage.ledger import MODELS_PER_DAY, NO_MODEL, OTHER_MODEL, ledger_model
 from service.usage.record import MEASURE_CAP, Charge, Totals
 
 log = logging.getLogger("service.limiter")
@@ -216,6 +216,10 @@ class RedisLimiter:
             "ledger": names.ledger,
             "key_spend": names.key_spend,
             "sums": [s for s in (names.key_sums, names.tenant_sums) if s is not None],
+            "models": names.models,
+            "models_per_day": MODELS_PER_DAY,
+            "no_model": NO_MODEL,
+            "other_model": OTHER_MODEL,
             "responses": names.responses,
             "reads": names.reads,
             "reads_per_second": USAGE_READS_PER_SECOND,

@@ -69,6 +69,7 @@ def _charge(ctx: RequestContext) -> Charge:
         ctx.model,
         upstream,
         ctx.prices or {},
+        status=ctx.status,
         record_response=ctx.response_id,
         forget_response=ctx.deleted_response,
     )

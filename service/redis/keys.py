@@ -12,6 +12,7 @@ default prefix `gw`:
     gw:{tag}:rel:<admission id>                  str   'a:<ms>' admitted, 'r' released,
                                                        'c' cancelled: each applies once
     gw:{tag}:led:<YYYY-MM-DD>:<key id>           hash  "<measure>|<model>" -> int (the ledger)
+    gw:{tag}:models:<YYYY-MM-DD>                 set   the model names in the tenant's rows
     gw:{tag}:spend:k:<key id>:<day or month>     int   ticks the key spent
     gw:{tag}:sum:k:<key id>:<day or month>       hash  "<measure>" -> int: the key's sums
     gw:{tag}:sum:t:<tenant>:<day or month>       hash  the tenant's (all of its keys)
@@ -67,6 +68,11 @@ class KeyNames:
     def ledger(self) -> str:
         """The start of the key's ledger rows; `:<day>:<key id>` follows."""
         return f"{self.tag}:led"
+
+    @property
+    def models(self) -> str:
+        """The start of the set of model names a tenant's day has; `:<day>` follows."""
+        return f"{self.tag}:models"
 
     @property
     def key_spend(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from service.observability.metrics import COST_USD, TOKENS, labelled
 from service.redis.keys import NO_TENANT
 from service.usage.cost import cost_ticks
-from service.usage.ledger import ledger_model
+from service.usage.ledger import OTHER_MODEL, ledger_model
 from service.usage.prices import PriceTable
 from service.usage.record import Charge, Usage, ticks_to_usd
 
@@ -20,13 +20,18 @@ def charge_for(
     model: str | None,
     upstream_model: str | None,
     prices: PriceTable,
+    status: int = 200,
     record_response: str | None = None,
     forget_response: str | None = None,
 ) -> Charge:
-    """The charge of a request that asked for `model` (served as `upstream_model`)."""
+    """The charge of a request that asked for `model` (served as `upstream_model`) and was
+    answered `status`. Only a 2xx puts the client's model name in the ledger: a name the
+    upstream refused (a 404 for an unknown model, say) goes under `(other)`."""
     usage = usage or Usage()
     price = prices.get(upstream_model) if upstream_model is not None else None
     ticks, known = cost_ticks(usage, price)
+    if model is not None and not 200 <= status < 300:
+        model = OTHER_MODEL
     return Charge(
         usage=usage,
         model=ledger_model(model),

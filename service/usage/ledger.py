@@ -20,6 +20,8 @@ from service.redis.keys import NO_TENANT, ledger_pattern, parse_ledger_name
 from service.usage.record import MEASURES, Totals
 
 NO_MODEL = "-"  # the model column of a request that names none
+OTHER_MODEL = "(other)"  # a refused or failed request's model, and a tenant's names past the cap
+MODELS_PER_DAY = 100  # distinct model names a tenant's day keeps under their own name
 MAX_MODEL_CHARS = 128  # requests are refused before that; the ledger cuts longer names too
 
 
@@ -60,8 +62,18 @@ class MemoryLedger:
     def __init__(self, retention_days: int = 400) -> None:
         self.retention_days = retention_days
         self._rows: dict[tuple[date, str, str, str], Totals] = {}
+        self._models: dict[tuple[date, str], set[str]] = {}  # (day, owner) -> model names
 
-    def add(self, day: date, tenant: str | None, key: str, model: str, totals: Totals) -> None:
+    def add(
+        self, day: date, owner: str, tenant: str | None, key: str, model: str, totals: Totals
+    ) -> None:
+        """Add to a row; `owner` (the tenant, or a key without one) bounds its day's names."""
+        if model not in (NO_MODEL, OTHER_MODEL):
+            known = self._models.setdefault((day, owner), set())
+            if model in known or len(known) < MODELS_PER_DAY:
+                known.add(model)
+            else:
+                model = OTHER_MODEL
         row = (day, tenant or NO_TENANT, key, model)
         self._rows[row] = self._rows.get(row, Totals()) + totals
 
@@ -69,6 +81,8 @@ class MemoryLedger:
         oldest = today - timedelta(days=self.retention_days)
         for row in [r for r in self._rows if r[0] < oldest]:
             del self._rows[row]
+        for day in [d for d in self._models if d[0] < today]:
+            del self._models[day]
 
     async def rows(
         self, first: date, last: date, tenant: str | None = None, key: str | None = None

@@ -222,9 +222,19 @@ def to_csv(lines: list[ReportLine], group_by: tuple[str, ...]) -> bytes:
     return out.getvalue().encode()
 
 
+# What a spreadsheet may read as the start of a formula (OWASP's list, `|` for DDE, the
+# minus sign), and the full-width forms some spreadsheets fold into them.
+_FORMULA_STARTS = frozenset("=+-@\t\r|\u2212\uff1d\uff0b\uff0d\uff20\uff5c")
+
+
 def _csv_text(value: str) -> str:
-    """Defuse spreadsheet formulas: model names come from clients ('=HYPERLINK(...)')."""
-    if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and value != "-"):
+    """A cell no spreadsheet runs: a value that starts (after any whitespace) like a formula
+    gets a leading `'`, and a value that starts with `'` gets another, so an escaped value
+    and a client's own `'=...` never print the same. The markers `-` and `(other)` stay:
+    no client can send them as a name."""
+    if value in ("-", "(other)"):
+        return value
+    if value[:1] in ("'", "\t", "\r") or value.lstrip()[:1] in _FORMULA_STARTS:
         return "'" + value
     return value
 

@@ -24,12 +24,44 @@ local function add_measures(name, suffix, measures, expires_at)
     end
   end
 end
+-- Sum `measures` into `into` (both code -> amount).
+local function sum_into(into, measures)
+  for code, amount in pairs(measures) do into[code] = (into[code] or 0) + amount end
+end
+-- The tenant's day keeps at most `p.models_per_day` model names in its ledger rows; the
+-- charges of any other name are summed under `p.other_model`, so a tenant cannot grow its
+-- rows (or the reports) without bound by naming models.
+local function bounded(p, day, day_end, by_model)
+  local known = p.models .. ':' .. day
+  local kept, other = {}, nil
+  for model, measures in pairs(by_model) do
+    local own = model == p.no_model or model == p.other_model
+      or redis.call('SISMEMBER', known, model) == 1
+    if not own and redis.call('SCARD', known) < p.models_per_day then
+      if redis.call('SADD', known, model) == 1 and redis.call('SCARD', known) == 1 then
+        redis.call('PEXPIREAT', known, day_end + 86400000)
+      end
+      own = true
+    end
+    if own then
+      kept[model] = measures
+    else
+      other = other or {}
+      sum_into(other, measures)
+    end
+  end
+  if other then
+    kept[p.other_model] = kept[p.other_model] or {}
+    sum_into(kept[p.other_model], other)
+  end
+  return kept
+end
 -- One day's charges of a policy `p`: `by_model` maps a model to its measures, `total` is
 -- their sum; `at` is an instant of that day.
 local function account(p, at, by_model, total)
   local day, month, day_end, month_end = periods(at)
   local row = p.ledger .. ':' .. day .. ':' .. p.key_id
-  for model, measures in pairs(by_model) do
+  for model, measures in pairs(bounded(p, day, day_end, by_model)) do
     add_measures(row, '|' .. model, measures, day_end + p.retention_ms)
   end
   for _, base in ipairs(p.sums) do
@@ -41,8 +73,4 @@ local function account(p, at, by_model, total)
     add(p.key_spend .. ':' .. day, cost, day_end + 86400000)
     add(p.key_spend .. ':' .. month, cost, month_end + 86400000)
   end
-end
--- Sum `measures` into `into` (both code -> amount).
-local function sum_into(into, measures)
-  for code, amount in pairs(measures) do into[code] = (into[code] or 0) + amount end
 end

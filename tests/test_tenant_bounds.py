@@ -1,0 +1,145 @@
+"""What one tenant cannot do to the others through the ledger and the reports (SPEC 15):
+its model names are bounded, a refused or failed request's name is not kept, and no cell of
+a CSV export can run in a spreadsheet. Both stores: memory, and a real redis-server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from service.limiter.memory_store import MemoryLimiter
+from service.limiter.policy import LimitPolicy, parse_rates
+from service.limiter.redis_store import RedisLimiter
+from service.redis.connection import connect
+from service.usage.charge import charge_for
+from service.usage.ledger import MODELS_PER_DAY, OTHER_MODEL
+from service.usage.record import Usage
+from service.usage.report import ReportLine, to_csv
+from tests.support.charges import charge, ledger_of
+
+
+def policy(key: str, tenant: str | None) -> LimitPolicy:
+    return LimitPolicy(key_id=key, tenant=tenant, requests=parse_rates("100000/hour"))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request):
+    if request.param == "memory":
+        yield MemoryLimiter()
+        return
+    server = request.getfixturevalue("redis_server")
+    store = RedisLimiter(connect(server.url))
+    yield store
+    await store.aclose()
+
+
+async def release(limiter, p: LimitPolicy, model: str, cost: int = 1) -> None:
+    await limiter.release(p, await limiter.admit(p), charge(10, cost, model=model))
+
+
+async def models_of(limiter, tenant: str) -> dict[str, int]:
+    """The tenant's requests today per model, over all of its keys."""
+    today = datetime.now(UTC).date()
+    counts: dict[str, int] = {}
+    for row in await ledger_of(limiter).rows(today, today, tenant=tenant):
+        counts[row.model] = counts.get(row.model, 0) + row.totals.requests
+    return counts
+
+
+async def test_a_tenants_day_keeps_100_model_names_and_sums_the_rest_under_other(limiter):
+    tenant = f"inflater-{uuid.uuid4().hex[:8]}"
+    a, b = policy("a", tenant), policy("b", tenant)
+    for n in range(MODELS_PER_DAY + 30):
+        await release(limiter, a if n % 2 else b, f"made-up-{n}")
+    await release(limiter, a, "-")  # requests that name no model are not counted as a name
+    await release(limiter, a, "made-up-0")  # a name it already has stays its own
+    counts = await models_of(limiter, tenant)
+    assert len(set(counts) - {"-", OTHER_MODEL}) == MODELS_PER_DAY
+    assert counts[OTHER_MODEL] == 30
+    assert (counts["-"], counts["made-up-0"]) == (1, 2)
+    assert sum(counts.values()) == MODELS_PER_DAY + 32  # every request still counted
+
+
+async def test_one_tenants_names_leave_another_tenants_names_alone(limiter):
+    noisy, quiet = f"noisy-{uuid.uuid4().hex[:8]}", f"quiet-{uuid.uuid4().hex[:8]}"
+    for n in range(MODELS_PER_DAY + 5):
+        await release(limiter, policy("k", noisy), f"junk-{n}")
+    await release(limiter, policy("k", quiet), "grok-4")
+    assert await models_of(limiter, quiet) == {"grok-4": 1}
+
+
+def test_only_a_2xx_keeps_the_clients_model_name():
+    usage = Usage(input_tokens=3)
+    assert charge_for(usage, "grok-4", "grok-4", {}, status=200).model == "grok-4"
+    assert charge_for(usage, "no-such-model", "no-such-model", {}, status=404).model == "(other)"
+    assert charge_for(usage, "grok-4", "grok-4", {}, status=0).model == "(other)"  # client left
+    assert charge_for(usage, None, None, {}, status=404).model == "-"
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("=1+1", "'=1+1"),
+        (" =1+1", "' =1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("\uff1d1+1", "'\uff1d1+1"),
+        ("\uff0b1", "'\uff0b1"),
+        ("\u22121", "'\u22121"),
+        ("|calc", "'|calc"),
+        ("\u3000=1", "'\u3000=1"),
+        ("'=1+1", "''=1+1"),
+        ("-", "-"),
+        ("(other)", "(other)"),
+        ("grok-4", "grok-4"),
+    ],
+)
+def test_no_csv_cell_can_start_a_formula(cell, shown):
+    body = to_csv([ReportLine(("2026-01-01", cell), (1, 0, 0, 0, 0, 0))], ("day", "model"))
+    header, row = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert header[:2] == ["day", "model"]
+    assert row[1] == shown
+
+
+def test_an_escaped_cell_and_a_clients_quote_never_print_the_same():
+    lines = [ReportLine((name,), (1, 0, 0, 0, 0, 0)) for name in ("=1+1", "'=1+1")]
+    _, first, second = list(csv.reader(io.StringIO(to_csv(lines, ("model",)).decode())))
+    assert first[0] != second[0]
+
+
+def test_a_model_the_upstream_refuses_is_ledgered_as_other_through_a_gateway(simulator, tmp_path):
+    import httpx
+
+    from tests.conftest import gateway_env, key_entry
+    from tests.support.processes import start_gateway
+    from tests.support.usage import admin_entry, chat
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        '[defaults]\nrequests = "1000/minute"\n'
+        + key_entry("probe", "gk-bounds-probe", tenant="probing")
+        + admin_entry("ops", "gk-bounds-admin")
+    )
+    gateway = start_gateway(gateway_env(simulator, str(keys)))
+    try:
+        for n in range(3):
+            refused = chat(gateway.url, "gk-bounds-probe", model=f"no-such-model-{n}")
+            assert refused.status_code == 404
+        assert chat(gateway.url, "gk-bounds-probe").status_code == 200
+        today = datetime.now(UTC).date().isoformat()
+        report = httpx.get(
+            f"{gateway.url}/admin/v1/usage",
+            params={"from": today, "to": today, "group_by": "model"},
+            headers={"Authorization": "Bearer gk-bounds-admin"},
+        ).json()
+    finally:
+        gateway.stop()
+    requests = {row["model"]: row["requests"] for row in report["data"]}
+    assert requests == {OTHER_MODEL: 3, "grok-4-1-fast-non-reasoning": 1}
