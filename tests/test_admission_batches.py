@@ -127,9 +127,7 @@ async def test_an_owner_check_goes_alone_and_refuses_an_unknown_id(redis_server)
     limiter = replica(redis_server.url)
     try:
         sent = count_round_trips(limiter)
-        checked, plain = await asyncio.gather(
-            limiter.admit(p, owner_check="resp_unknown"), limiter.admit(p)
-        )
+        checked, plain = await asyncio.gather(limiter.admit(p, ("resp_unknown",)), limiter.admit(p))
         assert sent == ["EVALSHA", "EVALSHA"]
         assert (checked.allowed, checked.reason) == (False, "not_found")
         assert plain.allowed

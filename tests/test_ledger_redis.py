@@ -91,17 +91,17 @@ async def test_a_response_recorded_on_one_replica_is_owned_on_another(replicas, 
     intruder = tenant_policy("c", fresh("evil"))
     response = f"resp_{uuid.uuid4().hex}"
     await one.release(a, await one.admit(a), charge(record=response))
-    assert (await two.admit(b, owner_check=response)).allowed
-    refused = await two.admit(intruder, owner_check=response)
+    assert (await two.admit(b, (response,))).allowed
+    refused = await two.admit(intruder, (response,))
     assert (refused.allowed, refused.reason) == (False, "not_found")
     assert (await two.admit(intruder)).requests.remaining == 999  # the refusal spent nothing
     client = aioredis.from_url(redis_server.url)
     ttl = await client.pttl(f"gw:{{t:{tenant}}}:resp:{response}")
     await client.aclose()
     assert 29.9 * 86400_000 < ttl <= 30 * 86400_000
-    deleting = await two.admit(b, owner_check=response)
+    deleting = await two.admit(b, (response,))
     await two.release(b, deleting, charge(forget=response))
-    assert (await one.admit(a, owner_check=response)).reason == "not_found"
+    assert (await one.admit(a, (response,))).reason == "not_found"
 
 
 async def test_the_ledger_read_on_one_replica_sums_what_every_replica_wrote(replicas, redis_server):
@@ -212,7 +212,7 @@ async def test_admit_and_release_with_every_budget_ledger_and_ownership_take_two
         first = f"resp_{uuid.uuid4().hex}"
         await limiter.release(p, await limiter.admit(p), charge(10, 5, record=first))  # loads
         sent = count_round_trips(limiter)
-        decision = await limiter.admit(p, owner_check=first)
+        decision = await limiter.admit(p, (first,))
         await limiter.release(p, decision, charge(25, 7, record=f"resp_{uuid.uuid4().hex}"))
         assert decision.allowed
         assert sent == ["EVALSHA", "EVALSHA"]

@@ -303,7 +303,7 @@ async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(red
         creating = await limiter.admit(p)
         assert creating.store == "memory"
         await limiter.release(p, creating, charge(40, 3 * TICKS_PER_USD, record="resp_hang"))
-        reading = await limiter.admit(p, owner_check="resp_hang")  # ownership from memory
+        reading = await limiter.admit(p, ("resp_hang",))  # ownership from memory
         assert reading.allowed
         await limiter.release(p, reading, charge(8, 1))
         resume(redis_to_hang)
@@ -313,7 +313,7 @@ async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(red
         assert snapshot.tenant_today == snapshot.key_today
         spend = next(s for s in snapshot.limits if s.kind == "spend")
         assert spend.remaining == 7 * TICKS_PER_USD - 1
-        assert (await other_replica.admit(p, owner_check="resp_hang")).allowed
+        assert (await other_replica.admit(p, ("resp_hang",))).allowed
     finally:
         await limiter.aclose()
         await other_replica.aclose()

@@ -242,8 +242,8 @@ async def test_response_ids_recorded_and_forgotten_in_one_batch(redis_server):
             limiter.release(p, await limiter.admit(p), charge(1, record=new)),
             limiter.release(p, await limiter.admit(p), charge(1, forget=old)),
         )
-        assert (await other.admit(p, owner_check=new)).allowed
-        assert (await other.admit(p, owner_check=old)).reason == "not_found"
+        assert (await other.admit(p, (new,))).allowed
+        assert (await other.admit(p, (old,))).reason == "not_found"
     finally:
         await limiter.aclose()
         await other.aclose()

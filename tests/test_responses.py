@@ -249,6 +249,79 @@ def test_streamed_response_is_owned_once_it_has_ended(replicas: list[Proc]) -> N
     assert theirs.status_code == 404
 
 
+def reference(item_id: str) -> list[dict]:
+    return [{"type": "item_reference", "id": item_id}, {"role": "user", "content": "and?"}]
+
+
+def test_an_item_reference_to_another_tenants_item_is_the_unknown_id_answer(
+    replicas: list[Proc], simulator: Proc
+) -> None:
+    created = httpx.post(
+        f"{replicas[0].url}/api/v1/responses",
+        json={"model": MODEL, "input": "Tell me a story"},
+        headers=auth(ACME_1),
+        timeout=30,
+    ).json()
+    item_id = created["output"][0]["id"]
+    upstream_before = sim_stats(simulator)["responses_requests"]
+
+    def post(secret: str, item: str) -> httpx.Response:
+        return httpx.post(
+            f"{replicas[1].url}/api/v1/responses",
+            json={"model": MODEL, "input": reference(item)},
+            headers=auth(secret),
+            timeout=30,
+        )
+
+    foreign, unknown = post(GLOBEX, item_id), post(GLOBEX, "msg_doesnotexist0000")
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["error"]["message"] == f"No item found with id '{item_id}'."
+    assert foreign.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+    assert sim_stats(simulator)["responses_requests"] == upstream_before  # never sent on
+    assert post(ACME_2, item_id).status_code == 200  # its own tenant, another key
+
+
+def test_a_streamed_responses_items_are_owned_once_it_has_ended(replicas: list[Proc]) -> None:
+    events = list(
+        sdk(replicas[0], ACME_1).responses.create(model=MODEL, input="stream me", stream=True)
+    )
+    item_id = events[-1].response.output[0].id
+    body = {"model": MODEL, "input": reference(item_id)}
+    theirs = httpx.post(f"{replicas[1].url}/api/v1/responses", json=body, headers=auth(GLOBEX))
+    mine = httpx.post(f"{replicas[1].url}/api/v1/responses", json=body, headers=auth(ACME_2))
+    assert (theirs.status_code, mine.status_code) == (404, 200)
+
+
+@pytest.mark.parametrize("conversation", ["conv_elsewhere", {"id": "conv_elsewhere"}])
+def test_a_conversation_the_gateway_never_relayed_is_the_unknown_id_answer(
+    replicas: list[Proc], simulator: Proc, conversation
+) -> None:
+    upstream_before = sim_stats(simulator)["responses_requests"]
+    answer = httpx.post(
+        f"{replicas[0].url}/api/v1/responses",
+        json={"model": MODEL, "input": "hi", "conversation": conversation},
+        headers=auth(GLOBEX),
+    )
+    assert answer.status_code == 404
+    assert answer.json()["error"] == {
+        "message": "No conversation found with id 'conv_elsewhere'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "not_found",
+    }
+    assert sim_stats(simulator)["responses_requests"] == upstream_before
+
+
+def test_a_request_naming_too_many_stored_ids_is_400(replicas: list[Proc]) -> None:
+    items = [{"type": "item_reference", "id": f"msg_{n}"} for n in range(257)]
+    answer = httpx.post(
+        f"{replicas[0].url}/api/v1/responses",
+        json={"model": MODEL, "input": items},
+        headers=auth(GLOBEX),
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "input"
+
+
 # --- byte for byte ------------------------------------------------------------------------
 
 

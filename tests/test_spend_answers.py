@@ -52,13 +52,17 @@ class Route:
 
 
 async def call(
-    limiter: MemoryLimiter, route: Route, key: ApiKey, owner_check: str | None = None
+    limiter: MemoryLimiter, route: Route, key: ApiKey, owned: tuple[str, ...] = ()
 ) -> httpx.Response:
     middleware = RateLimitMiddleware(route, limiter)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         scope["gateway"] = RequestContext(
-            request_id="test", started=0.0, key=key, model=MODEL, owner_check=owner_check
+            request_id="test",
+            started=0.0,
+            key=key,
+            model=MODEL,
+            owned=owned,
         )
         await middleware(scope, receive, send)
 
@@ -92,8 +96,8 @@ async def test_a_foreign_response_id_gets_exactly_the_unknown_id_answer_and_spen
     creating = Route(Usage(total_tokens=1), creates="resp_42")
     assert (await call(limiter, creating, owner)).status_code == 200
     route = Route()
-    foreign = await call(limiter, route, intruder, owner_check="resp_42")
-    unknown = await call(limiter, route, intruder, owner_check="resp_43")
+    foreign = await call(limiter, route, intruder, ("resp_42",))
+    unknown = await call(limiter, route, intruder, ("resp_43",))
     expected = response_not_found("resp_42")
     assert (foreign.status_code, foreign.content) == (404, expected.body())
     assert unknown.status_code == 404
@@ -101,7 +105,7 @@ async def test_a_foreign_response_id_gets_exactly_the_unknown_id_answer_and_spen
     assert route.calls == 0  # never reached the upstream
     snapshot = await limiter.usage_snapshot(intruder.policy)
     assert snapshot.limits[0].remaining == 100  # and no request unit was spent
-    assert (await call(limiter, route, api_key("b", "acme"), "resp_42")).status_code == 200
+    assert (await call(limiter, route, api_key("b", "acme"), ("resp_42",))).status_code == 200
 
 
 async def test_the_release_charges_the_ledger_and_counts_the_usage_metrics():

@@ -248,34 +248,34 @@ async def test_a_recorded_response_belongs_to_the_tenant_and_only_to_it(limiter)
     b = policy(key="b", tenant="acme", requests="100/hour")
     intruder = policy(key="c", tenant="evil", requests="100/hour")
     await limiter.release(a, await limiter.admit(a), charge(record="resp_1"))
-    assert (await limiter.admit(b, owner_check="resp_1")).allowed  # same tenant, other key
+    assert (await limiter.admit(b, ("resp_1",))).allowed  # same tenant, other key
     for _ in range(3):
-        refused = await limiter.admit(intruder, owner_check="resp_1")
+        refused = await limiter.admit(intruder, ("resp_1",))
         assert (refused.allowed, refused.reason) == (False, "not_found")
     assert (await limiter.admit(intruder)).requests.remaining == 99  # the refusals spent nothing
-    assert (await limiter.admit(a, owner_check="resp_unknown")).reason == "not_found"
+    assert (await limiter.admit(a, ("resp_unknown",))).reason == "not_found"
 
 
 async def test_a_key_without_tenant_is_its_own_tenant(limiter):
     solo = policy(key="solo")
     other = policy(key="other")
     await limiter.release(solo, await limiter.admit(solo), charge(record="resp_s"))
-    assert (await limiter.admit(solo, owner_check="resp_s")).allowed
-    assert (await limiter.admit(other, owner_check="resp_s")).reason == "not_found"
+    assert (await limiter.admit(solo, ("resp_s",))).allowed
+    assert (await limiter.admit(other, ("resp_s",))).reason == "not_found"
 
 
 async def test_a_deleted_response_is_not_found_any_more(limiter):
     p = policy(key="a", tenant="acme")
     await limiter.release(p, await limiter.admit(p), charge(record="resp_d"))
-    deleting = await limiter.admit(p, owner_check="resp_d")
+    deleting = await limiter.admit(p, ("resp_d",))
     await limiter.release(p, deleting, charge(forget="resp_d"))
-    assert (await limiter.admit(p, owner_check="resp_d")).reason == "not_found"
+    assert (await limiter.admit(p, ("resp_d",))).reason == "not_found"
 
 
 async def test_an_oversized_response_id_is_never_owned(limiter):
     p = policy(key="a", tenant="acme")
     await limiter.release(p, await limiter.admit(p), charge(record="r" * 300))
-    assert (await limiter.admit(p, owner_check="r" * 300)).reason == "not_found"
+    assert (await limiter.admit(p, ("r" * 300,))).reason == "not_found"
 
 
 def test_memory_ownership_is_bounded_and_forgets_the_oldest():

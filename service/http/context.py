@@ -29,8 +29,10 @@ class RequestContext:
     usage: Usage | None = None  # what the upstream reported (or an estimate); set by the route
     cost_ticks: int | None = None  # what it cost, set when the limiter releases it
     cost_known: bool = True  # False: no upstream cost and no price for the model
-    owner_check: str | None = None  # Responses API id that must belong to the key's tenant
+    owned: tuple[str, ...] = ()  # stored object ids (Responses API) the tenant must own
+    owned_kinds: dict[str, str] = field(default_factory=dict)  # id -> "item", "conversation"
     response_id: str | None = None  # Responses API id this request created (recorded on release)
+    item_ids: tuple[str, ...] = ()  # and the ids of that response's output items
     deleted_response: str | None = None  # Responses API id this request deleted upstream
     reason: str | None = None  # why the gateway refused it, if it did
     status: int = 0

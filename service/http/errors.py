@@ -60,12 +60,13 @@ def invalid_api_key(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_api_key")
 
 
-def response_not_found(response_id: str) -> ApiError:
-    """The one answer for a Responses API id that does not exist or is another tenant's.
+def response_not_found(object_id: str, kind: str = "response") -> ApiError:
+    """The one answer for a stored object's id (a response, an item, a conversation) that
+    does not exist or is another tenant's.
 
     Identical in both cases (status, body, headers), so ids cannot be probed.
     """
-    return ApiError(404, f"No response found with id '{response_id}'.", code="not_found")
+    return ApiError(404, f"No {kind} found with id '{object_id}'.", code="not_found")
 
 
 def limiter_unavailable(message: str) -> ApiError:

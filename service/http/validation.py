@@ -131,11 +131,28 @@ def response_request(body: dict[str, Any]) -> dict[str, Any]:
         raise bad_request("'input' is required: a string or a non-empty array of items", "input")
     elif not all(isinstance(item, dict | str) for item in content):
         raise bad_request("'input' items must be objects or strings", "input")
+    else:
+        for i, item in enumerate(content):
+            if _is_reference(item) and not isinstance(item.get("id"), str):
+                raise bad_request(f"input[{i}]: an item_reference needs a string 'id'", "input")
     _optional_bool(body, "stream")
     _optional_bool(body, "store")
     _optional_str(body, "previous_response_id")
     _optional_str(body, "instructions")
+    conversation = body.get("conversation")
+    if conversation is not None and not (
+        isinstance(conversation, str)
+        or (isinstance(conversation, dict) and isinstance(conversation.get("id"), str))
+    ):
+        raise bad_request(
+            "'conversation' must be a conversation id or an object with a string 'id'",
+            "conversation",
+        )
     return body
+
+
+def _is_reference(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") == "item_reference"
 
 
 def has_image_content(messages: list[dict[str, Any]]) -> bool:

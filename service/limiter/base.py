@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -18,7 +19,7 @@ RejectReason = Literal[
     "tokens_limit_exceeded",
     "concurrency_limit_exceeded",
     "spend_limit_exceeded",  # wins over the others when several budgets are spent
-    "not_found",  # owner_check names a response id the key's tenant does not own
+    "not_found",  # `owned` names a stored object the key's tenant does not own
 ]
 
 USAGE_READS_PER_SECOND = 5  # a key's usage reads, across replicas (SPEC 15)
@@ -81,6 +82,7 @@ class Decision:
     store: str = "memory"  # which store admitted it: "redis" or "memory"
     id: str = ""  # unique per admission; its release applies once under this id
     admitted_at: float = 0.0  # time.monotonic() at admission
+    missing: str | None = None  # when refused `not_found`: the first id the tenant does not own
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +117,11 @@ class Limiter(Protocol):
     async def aclose(self) -> None:
         """Stop background tasks and close connections."""
 
-    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
         """Check every limit, then consume one request unit and a slot, atomically.
 
-        With `owner_check`, refuse with reason `not_found` (consuming nothing) unless the
-        key's tenant (a key without one is its own tenant) owns that response id.
+        Refuse with reason `not_found` (consuming nothing) unless the key's tenant (a key
+        without one is its own tenant) owns every stored object id in `owned`.
         Raises LimiterUnavailable when the store is down and the failure mode is `closed`.
         """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from service.limiter.base import Decision, LimiterUnavailable, UsageSnapshot
 from service.limiter.memory_store import MemoryLimiter
@@ -64,15 +65,15 @@ class FailoverLimiter:
             return True, "local fallback: redis unreachable, counting per replica"
         return False, "redis unreachable"
 
-    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
         if not self.down:
             try:
-                return await self.redis.admit(policy, owner_check)
+                return await self.redis.admit(policy, owned)
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
             raise LimiterUnavailable("redis unreachable")
-        return self.memory.admit_now(policy, owner_check)
+        return self.memory.admit_now(policy, owned)
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         if decision.store == "memory":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from service.limiter.base import (
@@ -64,8 +64,8 @@ class MemoryLimiter:
     def ready(self) -> tuple[bool, str]:
         return True, "memory: counted in this process, single replica only"
 
-    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
-        return self.admit_now(policy, owner_check)
+    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
+        return self.admit_now(policy, owned)
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         self.release_now(policy, decision, charge)
@@ -79,13 +79,14 @@ class MemoryLimiter:
             plan = self._plans[policy] = build_plan(policy, self.prefix)
         return plan
 
-    def admit_now(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+    def admit_now(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
         """Check ownership, every window, spend and the concurrency cap; consume if all pass."""
         plan = self.plan(policy)
         now = self.clock()
         self._sweep(now)
-        if owner_check is not None and not self.owns(policy, owner_check, now):
-            return Decision(allowed=False, reason="not_found", store="memory")
+        for object_id in owned:
+            if not self.owns(policy, object_id, now):
+                return Decision(False, "not_found", store="memory", missing=object_id)
         standing = self._standing(plan, now)
         admission = new_id()
         admitted = admissible(plan, standing, 1)
@@ -125,18 +126,16 @@ class MemoryLimiter:
         """Record and forget response ids as `charge` says (ownership, no counting)."""
         if charge.forget_response is not None:
             self._owners.pop(charge.forget_response, None)
-        record = charge.record_response
-        if record is not None and len(record) <= MAX_RESPONSE_ID_CHARS:
-            self._owners[record] = (
-                owner_of(policy.key_id, policy.tenant),
-                self.clock() + RESPONSE_SECONDS,
-            )
-            self._owners.move_to_end(record)
-            while len(self._owners) > OWNED_RESPONSES:
-                self._owners.popitem(last=False)
+        owner = owner_of(policy.key_id, policy.tenant)
+        for record in charge.record:
+            if len(record) <= MAX_RESPONSE_ID_CHARS:
+                self._owners[record] = (owner, self.clock() + RESPONSE_SECONDS)
+                self._owners.move_to_end(record)
+        while len(self._owners) > OWNED_RESPONSES:
+            self._owners.popitem(last=False)
 
-    def owns(self, policy: LimitPolicy, response_id: str, now: float | None = None) -> bool:
-        entry = self._owners.get(response_id)
+    def owns(self, policy: LimitPolicy, object_id: str, now: float | None = None) -> bool:
+        entry = self._owners.get(object_id)
         if entry is None:
             return False
         owner, expiry = entry

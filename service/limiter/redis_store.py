@@ -41,7 +41,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,16 +235,17 @@ class RedisLimiter:
             }
         return orjson.dumps(record)
 
-    async def admit(self, policy: LimitPolicy, owner_check: str | None = None) -> Decision:
+    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
         compiled = self._compiled(policy)
         admission = _Admission(new_id())
         try:
-            if owner_check is None:
+            if not owned:
                 await self._admissions.add(policy, admission)
-            elif len(owner_check) > MAX_RESPONSE_ID_CHARS:  # never recorded, so never owned
-                return Decision(allowed=False, reason="not_found", store="redis")
             else:
-                await self._admit_batch(policy, [admission], owner_check)
+                for object_id in owned:
+                    if len(object_id) > MAX_RESPONSE_ID_CHARS:  # never recorded: never owned
+                        return Decision(False, "not_found", store="redis", missing=object_id)
+                await self._admit_batch(policy, [admission], owned)
         except STORE_ERRORS:
             # It may have run before its deadline, its reply lost: take it back (cancel.lua).
             lease = admission.id if compiled.plan.concurrent is not None else None
@@ -255,21 +256,24 @@ class RedisLimiter:
         return admission.decision
 
     def _admit_batch(
-        self, policy: LimitPolicy, batch: list[_Admission], owner: str | None = None
+        self, policy: LimitPolicy, batch: list[_Admission], owned: Sequence[str] = ()
     ) -> Awaitable[None]:
         """Admissions of one policy in one admit.lua call, sent now; the awaitable decides
-        them from its reply. `owner`: a response id the tenant must own (it comes alone)."""
+        them from its reply. `owned`: ids the tenant must own (such an admission is alone)."""
         compiled = self._compiled(policy)
         record: dict[str, Any] = {"ids": [admission.id for admission in batch]}
-        if owner is not None:
-            record["owner"] = compiled.plan.names.responses + owner
+        if owned:
+            record["owned"] = [compiled.plan.names.responses + object_id for object_id in owned]
         reply = self._call(self._admit, compiled, orjson.dumps(record))
-        return self._decided(compiled.plan, batch, reply)
+        return self._decided(compiled.plan, batch, reply, owned)
 
-    async def _decided(self, plan: Plan, batch: list[_Admission], reply: Awaitable[list]) -> None:
+    async def _decided(
+        self, plan: Plan, batch: list[_Admission], reply: Awaitable[list], owned: Sequence[str]
+    ) -> None:
         result = await reply
         if result[1] == _NOT_OWNED:
-            batch[0].decision = Decision(allowed=False, reason="not_found", store="redis")
+            missing = owned[result[2] - 1]
+            batch[0].decision = Decision(False, "not_found", store="redis", missing=missing)
             return
         now_ms, admitted, live, requests, tokens, spent = result
         standing = Standing(now_ms, requests, tokens, spent, live)
@@ -458,9 +462,9 @@ def _release_record(pending: _Pending, replay: bool) -> dict[str, Any]:
         record["ended_ms"] = pending.ended_ms
     if charge.forget_response is not None:
         record["forget"] = charge.forget_response
-    if charge.record_response is not None:
-        if len(charge.record_response) <= MAX_RESPONSE_ID_CHARS:
-            record["record"] = charge.record_response
-        else:
-            log.warning("response id of %d characters not recorded", len(charge.record_response))
+    recordable = [i for i in charge.record if len(i) <= MAX_RESPONSE_ID_CHARS]
+    if len(recordable) < len(charge.record):
+        log.warning("%d stored object ids too long to record", len(charge.record) - len(recordable))
+    if recordable:
+        record["record"] = recordable
     return record

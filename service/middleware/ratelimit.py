@@ -1,11 +1,12 @@
 """Admit the request against its key's (and tenant's) budgets; release it when it ends.
 
 One unit per request, counted at admission however long it then streams; refused requests
-spend nothing (the limiter checks every window before consuming any). A request naming a
-stored response (`ctx.owner_check`) is admitted only if the key's tenant owns it, else
-answered exactly like an unknown id. The release runs whatever happens to the request: it
-takes the charge `service.usage.charge` works out from what the route recorded (tokens,
-cost, the ledger; a response id created or deleted) and counts it in the usage metrics.
+spend nothing (the limiter checks every window before consuming any). A request naming
+stored objects (`ctx.owned`: responses, items, a conversation) is admitted only if the key's
+tenant owns them all, else answered exactly like an unknown id. The release runs whatever
+happens to the request: it takes the charge `service.usage.charge` works out from what the
+route recorded (tokens, cost, the ledger; stored ids created or deleted) and counts it in the
+usage metrics.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class RateLimitMiddleware:
         ctx = scope["gateway"]
         policy = ctx.key.policy
         try:
-            decision = await self.limiter.admit(policy, owner_check=ctx.owner_check)
+            decision = await self.limiter.admit(policy, ctx.owned)
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(
@@ -45,7 +46,8 @@ class RateLimitMiddleware:
             return
         if decision.reason == "not_found":
             ctx.reason = "not_found"
-            await response_not_found(ctx.owner_check or "").send(send)
+            missing = decision.missing or ""
+            await response_not_found(missing, ctx.owned_kinds.get(missing, "response")).send(send)
             return
         headers = rate_limit_headers(decision)
         if not decision.allowed:
@@ -70,7 +72,7 @@ def _charge(ctx: RequestContext) -> Charge:
         upstream,
         ctx.prices or {},
         status=ctx.status,
-        record_response=ctx.response_id,
+        record=(ctx.response_id, *ctx.item_ids) if ctx.response_id else (),
         forget_response=ctx.deleted_response,
     )
     ctx.cost_ticks, ctx.cost_known = charge.cost_ticks, charge.cost_known

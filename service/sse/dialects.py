@@ -236,6 +236,12 @@ class ResponsesDialect:
             return parse_usage(response["usage"])
         return parse_usage(doc.get("usage"))
 
+    def final_response(self) -> dict[str, Any] | None:
+        """The response its terminal event carries (parsed once, after the stream)."""
+        doc = self._usage.document()
+        response = doc.get("response") if doc is not None else None
+        return response if isinstance(response, dict) else None
+
     def error_event(self, message: str) -> bytes:
         payload = {
             "type": "error",

@@ -21,7 +21,7 @@ def charge_for(
     upstream_model: str | None,
     prices: PriceTable,
     status: int = 200,
-    record_response: str | None = None,
+    record: tuple[str, ...] = (),
     forget_response: str | None = None,
 ) -> Charge:
     """The charge of a request that asked for `model` (served as `upstream_model`) and was
@@ -37,7 +37,7 @@ def charge_for(
         model=ledger_model(model),
         cost_ticks=ticks,
         cost_known=known,
-        record_response=record_response,
+        record=record,
         forget_response=forget_response,
     )
 

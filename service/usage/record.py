@@ -153,7 +153,7 @@ class Charge:
     model: str = "-"
     cost_ticks: int = 0
     cost_known: bool = False
-    record_response: str | None = None  # a Responses API id now owned by the key's tenant
+    record: tuple[str, ...] = ()  # stored object ids (a response, its items) now the tenant's
     forget_response: str | None = None  # a Responses API id deleted upstream
 
 

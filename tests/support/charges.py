@@ -13,10 +13,11 @@ def charge(
     tokens: int = 0,
     cost: int = 0,
     model: str = "grok-test",
-    record: str | None = None,
+    record: str | tuple[str, ...] = (),
     forget: str | None = None,
 ) -> Charge:
-    """A request that used `tokens` (split 3:1 between input and output) and cost `cost` ticks."""
+    """A request that used `tokens` (split 3:1 between input and output) and cost `cost` ticks;
+    `record`: the stored ids (a response's, its items') it makes the tenant's."""
     inputs = tokens - tokens // 4
     usage = Usage(
         input_tokens=inputs,
@@ -29,7 +30,7 @@ def charge(
         model=model,
         cost_ticks=cost,
         cost_known=True,
-        record_response=record,
+        record=(record,) if isinstance(record, str) else record,
         forget_response=forget,
     )
 

@@ -3,14 +3,16 @@
 -- Only this count must be atomic; why the others were refused is worked out by the client
 -- (`decide.py`, whose `admissible` this mirrors) from what the script returns.
 -- A marker, 'a:<now_ms>', lets cancel.lua take an admission back if its reply was lost.
--- ARGV: deadline_ms, the policy (a record), the batch: {"ids": [admission ids], "owner":
---       the response key the tenant must own (an owner check comes alone)}
--- Returns: now_ms, admitted (-1: past the deadline, nothing done; -2: not the owner), live
---          leases, {units per request window}, {units per token window}, {ticks per budget},
---          all as they stood before these admissions
+-- ARGV: deadline_ms, the policy (a record), the batch: {"ids": [admission ids], "owned":
+--       [ownership keys of the stored objects the tenant must own] (such an admission is alone)}
+-- Returns: now_ms, admitted (-1: past the deadline, nothing done; -2: not the owner, then the
+--          index of the first object it does not own), live leases, {units per request
+--          window}, {units per token window}, {ticks per budget}, as before these admissions
 if late then return {now_ms, -1} end
 local p, batch = cjson.decode(ARGV[2]), cjson.decode(ARGV[3])
-if batch.owner and redis.call('EXISTS', batch.owner) == 0 then return {now_ms, -2} end
+for j, key in ipairs(batch.owned or {}) do
+  if redis.call('EXISTS', key) == 0 then return {now_ms, -2, j} end
+end
 local requests, tokens, spent, live = standing(p, now_ms, true)
 local admitted = #batch.ids
 for i, w in ipairs(p.requests) do

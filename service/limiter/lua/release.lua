@@ -4,7 +4,8 @@
 -- their leases, charge the token windows at the instant each ended, and add to the ledger,
 -- the sums and the spend of that instant's day, one write per counter and measure for all.
 -- ARGV: deadline_ms, the policy (a record), the releases: [{"id", "model", "tokens",
---       "m": {measure code: amount}, "lease"?, "record"?, "forget"? (response ids),
+--       "m": {measure code: amount}, "lease"?, "record"? (stored object ids now the
+--       tenant's: a response and its output items), "forget"? (a response id deleted),
 --       "admitted_ms"? (admitted from memory: its request units are counted here, in the
 --       windows of that instant), "ended_ms"? (a replay: when it ended; else now)}]
 -- Returns: now_ms, how many were applied (-1: past the deadline, nothing done)
@@ -36,7 +37,9 @@ for j, r in ipairs(releases) do
     sum_into(charges.by_model[r.model], r.m)
     sum_into(charges.total, r.m)
     if r.forget then redis.call('DEL', p.responses .. r.forget) end
-    if r.record then redis.call('SET', p.responses .. r.record, 1, 'PX', p.response_ms) end
+    for _, object_id in ipairs(r.record or {}) do
+      redis.call('SET', p.responses .. object_id, 1, 'PX', p.response_ms)
+    end
   end
 end
 for at, amount in pairs(tokens) do
