@@ -143,3 +143,98 @@ def test_a_model_the_upstream_refuses_is_ledgered_as_other_through_a_gateway(sim
         gateway.stop()
     requests = {row["model"]: row["requests"] for row in report["data"]}
     assert requests == {OTHER_MODEL: 3, "grok-4-1-fast-non-reasoning": 1}
+
+
+# --- the admin export: read a day at a time, streamed --------------------------------------
+
+
+def ledger_days(n_days: int, pulled: list[int]):
+    """A ledger of `n_days` days (two keys, two models a day) that notes each day pulled."""
+    from datetime import date, timedelta
+
+    from service.usage.ledger import LedgerRow
+    from service.usage.record import Totals
+
+    async def days():
+        for d in range(n_days):
+            pulled.append(d)
+            day = date(2026, 1, 1) + timedelta(days=d)
+            yield [
+                LedgerRow(day, "acme", key, model, Totals(1, d, 0, 1, 0, 10))
+                for key in ("a", "b")
+                for model in ("grok-3", "grok-4")
+            ]
+
+    return days()
+
+
+async def test_a_report_grouped_by_day_holds_one_day_at_a_time():
+    from service.usage.report import stream_lines
+
+    pulled: list[int] = []
+    lines = stream_lines(ledger_days(30, pulled), ("day", "key", "model"))
+    first = [await anext(lines) for _ in range(4)]  # the first day's four lines
+    assert {line.group[0] for line in first} == {"2026-01-01"}
+    assert pulled == [0]  # the second day is not read yet
+    rest = [line async for line in lines]
+    assert len(rest) == 29 * 4 and pulled == list(range(30))
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+@pytest.mark.parametrize("group_by", ["day,tenant,key,model", "model,key", ""])
+async def test_the_streamed_export_is_the_same_bytes_as_the_whole_one(fmt, group_by):
+    from service.usage.report import UsageQuery, render, render_chunks, stream_lines, summarize
+
+    query = UsageQuery.parse(
+        {"from": "2026-01-01", "to": "2026-03-01", "group_by": group_by, "format": fmt}
+    )
+    rows = [row async for day in ledger_days(40, []) for row in day]
+    whole = render(summarize(rows, query.group_by), query)
+    lines = stream_lines(ledger_days(40, []), query.group_by)
+    chunks = [chunk async for chunk in render_chunks(lines, query, chunk_bytes=512)]
+    assert b"".join(chunks) == whole
+    assert len(chunks) > 1 or "day" not in group_by  # only a long report needs several
+
+
+def test_a_large_export_arrives_streamed_and_exact(simulator, redis_server, tmp_path):
+    import httpx
+    import redis as redis_py
+
+    from tests.conftest import gateway_env, key_entry
+    from tests.support.processes import start_gateway
+    from tests.support.usage import admin_entry
+
+    tenants, days = 20, 30  # rows dated in January: no other test's traffic is there
+    client = redis_py.Redis.from_url(redis_server.url)
+    with client.pipeline(transaction=False) as pipe:
+        for t in range(tenants):
+            for d in range(days):
+                for key in ("a", "b"):
+                    row = f"gw:{{t:tenant-{t}}}:led:2026-01-{d + 1:02d}:{key}-{t}"
+                    pipe.hset(row, mapping={f"{c}|grok-{m}": 1 for c in "r$" for m in range(3)})
+        pipe.execute()
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        '[defaults]\nrequests = "1000/minute"\n'
+        + key_entry("k", "gk-export-k")
+        + admin_entry("ops", "gk-export-admin")
+    )
+    gateway = start_gateway(gateway_env(simulator, str(keys), REDIS_URL=redis_server.url))
+    try:
+        with httpx.stream(
+            "GET",
+            f"{gateway.url}/admin/v1/usage",
+            params={"from": "2026-01-01", "to": "2026-01-31", "format": "csv"},
+            headers={"Authorization": "Bearer gk-export-admin"},
+            timeout=30,
+        ) as answer:
+            assert answer.status_code == 200
+            assert "content-length" not in answer.headers  # sent as it is made
+            body = answer.read().decode()
+    finally:
+        gateway.stop()
+    header, *rows = list(csv.reader(io.StringIO(body, newline="")))
+    assert header[:4] == ["day", "tenant", "key", "model"]
+    assert len(rows) == tenants * days * 2 * 3
+    assert [r[:4] for r in rows] == sorted(r[:4] for r in rows)  # by day, then the rest
+    assert sum(int(r[4]) for r in rows) == tenants * days * 2 * 3

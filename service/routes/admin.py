@@ -1,4 +1,7 @@
-"""GET /admin/v1/usage: the usage ledger summed for operators, as JSON or CSV.
+"""GET /admin/v1/usage: the usage ledger summed for operators, as JSON or CSV, streamed.
+
+The ledger is read a day at a time and the answer is sent as it is made, so a year's export
+holds one day's rows, not all of them (`service.usage.report.stream_lines`).
 
 `?from=YYYY-MM-DD&to=YYYY-MM-DD[&tenant=T][&key=K][&group_by=day,tenant,key,model]
 [&format=json|csv]`; parameters are checked by `UsageQuery.parse` (400 naming the bad one).
@@ -7,16 +10,19 @@ Behind the admin-key check, outside every tenant budget.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
 from service.deps import Services
-from service.http.asgi import send_json
 from service.http.context import RequestContext
 from service.http.errors import bad_request, limiter_unavailable
-from service.usage.ledger import LedgerUnavailable
-from service.usage.report import QueryError, UsageQuery, render, summarize
+from service.usage.ledger import LedgerRow, LedgerUnavailable
+from service.usage.report import QueryError, UsageQuery, render_chunks, stream_lines
+
+log = logging.getLogger("service")
 
 
 class AdminUsage:
@@ -31,33 +37,46 @@ class AdminUsage:
             ctx.reason = "invalid_request_error"
             await bad_request(str(exc), param=exc.param).send(send)
             return
+        days = self.services.ledger.days(query.first, query.last, query.tenant, query.key)
         try:
-            rows = await self.services.ledger.rows(
-                query.first, query.last, tenant=query.tenant, key=query.key
-            )
+            # The first day's read finds every row's name: an unreachable Redis is a 503
+            # here, before the answer starts.
+            first_day = await anext(days, None)
         except LedgerUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(
-                "The limiter's store (Redis) is unreachable, so the ledger cannot be read."
+                "The ledger's store (Redis) is unreachable, so the ledger cannot be read."
             ).send(send)
             return
-        body = render(summarize(rows, query.group_by), query)
+        headers = [(b"content-type", b"application/json")]
         if query.format == "csv":
             filename = f"usage-{query.first}-{query.last}.csv"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/csv; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
-                    ],
-                }
+            headers = [
+                (b"content-type", b"text/csv; charset=utf-8"),
+                (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
+            ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        lines = stream_lines(_following(first_day, days), query.group_by)
+        try:
+            async for chunk in render_chunks(lines, query):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except LedgerUnavailable as exc:
+            # Too late for a status: the answer is left unfinished (the connection closes
+            # without the body's end), so no client takes a cut report for a whole one.
+            log.warning(
+                "usage export %s cut short: the ledger became unreachable (%s)", ctx.request_id, exc
             )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
-        await send_json(send, 200, body)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _following(
+    first: list[LedgerRow] | None, rest: AsyncIterator[list[LedgerRow]]
+) -> AsyncIterator[list[LedgerRow]]:
+    if first is not None:
+        yield first
+    async for day in rest:
+        yield day
 
 
 def query_params(query_string: bytes) -> dict[str, str]:

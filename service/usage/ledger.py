@@ -8,6 +8,7 @@ optionally of one tenant or key. Its Redis layout is in `service/redis/keys.py`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -41,13 +42,25 @@ class LedgerUnavailable(Exception):
 
 
 class Ledger(Protocol):
+    def days(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> AsyncIterator[list[LedgerRow]]:
+        """The rows from day `first` to `last` (UTC, inclusive), one day at a time, each
+        day's sorted by tenant, key and model; of one tenant (`-`: the keys without one) or
+        key when given. Raises LedgerUnavailable when its store cannot be read."""
+
     async def rows(
         self, first: date, last: date, tenant: str | None = None, key: str | None = None
     ) -> list[LedgerRow]:
-        """Rows from day `first` to `last` (UTC, inclusive), sorted by day, tenant, key and
-        model; of one tenant (`-`: the keys without one) or key when given."""
+        """All of `days`' rows in one list (for small reads: tests, the command line)."""
 
     async def aclose(self) -> None: ...
+
+
+async def all_rows(
+    ledger: Ledger, first: date, last: date, tenant: str | None, key: str | None
+) -> list[LedgerRow]:
+    return [row async for day in ledger.days(first, last, tenant, key) for row in day]
 
 
 def ledger_model(name: str | None) -> str:
@@ -84,24 +97,33 @@ class MemoryLedger:
         for day in [d for d in self._models if d[0] < today]:
             del self._models[day]
 
-    async def rows(
+    async def days(
         self, first: date, last: date, tenant: str | None = None, key: str | None = None
-    ) -> list[LedgerRow]:
-        return [
+    ) -> AsyncIterator[list[LedgerRow]]:
+        rows = [
             LedgerRow(*row, totals)
             for row, totals in sorted(self._rows.items())
             if first <= row[0] <= last
             and (tenant is None or row[1] == tenant)
             and (key is None or row[2] == key)
         ]
+        for _, day in itertools.groupby(rows, key=lambda row: row.day):
+            yield list(day)
+
+    async def rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        return await all_rows(self, first, last, tenant, key)
 
     async def aclose(self) -> None:
         return None
 
 
 class RedisLedger:
-    """The ledger in Redis: its day rows are found with SCAN (operator reads, rare) and read
-    in pipelined pages. Owns its client: `aclose` closes it."""
+    """The ledger in Redis. Its rows' names are found with SCAN (operator reads, rare; on a
+    Cluster, node by node) and only the names are held; the rows are then read a day at a
+    time, in pipelined pages, so a long export holds one day's rows, not all of them.
+    Owns its client: `aclose` closes it."""
 
     _PAGE = 500
 
@@ -109,28 +131,38 @@ class RedisLedger:
         self.redis = redis
         self.prefix = prefix
 
-    async def rows(
+    async def days(
         self, first: date, last: date, tenant: str | None = None, key: str | None = None
-    ) -> list[LedgerRow]:
+    ) -> AsyncIterator[list[LedgerRow]]:
         try:
             names = [
-                (name, where)
+                (where, name)
                 async for name, where in self._names(tenant, key)
                 if first <= where[0] <= last
             ]
-            rows = []
-            for start in range(0, len(names), self._PAGE):
-                page = names[start : start + self._PAGE]
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for name, _ in page:
-                        pipe.hgetall(name)
-                    hashes = await pipe.execute()
-                for (_, (day, row_tenant, row_key)), raw in zip(page, hashes, strict=True):
-                    for model, totals in per_model(raw):
-                        rows.append(LedgerRow(day, row_tenant, row_key, model, totals))
+            names.sort()
+            for _, group in itertools.groupby(names, key=lambda named: named[0][0]):
+                yield await self._read(list(group))
         except (TimeoutError, RedisError, OSError) as exc:
             raise LedgerUnavailable(str(exc)) from exc
-        rows.sort(key=lambda r: (r.day, r.tenant, r.key, r.model))
+
+    async def rows(
+        self, first: date, last: date, tenant: str | None = None, key: str | None = None
+    ) -> list[LedgerRow]:
+        return await all_rows(self, first, last, tenant, key)
+
+    async def _read(self, named: list[tuple[tuple[date, str, str], str]]) -> list[LedgerRow]:
+        """The rows of these hashes (one day's), read a page of hashes per round trip."""
+        rows = []
+        for start in range(0, len(named), self._PAGE):
+            page = named[start : start + self._PAGE]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, name in page:
+                    pipe.hgetall(name)
+                hashes = await pipe.execute()
+            for ((day, row_tenant, row_key), _), raw in zip(page, hashes, strict=True):
+                for model, totals in sorted(per_model(raw)):
+                    rows.append(LedgerRow(day, row_tenant, row_key, model, totals))
         return rows
 
     async def _names(

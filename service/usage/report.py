@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -138,12 +138,38 @@ def summarize(rows: Iterable[LedgerRow], group_by: tuple[str, ...]) -> list[Repo
     sums: dict[tuple[str, ...], list[int]] = {}
     if not group_by:
         sums[()] = [0] * len(MEASURES)
+    _add(sums, rows, group_by)
+    return [ReportLine(group, tuple(acc)) for group, acc in sorted(sums.items())]
+
+
+async def stream_lines(
+    days: AsyncIterator[list[LedgerRow]], group_by: tuple[str, ...]
+) -> AsyncIterator[ReportLine]:
+    """The report's lines as the ledger's days arrive. Grouped by day, each day's lines go
+    out once that day is read (so lines come by day, then sorted by their group values) and
+    only one day is held; otherwise the sums need every day first."""
+    if "day" in group_by:
+        async for rows in days:
+            for line in summarize(rows, group_by):
+                yield line
+        return
+    sums: dict[tuple[str, ...], list[int]] = {}
+    if not group_by:
+        sums[()] = [0] * len(MEASURES)
+    async for rows in days:
+        _add(sums, rows, group_by)
+    for group, acc in sorted(sums.items()):
+        yield ReportLine(group, tuple(acc))
+
+
+def _add(
+    sums: dict[tuple[str, ...], list[int]], rows: Iterable[LedgerRow], group_by: tuple[str, ...]
+) -> None:
     for row in rows:
         group = tuple(_group_value(row, name) for name in group_by)
         acc = sums.setdefault(group, [0] * len(MEASURES))
         for i, value in enumerate(row.totals.values()):
             acc[i] += value
-    return [ReportLine(group, tuple(acc)) for group, acc in sorted(sums.items())]
 
 
 def _group_value(row: LedgerRow, name: str) -> str:
@@ -202,23 +228,59 @@ def render(lines: list[ReportLine], query: UsageQuery) -> bytes:
     return to_json(lines, query.group_by)
 
 
+async def render_chunks(
+    lines: AsyncIterator[ReportLine], query: UsageQuery, chunk_bytes: int = 65536
+) -> AsyncIterator[bytes]:
+    """The report in `query.format` (json or csv), as chunks of about `chunk_bytes` made as
+    the lines arrive: the same bytes as `render`."""
+    group_by = query.group_by
+    csv_format = query.format == "csv"
+    parts = [_csv_header(group_by) if csv_format else _JSON_HEAD]
+    size, separator = len(parts[0]), b""
+    async for line in lines:
+        if csv_format:
+            part = _csv_line(line)
+        else:
+            part, separator = separator + _json_line(line, group_by), b","
+        parts.append(part)
+        size += len(part)
+        if size >= chunk_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if not csv_format:
+        parts.append(_JSON_TAIL)
+    yield b"".join(parts)
+
+
+_JSON_HEAD, _JSON_TAIL = b'{"object":"list","data":[', b"]}"
+
+
 def to_json(lines: list[ReportLine], group_by: tuple[str, ...]) -> bytes:
     """`{"object": "list", "data": [{<group_by fields>, <six measures>}, ...]}`."""
-    data = [
-        {**dict(zip(group_by, line.group, strict=True)), **_measures(line.measures)}
-        for line in lines
-    ]
-    return json_bytes({"object": "list", "data": data})
+    return _JSON_HEAD + b",".join(_json_line(line, group_by) for line in lines) + _JSON_TAIL
+
+
+def _json_line(line: ReportLine, group_by: tuple[str, ...]) -> bytes:
+    return json_bytes({**dict(zip(group_by, line.group, strict=True)), **_measures(line.measures)})
 
 
 def to_csv(lines: list[ReportLine], group_by: tuple[str, ...]) -> bytes:
     """RFC 4180 CSV: the group_by fields in the order given, then the six measures."""
+    return _csv_header(group_by) + b"".join(_csv_line(line) for line in lines)
+
+
+def _csv_header(group_by: tuple[str, ...]) -> bytes:
+    return _csv_row([*group_by, *MEASURES])
+
+
+def _csv_line(line: ReportLine) -> bytes:
+    *counts, ticks = line.measures
+    return _csv_row([*map(_csv_text, line.group), *counts, usd_text(ticks)])
+
+
+def _csv_row(cells: list[Any]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)  # CRLF line ends, quotes where needed
-    writer.writerow([*group_by, *MEASURES])
-    for line in lines:
-        *counts, ticks = line.measures
-        writer.writerow([*map(_csv_text, line.group), *counts, usd_text(ticks)])
+    csv.writer(out).writerow(cells)  # CRLF line ends, quotes where needed
     return out.getvalue().encode()
 
 
