@@ -238,3 +238,70 @@ def test_a_large_export_arrives_streamed_and_exact(simulator, redis_server, tmp_
     assert len(rows) == tenants * days * 2 * 3
     assert [r[:4] for r in rows] == sorted(r[:4] for r in rows)  # by day, then the rest
     assert sum(int(r[4]) for r in rows) == tenants * days * 2 * 3
+
+
+# --- spend holds through a Redis outage ----------------------------------------------------
+
+
+@pytest.fixture
+async def outage():
+    """A private redis-server and two replicas' limiters on it (local mode); stop() cuts it."""
+    from service.limiter import create_limiter
+    from tests.support.processes import start_redis
+
+    server = start_redis()
+    replicas = [create_limiter(server.url, failure_mode="local", redis_timeout=0.2) for _ in "ab"]
+    for limiter in replicas:
+        await limiter.start()
+    yield server, replicas
+    for limiter in replicas:
+        await limiter.aclose()
+    server.stop()
+
+
+def spender(spend: str) -> LimitPolicy:
+    from service.limiter.policy import parse_spend
+
+    return LimitPolicy(
+        key_id=f"spender-{uuid.uuid4().hex[:6]}",
+        tenant="acme",
+        requests=parse_rates("1000/hour"),
+        spend=parse_spend(spend),
+    )
+
+
+USD = 10_000_000_000
+
+
+async def test_a_budget_spent_before_an_outage_stays_refused_on_every_replica(outage):
+    server, (a, b) = outage
+    p = spender("1/day")
+    await a.release(p, await a.admit(p), charge(10, USD))  # the budget is spent
+    assert (await a.admit(p)).reason == (await b.admit(p)).reason == "spend_limit_exceeded"
+    server.stop()  # a real outage: both replicas fall back to memory
+    for limiter in (a, b):
+        refused = await limiter.admit(p)
+        assert refused.store == "memory" and refused.reason == "spend_limit_exceeded"
+
+
+async def test_spend_during_an_outage_counts_on_from_what_redis_last_said(outage):
+    server, (a, _) = outage
+    p = spender("1/day")
+    await a.release(p, await a.admit(p), charge(10, USD * 6 // 10))
+    assert (await a.admit(p)).allowed  # Redis says 0.6 of 1 spent
+    server.stop()
+    in_memory = await a.admit(p)
+    assert in_memory.allowed and in_memory.store == "memory"
+    await a.release(p, in_memory, charge(10, USD // 2))  # 0.6 + 0.5: spent
+    assert (await a.admit(p)).reason == "spend_limit_exceeded"
+
+
+async def test_a_request_admitted_before_the_outage_and_ending_in_it_counts_too(outage):
+    server, (a, _) = outage
+    p = spender("1/day")
+    await a.release(p, await a.admit(p), charge(10, USD // 10))  # Redis says 0.1 spent
+    running = await a.admit(p)
+    server.stop()
+    assert (await a.admit(p)).store == "memory"  # the outage is noticed
+    await a.release(p, running, charge(10, USD))  # its cost waits for Redis, and counts here
+    assert (await a.admit(p)).reason == "spend_limit_exceeded"

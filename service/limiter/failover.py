@@ -5,6 +5,10 @@ per transition), probe Redis every second and go back to it by itself. `closed`:
 with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
 requests don't wait on it: only the probe does.
 
+Spend holds: Redis reports each key's and tenant's spend at every admission and release,
+and memory counts on from what it last reported (`MemoryLimiter.saw_spend`), so a budget
+spent before the outage stays refused, and one spent during it is refused once spent.
+
 Nothing is lost on the way: the releases Redis did not confirm (slots, tokens, spend, ledger,
 response ids) and the charges of requests admitted from memory are kept, and applied once
 Redis answers again, before admissions return to it (see `redis_store`). Response ownership
@@ -35,6 +39,7 @@ class FailoverLimiter:
     def __init__(self, redis: RedisLimiter, memory: MemoryLimiter, failure_mode: str) -> None:
         self.redis = redis
         self.memory = memory
+        redis.spend_seen = memory.saw_spend  # a spent budget stays spent through an outage
         self.failure_mode = failure_mode
         self.down = False
         self._probe: asyncio.Task[None] | None = None
@@ -80,6 +85,8 @@ class FailoverLimiter:
             self.memory.release_now(policy, decision, charge)
         else:
             self.memory.note_responses(policy, charge)
+            if self.down:  # its cost reaches Redis only on replay: count it here meanwhile
+                self.memory.charge_seen(self.memory.plan(policy), charge.cost_ticks)
         if self.down:
             self.redis.defer(policy, decision, charge)
             return

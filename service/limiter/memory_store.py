@@ -51,6 +51,9 @@ class MemoryLimiter:
         self._leases: dict[str, dict[str, float]] = {}  # concurrency key -> lease id -> expiry
         self._lease_due: dict[str, float] = {}  # concurrency key -> its earliest lease expiry
         self._sums: dict[tuple[str, str], Totals] = {}  # (sums base, day or month) -> totals
+        # (sums base, day or month) -> ticks Redis last reported, plus what was charged here
+        # since: what a spend budget reads while Redis is unreachable (`saw_spend`).
+        self._seen: dict[tuple[str, str], int] = {}
         self._owners: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._plans: dict[LimitPolicy, Plan] = {}
         self._next_sweep = 0.0
@@ -112,6 +115,7 @@ class MemoryLimiter:
         if decision.lease is not None:
             self._leases.get(plan.names.leases, {}).pop(decision.lease, None)
         totals = Totals.of(charge)
+        self.charge_seen(plan, charge.cost_ticks, now)
         day = _utc(now).date()
         owner = owner_of(plan.key_id, plan.tenant)
         self.ledger.add(day, owner, plan.tenant, plan.key_id, ledger_model(charge.model), totals)
@@ -121,6 +125,23 @@ class MemoryLimiter:
                 for period in (day_name, day_name[:7]):
                     self._sums[base, period] = self._sums.get((base, period), Totals()) + totals
         self.note_responses(policy, charge)
+
+    def saw_spend(self, plan: Plan, spent: Sequence[int], now_ms: int) -> None:
+        """What Redis reported spent against each of the plan's budgets at `now_ms`."""
+        day = _utc(now_ms / 1000).date().isoformat()
+        for budget, ticks in zip(plan.spend, spent, strict=True):
+            base = plan.names.key_sums if budget.scope == "key" else plan.names.tenant_sums
+            self._seen[base, day if budget.period == "day" else day[:7]] = ticks  # type: ignore[index]
+
+    def charge_seen(self, plan: Plan, cost_ticks: int, now: float | None = None) -> None:
+        """Add a cost charged while Redis is unreachable to the spend last seen."""
+        if cost_ticks <= 0 or not self._seen:
+            return
+        day = _utc(self.clock() if now is None else now).date().isoformat()
+        for base in (plan.names.key_sums, plan.names.tenant_sums):
+            for period in (day, day[:7]):
+                if (base, period) in self._seen:
+                    self._seen[base, period] += cost_ticks  # type: ignore[index]
 
     def note_responses(self, policy: LimitPolicy, charge: Charge) -> None:
         """Record and forget response ids as `charge` says (ownership, no counting)."""
@@ -169,7 +190,9 @@ class MemoryLimiter:
         for budget in plan.spend:
             base = plan.names.key_sums if budget.scope == "key" else plan.names.tenant_sums
             period = day if budget.period == "day" else day[:7]
-            spent.append(self._sums.get((base, period), Totals()).cost_ticks)  # type: ignore[arg-type]
+            seen = self._seen.get((base, period))  # type: ignore[arg-type]
+            own = self._sums.get((base, period), Totals()).cost_ticks  # type: ignore[arg-type]
+            spent.append(own if seen is None else seen)
         live = 0
         if plan.concurrent is not None:
             live = len(self._live_leases(plan.names.leases, now))
@@ -209,6 +232,8 @@ class MemoryLimiter:
         today = _utc(now).date()
         for key in [k for k in self._sums if not k[1].startswith(today.isoformat()[:7])]:
             del self._sums[key]  # last month's sums; this month's days stay (a few per key)
+        for key in [k for k in self._seen if not k[1].startswith(today.isoformat()[:7])]:
+            del self._seen[key]
         self.ledger.prune(today)
 
 

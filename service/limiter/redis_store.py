@@ -41,7 +41,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,9 @@ from service.usage.ledger import MODELS_PER_DAY, NO_MODEL, OTHER_MODEL, ledger_m
 from service.usage.record import MEASURE_CAP, Charge, Totals
 
 log = logging.getLogger("service.limiter")
+
+# (the policy's plan, ticks spent per spend budget, Redis's time in ms) -> None
+SpendSeen = Callable[[Plan, Sequence[int], int], None]
 
 STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -124,8 +127,12 @@ class RedisLimiter:
         clock: RedisClock | None = None,
         replay_limit: int = _REPLAY_LIMIT,
         retention_days: int = 400,
+        spend_seen: SpendSeen | None = None,
     ) -> None:
         self.redis = redis
+        # Told the spend Redis reports at each admission and release (the failover's memory
+        # keeps it, so a spent budget stays spent through an outage).
+        self.spend_seen = spend_seen
         self.multiplexed = multiplexed
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.prefix = prefix
@@ -276,6 +283,8 @@ class RedisLimiter:
             batch[0].decision = Decision(False, "not_found", store="redis", missing=missing)
             return
         now_ms, admitted, live, requests, tokens, spent = result
+        if self.spend_seen is not None and spent:
+            self.spend_seen(plan, spent, now_ms)
         standing = Standing(now_ms, requests, tokens, spent, live)
         ids = [admission.id for admission in batch]
         decisions = decide(plan, standing, ids, admitted, "redis", time.monotonic())
@@ -348,10 +357,16 @@ class RedisLimiter:
         records = [_release_record(pending, replay=True) for pending in batch]
         await self._call(self._release, compiled, orjson.dumps(records))
 
-    def _release_batch(self, policy: LimitPolicy, batch: list[_Pending]) -> Awaitable[Any]:
+    def _release_batch(self, policy: LimitPolicy, batch: list[_Pending]) -> Awaitable[None]:
         """Releases of one policy that ended in one loop turn, in one release.lua call."""
         records = [_release_record(pending, replay=False) for pending in batch]
-        return self._call(self._release, batch[0].compiled, orjson.dumps(records))
+        compiled = batch[0].compiled
+        return self._released(compiled, self._call(self._release, compiled, orjson.dumps(records)))
+
+    async def _released(self, compiled: _Compiled, reply: Awaitable[list[Any]]) -> None:
+        now_ms, _, spent = await reply
+        if self.spend_seen is not None and spent:
+            self.spend_seen(compiled.plan, spent, now_ms)
 
     async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
         compiled = self._compiled(policy)

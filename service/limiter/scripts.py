@@ -15,7 +15,7 @@ MARKER_MS = 300_000  # how long an admission's marker lives, and a release's out
 
 _PRELUDES = {
     "admit": ("time", "periods", "standing"),
-    "release": ("time", "periods", "accounting"),
+    "release": ("time", "periods", "standing", "accounting"),
     "cancel": ("time", "periods"),
     "snapshot": ("time", "periods", "standing"),
     "refresh": (),

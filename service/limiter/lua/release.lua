@@ -8,7 +8,8 @@
 --       tenant's: a response and its output items), "forget"? (a response id deleted),
 --       "admitted_ms"? (admitted from memory: its request units are counted here, in the
 --       windows of that instant), "ended_ms"? (a replay: when it ended; else now)}]
--- Returns: now_ms, how many were applied (-1: past the deadline, nothing done)
+-- Returns: now_ms, how many were applied (-1: past the deadline, nothing done), then the
+--          ticks spent per spend budget now (every replica remembers them for an outage)
 if late then return {now_ms, -1} end
 local p, releases = cjson.decode(ARGV[2]), cjson.decode(ARGV[3])
 local markers = {}
@@ -47,4 +48,4 @@ for at, amount in pairs(tokens) do
 end
 if #leases > 0 and p.concurrency then redis.call('ZREM', p.concurrency.key, unpack(leases)) end
 for _, charges in pairs(days) do account(p, charges.at, charges.by_model, charges.total) end
-return {now_ms, applied}
+return {now_ms, applied, spent_now(p, now_ms)}
