@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="grok-gateway",
         description="OpenAI-compatible gateway in front of the xAI Grok API. "
-        "Configured by environment variables (see the README). "
+        "Configured by environment variables (see docs/configuration.md). "
         "Subcommands: 'keys new --id ID [--tenant T]' makes a tenant key "
         "('--admin' an admin key); 'usage --from DAY --to DAY' prints the usage ledger.",
     )

@@ -2,9 +2,9 @@
 
 Request-scoped objects are freed by reference counting; the cyclic collector only ever finds
 cycles (exceptions with their tracebacks, some futures). With CPython's default thresholds it
-still ran a young-generation pass every ~30 streams, ~1 ms each, re-scanning the ~60,000
-objects start-up left behind: ~40 us of CPU a stream (~3%, burst scenario, 4,400 streams).
-Frozen after start-up, with a higher first threshold, the same load ran none.
+still ran young-generation passes every few dozen streams, each re-scanning the objects
+start-up left behind (docs/performance.md). Frozen after start-up, with a higher first
+threshold, the same load runs none.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def is_json(response: httpx.Response) -> bool:
 
 def is_event_stream(response: httpx.Response) -> bool:
     """Whether the response says `text/event-stream`. Read from the raw header bytes: httpx's
-    `headers.get` decodes every header (guessing their encoding) on each call, ~3 us here."""
+    `headers.get` decodes every header (guessing their encoding) on each call."""
     for name, value in response.headers.raw:
         if name.lower() == b"content-type":
             return value.partition(b";")[0].strip().lower() == b"text/event-stream"

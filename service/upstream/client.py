@@ -1,9 +1,8 @@
 """The one shared upstream HTTP client: httpx's API on aiohttp's transport.
 
-Measured on this machine relaying 20-chunk streams (issue #2): httpx's own transport managed
-~53 streams/s at 400 concurrent, httpx over aiohttp ~660/s, so the transport is aiohttp's.
-Its connection limit is raised to match thousands of concurrent streams (its default of 100
-queues everything beyond).
+httpx's own transport relayed an order of magnitude fewer concurrent streams than httpx over
+aiohttp's (docs/performance.md), so the transport is aiohttp's. Its connection limit is raised
+to match thousands of concurrent streams (its default of 100 queues everything beyond).
 
 Requests are built once per call as `httpx.Request` objects and handed to the transport
 directly, with no `httpx.AsyncClient`: its auth, redirect and cookie layers would cost CPU on
@@ -62,7 +61,7 @@ class Upstream:
         """The upstream request, built as requests handed to a transport are: its headers
         copied from a template made once (a copy of `httpx.Headers` is not normalised
         again), its body given as a stream, so httpx adds and rebuilds no headers of its own
-        (`content=` normalised ours twice: ~9 us a request here)."""
+        (`content=` normalised ours twice)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
