@@ -40,6 +40,7 @@ from service.routes.models import ListModels
 from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
 from service.routes.usage import KeyUsage
 from service.routes.vision import VisionAnalyze
+from service.server.inflight import InFlight
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.client import Upstream
@@ -118,6 +119,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         ledger=create_ledger(settings.redis_url, memory_ledger, settings.redis_timeout),
         registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
         streams=StreamSet(settings.keepalive_seconds),
+        inflight=InFlight(settings.max_inflight_body_bytes),
     )
 
     def api(
@@ -131,7 +133,9 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         if guard is not None:  # sees the validated request before the limiter admits it
             app = guard(app)
         if validate is not None:
-            app = BodyMiddleware(app, validate, settings.max_body_bytes, settings.body_timeout)
+            app = BodyMiddleware(
+                app, validate, services.inflight, settings.max_body_bytes, settings.body_timeout
+            )
         return AuthMiddleware(app, services.registry)
 
     def admin(route: ASGIApp) -> ASGIApp:
@@ -184,6 +188,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     app = ObserveMiddleware(
         WithoutTrailingSlash(FixedPaths(router)),
         services.lifecycle,
+        services.inflight,
         log_prompts=settings.log_prompts,
     )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests

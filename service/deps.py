@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from service.limiter.base import Limiter
 from service.registry.reload import RegistryHolder
+from service.server.inflight import InFlight
 from service.server.lifecycle import LIFECYCLE, Lifecycle
 from service.settings import Settings
 from service.sse import StreamSet
@@ -26,6 +27,7 @@ class Services:
     ledger: Ledger  # what the admin usage report reads
     registry: RegistryHolder
     streams: StreamSet
+    inflight: InFlight  # the bodies and per-key requests this process holds
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)
     upstream: Upstream | None = None  # opened in the lifespan
     upstream_status: UpstreamStatus | None = None  # started in the lifespan

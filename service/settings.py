@@ -34,6 +34,8 @@ class Settings:
     keys_reload_seconds: float = 2.0
     failure_mode: str = "local"
     max_body_bytes: int = 20 * 1024 * 1024
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    max_connections: int | None = None  # None: from the file-descriptor limit at start
     header_timeout: float = 15.0
     body_timeout: float = 15.0
     lease_seconds: float = 30.0
@@ -77,6 +79,10 @@ class Settings:
             ),
             failure_mode=r.get("RATE_LIMIT_FAILURE_MODE", _choice("local", "closed"), "local"),
             max_body_bytes=r.get("GATEWAY_MAX_BODY_BYTES", _positive_int, d.max_body_bytes),
+            max_inflight_body_bytes=r.get(
+                "GATEWAY_MAX_INFLIGHT_BODY_BYTES", _positive_int, d.max_inflight_body_bytes
+            ),
+            max_connections=r.get("GATEWAY_MAX_CONNECTIONS", _positive_int, None),
             header_timeout=r.get(
                 "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive_float, d.header_timeout
             ),

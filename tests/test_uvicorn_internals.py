@@ -95,6 +95,10 @@ async def test_a_connected_protocol_still_has_the_state_the_head_limits_read():
         assert isinstance(protocol.server_state.default_headers, list), moved(
             "ServerState.default_headers", "HeadLimitedProtocol._refuse (server/http_limits.py)"
         )
+        assert protocol in protocol.connections, moved(
+            "HttpToolsProtocol.connections (the server's open connections)",
+            "HeadLimitedProtocol.connection_made's cap (server/http_limits.py)",
+        )
     finally:
         protocol.connection_lost(None)
 

@@ -24,6 +24,7 @@ class RequestContext:
     stream: bool = False
     payload: dict[str, Any] | None = None  # the validated JSON body
     body_size: int = 0
+    held_bytes: int = 0  # body bytes (weighted) this request holds in the process's InFlight
     catalog: ModelCatalog | None = None  # the aliases of the registry that authed it
     prices: PriceTable | None = None  # and its [prices], for the charge at release
     usage: Usage | None = None  # what the upstream reported (or an estimate); set by the route

@@ -1,8 +1,13 @@
 """Read the JSON body under a size cap and a time limit, parse it strictly, validate it.
 
 Runs after auth and before the limiter, so malformed, oversized or stalled requests spend
-nothing. Whatever the bytes, the answer is a 4xx naming the problem, never a 5xx:
+nothing. Whatever the bytes, the answer is a 4xx naming the problem (or a 503 asking to
+retry), never an error of the gateway's own:
 
+- a key that already has its concurrency cap of requests on this process: 429
+  `concurrency_limit_exceeded` before its body is read;
+- bodies in flight in this process past GATEWAY_MAX_INFLIGHT_BODY_BYTES: 503 `server_busy`
+  (`server/inflight.py`), as the bytes arrive; what a request holds is given back when it ends;
 - more than `max_bytes` (declared or sent): 413 `request_too_large`, before it is read whole;
 - no part of the body for `timeout` seconds (a Content-Length that promises more than is
   sent): 408 `request_timeout`, and the connection closes;
@@ -23,9 +28,11 @@ from typing import Any, NoReturn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.http.asgi import header
+from service.http.context import RequestContext
 from service.http.errors import ApiError, bad_request
 from service.http.json_codec import loads_exact
 from service.http.validation import Validator, check_model
+from service.server.inflight import InFlight
 
 MAX_DEPTH = 64  # levels of objects and arrays, the body's own object included
 # Keys and values: parsed, each costs tens of bytes however few it takes in the body (`{},` is
@@ -37,17 +44,40 @@ _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b",:[{")
 
 class BodyMiddleware:
     def __init__(
-        self, app: ASGIApp, validate: Validator, max_bytes: int, timeout: float = 15.0
+        self,
+        app: ASGIApp,
+        validate: Validator,
+        inflight: InFlight,
+        max_bytes: int,
+        timeout: float = 15.0,
     ) -> None:
         self.app = app
         self.validate = validate
+        self.inflight = inflight
         self.max_bytes = max_bytes
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope["gateway"]
+        key, by_key = ctx.key, self.inflight.by_key
+        cap = key.policy.concurrent
+        if cap is not None and by_key.get(key.id, 0) >= cap:
+            ctx.reason = "concurrency_limit_exceeded"
+            await _at_cap(key.id).send(send)
+            return
+        by_key[key.id] = by_key.get(key.id, 0) + 1
         try:
-            raw = await self._read(scope, receive)
+            await self._serve(ctx, scope, receive, send)
+        finally:
+            left = by_key[key.id] - 1
+            if left:
+                by_key[key.id] = left
+            else:
+                del by_key[key.id]
+
+    async def _serve(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            raw = await self._read(ctx, scope, receive)
             if raw is None:
                 return  # the client went away before sending its body
             ctx.body_size = len(raw)
@@ -72,7 +102,7 @@ class BodyMiddleware:
             return
         await self.app(scope, receive, send)
 
-    async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _read(self, ctx: RequestContext, scope: Scope, receive: Receive) -> bytes | None:
         declared = header(scope, b"content-length")
         if declared is not None:
             try:
@@ -101,6 +131,7 @@ class BodyMiddleware:
             size += len(chunk)
             if size > self.max_bytes:
                 raise self._too_large()
+            ctx.held_bytes += self.inflight.take(len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -111,6 +142,17 @@ class BodyMiddleware:
             f"Request body is larger than the limit of {self.max_bytes} bytes.",
             code="request_too_large",
         )
+
+
+def _at_cap(key_id: str) -> ApiError:
+    return ApiError(
+        429,
+        f"Too many requests in flight for key '{key_id}' (concurrent requests cap). "
+        "Retry after 1s.",
+        code="concurrency_limit_exceeded",
+        type="rate_limit_error",
+        headers=[(b"retry-after", b"1")],
+    )
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

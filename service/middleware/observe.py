@@ -23,6 +23,7 @@ from service.http.json_codec import dumps_log_line
 from service.observability import metrics
 from service.observability.logging import log_access
 from service.server.disconnect import ClientDisconnected
+from service.server.inflight import InFlight
 from service.server.lifecycle import Lifecycle
 from service.usage.record import ticks_to_usd
 
@@ -40,9 +41,12 @@ def _request_id(scope: Scope) -> str:
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, log_prompts: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, lifecycle: Lifecycle, inflight: InFlight, log_prompts: bool = False
+    ) -> None:
         self.app = app
         self.lifecycle = lifecycle
+        self.inflight = inflight
         self.log_prompts = log_prompts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,6 +95,8 @@ class ObserveMiddleware:
                     type="server_error",
                 ).send(observed_send)
         finally:
+            if ctx.held_bytes:  # the bodies it held (read, or an upstream answer read whole)
+                self.inflight.give(ctx.held_bytes)
             if api:
                 self._record(scope, ctx)
 

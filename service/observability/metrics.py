@@ -90,6 +90,15 @@ KEY_RELOADS = Counter(
     "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]
 )
 
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total",
+    "Client connections closed at once: the worker had GATEWAY_MAX_CONNECTIONS open",
+)
+BODIES_REFUSED = Counter(
+    "gateway_bodies_refused_total",
+    "Requests answered 503 server_busy: bodies in flight reached GATEWAY_MAX_INFLIGHT_BODY_BYTES",
+)
+
 
 def render() -> tuple[bytes, str]:
     """Return the exposition body and its content type (multiprocess-aware)."""

@@ -52,10 +52,14 @@ async def call_json(
     assert services.upstream is not None
     content = dumps_compact(body) if body is not None else None
     policy = services.upstream_policy
+
+    def hold(size: int) -> None:  # an answer read whole counts against the bodies in flight
+        ctx.held_bytes += services.inflight.take(size)
+
     try:
         async with cancelled_on_disconnect(receive):
             response = await open_upstream(services.upstream, method, path, policy, content)
-            raw, doc = await read_json_object(response, policy.max_response_bytes)
+            raw, doc = await read_json_object(response, policy.max_response_bytes, hold)
     except ClientDisconnected:
         # The upstream may have spent the prompt already: charge that much, as streams do.
         ctx.usage = estimated_usage(ctx.body_size, 0)

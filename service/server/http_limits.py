@@ -20,6 +20,7 @@ this was tested with, and tests/test_uvicorn_internals.py names what moved in an
 from __future__ import annotations
 
 import asyncio
+import resource
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.http.errors import error_body
+from service.observability.metrics import CONNECTIONS_REFUSED
 
 MAX_HEAD_BYTES = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
@@ -40,6 +42,22 @@ _LINGER_BYTES = 1024 * 1024
 class HeadLimits:
     max_bytes: int = MAX_HEAD_BYTES
     timeout: float = 15.0  # GATEWAY_HEADER_TIMEOUT_SECONDS
+    max_connections: int = 10_000  # GATEWAY_MAX_CONNECTIONS, else from the fd limit
+
+
+# File descriptors a worker keeps for everything but client connections: Redis (its pool,
+# the multiplexed connection), the key file, logs, listeners, the upstream's status poll.
+_RESERVED_FDS = 512
+
+
+def default_max_connections() -> int:
+    """Client connections a worker takes: half of what its file-descriptor limit leaves after
+    the reserve, as each stream holds an upstream connection too. A flood past it is refused
+    at once, so the reserve is there for key-file reloads and Redis reconnects."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, (soft - _RESERVED_FDS) // 2)
 
 
 class GatewayConfig(uvicorn.Config):
@@ -67,6 +85,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._max_head = config.head_limits.max_bytes
+        self._max_connections = config.head_limits.max_connections
+        self._over_cap = False  # refused at connection_made: nothing else is set up
         self._head_timeout = config.head_limits.timeout
         self._head_open = True  # a head is awaited or arriving
         self._head_size = 0  # its bytes so far
@@ -82,15 +102,25 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     # --- connection --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self._max_connections:
+            # Closed before anything is held: its descriptor is free again at once.
+            self._over_cap = True
+            CONNECTIONS_REFUSED.inc()
+            transport.close()
+            return
         self._writes = HeadWithBody(transport, self.loop)
         super().connection_made(self._writes)  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._over_cap:
+            return
         self._cancel_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._over_cap:
+            return
         if self._refusal is not None:  # refused: the parser gets nothing more
             if not self._refusal_sent:
                 self.flow.pause_reading()

@@ -20,7 +20,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
-from service.server.http_limits import GatewayConfig, HeadLimits
+from service.server.http_limits import GatewayConfig, HeadLimits, default_max_connections
 from service.server.lifecycle import LIFECYCLE, Lifecycle
 from service.server.runtime import settle_after_startup
 from service.settings import Settings
@@ -67,7 +67,10 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     """The server's configuration: httptools with the head limits, no websockets, no access log."""
     return GatewayConfig(
         app,
-        head_limits=HeadLimits(timeout=settings.header_timeout),
+        head_limits=HeadLimits(
+            timeout=settings.header_timeout,
+            max_connections=settings.max_connections or default_max_connections(),
+        ),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

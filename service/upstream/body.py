@@ -9,6 +9,7 @@ sits in memory whole.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,10 +19,12 @@ from service.upstream.errors import upstream_bad_answer, upstream_unreachable
 ERROR_BODY_MAX_BYTES = 64 * 1024
 
 
-async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+async def read_capped(
+    response: httpx.Response, limit: int, hold: Callable[[int], None] | None = None
+) -> bytes | None:
     """The whole body, or None as soon as it passes `limit` bytes (what was read is dropped).
-
-    The caller closes the response.
+    `hold` is told of each piece kept (it may raise to stop the read). The caller closes the
+    response.
     """
     pieces: list[bytes] = []
     size = 0
@@ -29,6 +32,8 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
         size += len(piece)
         if size > limit:
             return None
+        if hold is not None:
+            hold(len(piece))
         pieces.append(piece)
     return b"".join(pieces)
 
@@ -69,9 +74,10 @@ def is_event_stream(response: httpx.Response) -> bool:
 
 
 async def read_json_object(
-    response: httpx.Response, max_bytes: int
+    response: httpx.Response, max_bytes: int, hold: Callable[[int], None] | None = None
 ) -> tuple[bytes, dict[str, Any]]:
-    """The body of a 2xx JSON answer and the object it holds; closes the response.
+    """The body of a 2xx JSON answer and the object it holds; closes the response. `hold` is
+    told of the bytes as they are kept (the process's cap on bodies in flight).
 
     Raises ApiError 502 `upstream_error` for anything else: another media type, a body over
     `max_bytes` (refused from Content-Length, or abandoned once past the cap while reading),
@@ -85,7 +91,7 @@ async def read_json_object(
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             raise upstream_bad_answer(f"a body of {declared} bytes, over the {max_bytes}-byte cap")
         try:
-            raw = await read_capped(response, max_bytes)
+            raw = await read_capped(response, max_bytes, hold)
         except httpx.HTTPError as exc:
             raise upstream_unreachable(
                 f"reading the response failed ({type(exc).__name__})"

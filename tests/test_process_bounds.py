@@ -1,0 +1,137 @@
+"""What one tenant's traffic cannot make a gateway process hold (SPEC 15): connections past
+GATEWAY_MAX_CONNECTIONS are closed at once, request bodies and whole upstream answers in
+flight stay under GATEWAY_MAX_INFLIGHT_BODY_BYTES, and a key at its concurrency cap is
+refused before its body is read. Real gateway processes on the simulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from tests.conftest import gateway_env, key_entry, keys_toml
+from tests.support.processes import Proc, start_gateway
+from tests.support.rawhttp import connect, read_response, request_head, wait_closed
+
+MODEL = "grok-4-1-fast-non-reasoning"
+BULKY, CAPPED, OTHER = "gk-bounds-bulky", "gk-bounds-capped", "gk-bounds-other"
+
+
+@pytest.fixture(scope="module")
+def gateway(simulator: Proc, tmp_path_factory) -> Proc:
+    keys = tmp_path_factory.mktemp("process-bounds") / "keys.toml"
+    keys.write_text(
+        keys_toml(
+            key_entry("bulky", BULKY, tenant="bulky"),
+            key_entry("capped", CAPPED, tenant="capped", extra="concurrent = 1"),
+            key_entry("other", OTHER, tenant="other"),
+        )
+    )
+    env = gateway_env(
+        simulator,
+        str(keys),
+        GATEWAY_MAX_CONNECTIONS="24",
+        GATEWAY_MAX_INFLIGHT_BODY_BYTES=str(4 * 300_000),  # one 300 KB body, weighted
+    )
+    proc = start_gateway(env)
+    yield proc
+    proc.stop()
+
+
+def chat_body(size: int = 0, first_byte_delay_ms: int = 0) -> bytes:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x" * size or "hi"}],
+        "sim": {"first_byte_delay_ms": first_byte_delay_ms},
+    }
+    return json.dumps(body).encode()
+
+
+def post(gateway: Proc, secret: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/api/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+def in_background(call) -> tuple[threading.Thread, list]:
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    return thread, result
+
+
+def chat_requests(simulator: Proc) -> int:
+    return httpx.get(f"{simulator.url}/sim/stats").json()["chat_requests"]
+
+
+def reached_upstream(simulator: Proc, before: int) -> None:
+    """Wait until a slow request has reached the upstream: its body is held by then."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while chat_requests(simulator) <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_the_rest_serve(gateway: Proc):
+    port = int(gateway.url.rsplit(":", 1)[1])
+    held = [connect(port) for _ in range(24)]
+    try:
+        refused = connect(port)
+        data, closed_after = wait_closed(refused, timeout=3)
+        assert (data, closed_after is not None) == (b"", True)  # closed, nothing answered
+        sock = held.pop()
+        sock.sendall(request_head("GET", "/healthz"))
+        assert read_response(sock).status == 200  # a held connection still serves
+    finally:
+        for sock in held:
+            sock.close()
+    assert "gateway_connections_refused_total 1.0" in httpx.get(f"{gateway.url}/metrics").text
+
+
+def test_bodies_in_flight_past_the_cap_get_503_and_the_cap_frees_when_they_end(
+    gateway: Proc, simulator: Proc
+):
+    before = chat_requests(simulator)
+    slow, result = in_background(lambda: post(gateway, BULKY, chat_body(250_000, 1500)))
+    reached_upstream(simulator, before)
+    refused = post(gateway, OTHER, chat_body(100_000))  # 250 KB + 100 KB, weighted: past it
+    slow.join()
+    assert result[0].status_code == 200
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "server_busy"
+    assert refused.headers["retry-after"] == "1"
+    assert post(gateway, OTHER, chat_body(100_000)).status_code == 200  # freed
+
+
+def test_a_key_at_its_concurrency_cap_is_refused_before_its_body_is_read(
+    gateway: Proc, simulator: Proc
+):
+    before = chat_requests(simulator)
+    slow, result = in_background(lambda: post(gateway, CAPPED, chat_body(0, 1500)))
+    reached_upstream(simulator, before)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    sock = connect(port)
+    try:
+        sock.sendall(
+            request_head(
+                "POST",
+                "/api/v1/chat/completions",
+                f"Authorization: Bearer {CAPPED}",
+                "Content-Type: application/json",
+                "Content-Length: 10000000",
+            )
+            + b'{"model": "'
+        )  # 10 MB announced, 11 bytes sent: the answer cannot wait for the rest
+        answer = read_response(sock)
+    finally:
+        sock.close()
+    slow.join()
+    assert result[0].status_code == 200
+    assert answer.status == 429
+    assert json.loads(answer.body)["error"]["code"] == "concurrency_limit_exceeded"
