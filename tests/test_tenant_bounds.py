@@ -4,6 +4,7 @@ a CSV export can run in a spreadsheet. Both stores: memory, and a real redis-ser
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -305,3 +306,111 @@ async def test_a_request_admitted_before_the_outage_and_ending_in_it_counts_too(
     assert (await a.admit(p)).store == "memory"  # the outage is noticed
     await a.release(p, running, charge(10, USD))  # its cost waits for Redis, and counts here
     assert (await a.admit(p)).reason == "spend_limit_exceeded"
+
+
+# --- spend held at admission: overshoot bounded by the estimates' error ---------------------
+
+
+async def test_concurrent_admissions_hold_their_estimates_against_the_budget(limiter):
+    # 100 admissions at once against a budget that pays for 3 estimates: 3 are admitted.
+    p = spender("1/day")
+    estimate = USD * 3 // 10  # each request is expected to cost $0.30
+    decisions = await asyncio.gather(*(limiter.admit(p, (), estimate) for _ in range(100)))
+    admitted = [d for d in decisions if d.allowed]
+    refused = [d for d in decisions if not d.allowed]
+    assert len(admitted) == 3
+    assert {d.reason for d in refused} == {"spend_limit_exceeded"}
+    assert all(d.retry_after == 1 for d in refused)  # held, not spent: retry soon
+    assert "held by requests in flight" in refused[0].spend_limit
+    # One ends having cost less than it held: its hold goes, its real cost counts.
+    await limiter.release(p, admitted[0], charge(10, USD // 10))
+    assert (await limiter.admit(p, (), estimate)).allowed  # 0.1 spent + 0.6 held + 0.3
+    assert not (await limiter.admit(p, (), estimate)).allowed
+
+
+async def test_with_nothing_held_one_request_starts_whatever_its_estimate(limiter):
+    p = spender("1/day")
+    first = await limiter.admit(p, (), 5 * USD)  # more than the whole budget
+    assert first.allowed
+    assert (await limiter.admit(p, (), 1)).reason == "spend_limit_exceeded"
+    await limiter.release(p, first, charge(10, USD // 2))
+    assert (await limiter.admit(p, (), 5 * USD)).allowed  # nothing held, $0.50 left
+
+
+async def test_two_replicas_share_the_holds(redis_server):
+    from service.limiter import create_limiter
+
+    replicas = [create_limiter(redis_server.url, redis_timeout=1.0) for _ in "ab"]
+    for r in replicas:
+        await r.start()
+    try:
+        p = spender("1/day")
+        decisions = await asyncio.gather(
+            *(replicas[i % 2].admit(p, (), USD * 3 // 10) for i in range(40))
+        )
+        assert sum(d.allowed for d in decisions) == 3
+    finally:
+        for r in replicas:
+            await r.aclose()
+
+
+async def test_a_dead_replicas_holds_lapse_within_a_lease(redis_server):
+    from service.limiter import create_limiter
+
+    dying = create_limiter(redis_server.url, lease_seconds=1.0)
+    living = create_limiter(redis_server.url, lease_seconds=1.0)
+    await dying.start()
+    await living.start()
+    try:
+        p = spender("1/day")
+        assert (await dying.admit(p, (), USD // 2)).allowed
+        assert (await dying.admit(p, (), USD // 2)).allowed
+        await dying.aclose()  # gone without releasing: nothing renews its holds
+        assert not (await living.admit(p, (), USD // 2)).allowed
+        await asyncio.sleep(1.3)
+        assert (await living.admit(p, (), USD // 2)).allowed
+    finally:
+        await living.aclose()
+
+
+def test_a_budget_that_pays_for_three_streams_admits_about_three_of_twenty(simulator, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.conftest import gateway_env, key_entry
+    from tests.support.processes import start_gateway
+
+    keys = tmp_path / "keys.toml"
+    # Each request holds its estimate: ~10 input tokens and max_tokens 1000 at grok-4's list
+    # price ($3 / $15 per million): ~$0.015; the budget pays for three.
+    keys.write_text(
+        '[defaults]\nrequests = "1000/minute"\n'
+        + key_entry("thrifty", "gk-bounds-thrifty", extra='spend = "0.046/day"')
+    )
+    gateway = start_gateway(gateway_env(simulator, str(keys)))
+    body = {
+        "model": "grok-4",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}],
+        "sim": {"first_byte_delay_ms": 800},
+    }
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{gateway.url}/api/v1/chat/completions",
+            json=body,
+            headers={"Authorization": "Bearer gk-bounds-thrifty"},
+            timeout=30,
+        )
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(post, range(20)))
+    finally:
+        gateway.stop()
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 3, codes
+    refused = [a for a in answers if a.status_code == 429]
+    assert {a.json()["error"]["code"] for a in refused} == {"spend_limit_exceeded"}
+    assert all("x-should-retry" not in a.headers for a in refused)  # held: retry soon

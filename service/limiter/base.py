@@ -83,6 +83,7 @@ class Decision:
     id: str = ""  # unique per admission; its release applies once under this id
     admitted_at: float = 0.0  # time.monotonic() at admission
     missing: str | None = None  # when refused `not_found`: the first id the tenant does not own
+    held: int = 0  # ticks of estimated cost it holds against spend budgets until released
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +118,11 @@ class Limiter(Protocol):
     async def aclose(self) -> None:
         """Stop background tasks and close connections."""
 
-    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
-        """Check every limit, then consume one request unit and a slot, atomically.
+    async def admit(
+        self, policy: LimitPolicy, owned: Sequence[str] = (), hold: int = 0
+    ) -> Decision:
+        """Check every limit, then consume one request unit and a slot, atomically; with
+        spend budgets, hold `hold` ticks (the request's estimated cost) until its release.
 
         Refuse with reason `not_found` (consuming nothing) unless the key's tenant (a key
         without one is its own tenant) owns every stored object id in `owned`.

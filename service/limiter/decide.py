@@ -29,12 +29,20 @@ class Standing:
     tokens: Sequence[int]  # per token window
     spent: Sequence[int]  # ticks spent, per spend budget
     live: int = 0  # concurrency leases held now
+    held_key: int = 0  # ticks held against spend budgets by the key's requests in flight
+    held_tenant: int = 0  # and by its tenant's
+
+    def held(self, budget: SpendPlan) -> int:
+        return self.held_tenant if budget.scope == "tenant" else self.held_key
 
 
-def admissible(plan: Plan, standing: Standing, n: int) -> int:
-    """How many of n admissions fit: each takes a unit of every request window; a spent
-    token window or spend budget admits none; the concurrency cap admits its free slots."""
-    admitted = n
+def admissible(plan: Plan, standing: Standing, holds: Sequence[int]) -> int:
+    """How many of the admissions fit, each holding its estimate (`holds`, ticks): each
+    takes a unit of every request window; a spent token window or spend budget admits none;
+    the concurrency cap admits its free slots; then, in order, each must fit its estimate in
+    every spend budget beside what is spent and held (those before it included), unless
+    nothing is held yet."""
+    admitted = len(holds)
     for window, used in zip(plan.requests, standing.requests, strict=True):
         admitted = min(admitted, max(0, window.limit - used))
     if any(used >= w.limit for w, used in zip(plan.tokens, standing.tokens, strict=True)):
@@ -43,14 +51,36 @@ def admissible(plan: Plan, standing: Standing, n: int) -> int:
         admitted = 0
     if plan.concurrent is not None:
         admitted = min(admitted, max(0, plan.concurrent - standing.live))
+    before = 0
+    for j in range(admitted):
+        if _over_held(plan, standing, before, holds[j]) is not None:
+            return j
+        before += holds[j]
     return admitted
 
 
+def _over_held(plan: Plan, standing: Standing, before: int, amount: int) -> SpendPlan | None:
+    """The first spend budget an admission holding `amount` would pass, with `before` more
+    held by the admissions ahead of it; None when it fits (or nothing is held yet)."""
+    for budget, spent in zip(plan.spend, standing.spent, strict=True):
+        held = standing.held(budget) + before
+        if held > 0 and spent + held + amount > budget.ticks:
+            return budget
+    return None
+
+
 def decide(
-    plan: Plan, standing: Standing, ids: Sequence[str], admitted: int, store: str, at: float
+    plan: Plan,
+    standing: Standing,
+    ids: Sequence[str],
+    holds: Sequence[int],
+    admitted: int,
+    store: str,
+    at: float,
 ) -> list[Decision]:
-    """The decisions of admissions `ids`, in order, of which the first `admitted` were
-    admitted; `at` is the process's monotonic clock then (for the release's age)."""
+    """The decisions of admissions `ids` (holding `holds`), in order, of which the first
+    `admitted` were admitted; `at` is the process's monotonic clock then (for the release's
+    age)."""
     now = standing.now_ms
     requests = [
         (w, used, _window_reset(w, now))
@@ -71,11 +101,12 @@ def decide(
             store=store,
             id=admission,
             admitted_at=at,
+            held=holds[i] if plan.spend else 0,
         )
         for i, admission in enumerate(ids[:admitted])
     ]
     if admitted < len(ids):
-        reason, retry, spent = _refusal(plan, standing, requests, tokens, admitted)
+        reason, retry, spent = _refusal(plan, standing, requests, tokens, holds, admitted)
         decisions += [
             Decision(
                 allowed=False,
@@ -83,7 +114,7 @@ def decide(
                 retry_after=max(1, math.ceil(retry)),
                 requests=tightest(requests, admitted),
                 tokens=token_state,
-                spend_limit=f"{spent.scope} budget ${spent.text}" if spent else None,
+                spend_limit=spent,
                 store=store,
             )
             for _ in ids[admitted:]
@@ -96,17 +127,21 @@ def _refusal(
     standing: Standing,
     requests: list[tuple[WindowPlan, int, float]],
     tokens: list[tuple[WindowPlan, int, float]],
+    holds: Sequence[int],
     admitted: int,
-) -> tuple[RejectReason, float, SpendPlan | None]:
-    """Why the first refused admission (which sees the units of those admitted before it)
-    is refused, and in how many seconds to retry. A spent budget wins over the rest."""
+) -> tuple[RejectReason, float, str | None]:
+    """Why the first refused admission (which sees the units and holds of those admitted
+    before it) is refused, in how many seconds to retry, and the spend budget at fault. A
+    spent budget wins over the rest; a budget held by requests in flight frees as they end."""
     spent = [
         (budget, period_end_ms(budget.period, standing.now_ms) - standing.now_ms)
         for budget, ticks in zip(plan.spend, standing.spent, strict=True)
         if ticks >= budget.ticks
     ]
     if spent:
-        return "spend_limit_exceeded", max(reset for _, reset in spent) / 1000, spent[0][0]
+        budget = spent[0][0]
+        retry = max(reset for _, reset in spent) / 1000
+        return "spend_limit_exceeded", retry, f"{budget.scope} budget ${budget.text}"
     reason: RejectReason | None = None
     retry = 0.0
     for window, used, reset in requests:
@@ -117,9 +152,15 @@ def _refusal(
         if used >= window.limit:
             reason = reason or "tokens_limit_exceeded"
             retry = max(retry, reset)
-    if reason is None:
+    if reason is not None:
+        return reason, retry, None
+    if plan.concurrent is not None and standing.live + admitted >= plan.concurrent:
         return "concurrency_limit_exceeded", 1.0, None
-    return reason, retry, None
+    held = _over_held(plan, standing, sum(holds[:admitted]), holds[admitted])
+    if held is not None:
+        text = f"{held.scope} budget ${held.text}, the rest held by requests in flight"
+        return "spend_limit_exceeded", 1.0, text
+    return "concurrency_limit_exceeded", 1.0, None
 
 
 def limit_states(plan: Plan, standing: Standing) -> list[LimitState]:

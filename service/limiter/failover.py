@@ -70,15 +70,17 @@ class FailoverLimiter:
             return True, "local fallback: redis unreachable, counting per replica"
         return False, "redis unreachable"
 
-    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
+    async def admit(
+        self, policy: LimitPolicy, owned: Sequence[str] = (), hold: int = 0
+    ) -> Decision:
         if not self.down:
             try:
-                return await self.redis.admit(policy, owned)
+                return await self.redis.admit(policy, owned, hold)
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
             raise LimiterUnavailable("redis unreachable")
-        return self.memory.admit_now(policy, owned)
+        return self.memory.admit_now(policy, owned, hold)
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         if decision.store == "memory":

@@ -54,6 +54,10 @@ class MemoryLimiter:
         # (sums base, day or month) -> ticks Redis last reported, plus what was charged here
         # since: what a spend budget reads while Redis is unreachable (`saw_spend`).
         self._seen: dict[tuple[str, str], int] = {}
+        # Spend held by requests in flight: admission id -> (ticks, the key's and tenant's
+        # sums bases), and what each base holds in all.
+        self._holds: dict[str, tuple[int, tuple[str, str | None]]] = {}
+        self._held: dict[str, int] = {}
         self._owners: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._plans: dict[LimitPolicy, Plan] = {}
         self._next_sweep = 0.0
@@ -67,8 +71,10 @@ class MemoryLimiter:
     def ready(self) -> tuple[bool, str]:
         return True, "memory: counted in this process, single replica only"
 
-    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
-        return self.admit_now(policy, owned)
+    async def admit(
+        self, policy: LimitPolicy, owned: Sequence[str] = (), hold: int = 0
+    ) -> Decision:
+        return self.admit_now(policy, owned, hold)
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
         self.release_now(policy, decision, charge)
@@ -82,8 +88,9 @@ class MemoryLimiter:
             plan = self._plans[policy] = build_plan(policy, self.prefix)
         return plan
 
-    def admit_now(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
-        """Check ownership, every window, spend and the concurrency cap; consume if all pass."""
+    def admit_now(self, policy: LimitPolicy, owned: Sequence[str] = (), hold: int = 0) -> Decision:
+        """Check ownership, every window, spend (holding `hold` ticks) and the concurrency
+        cap; consume if all pass."""
         plan = self.plan(policy)
         now = self.clock()
         self._sweep(now)
@@ -92,8 +99,14 @@ class MemoryLimiter:
                 return Decision(False, "not_found", store="memory", missing=object_id)
         standing = self._standing(plan, now)
         admission = new_id()
-        admitted = admissible(plan, standing, 1)
+        admitted = admissible(plan, standing, [hold])
         if admitted:
+            if plan.spend and hold > 0:
+                bases = (plan.names.key_sums, plan.names.tenant_sums)
+                self._holds[admission] = (hold, bases)
+                for base in bases:
+                    if base is not None:
+                        self._held[base] = self._held.get(base, 0) + hold
             for window in plan.requests:
                 used = self._used(window, now)
                 self._counters[window.key] = (_index(window, now), used + 1, _end(window, now))
@@ -101,7 +114,9 @@ class MemoryLimiter:
                 key = plan.names.leases
                 self._leases.setdefault(key, {})[admission] = expiry = now + self.lease_seconds
                 self._lease_due[key] = min(self._lease_due.get(key, math.inf), expiry)
-        [decision] = decide(plan, standing, [admission], admitted, "memory", time.monotonic())
+        [decision] = decide(
+            plan, standing, [admission], [hold], admitted, "memory", time.monotonic()
+        )
         return decision
 
     def release_now(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
@@ -114,6 +129,7 @@ class MemoryLimiter:
                 self._counters[window.key] = (_index(window, now), used + tokens, _end(window, now))
         if decision.lease is not None:
             self._leases.get(plan.names.leases, {}).pop(decision.lease, None)
+        self._drop_hold(decision.id)
         totals = Totals.of(charge)
         self.charge_seen(plan, charge.cost_ticks, now)
         day = _utc(now).date()
@@ -125,6 +141,14 @@ class MemoryLimiter:
                 for period in (day_name, day_name[:7]):
                     self._sums[base, period] = self._sums.get((base, period), Totals()) + totals
         self.note_responses(policy, charge)
+
+    def _drop_hold(self, admission: str) -> None:
+        entry = self._holds.pop(admission, None)
+        if entry is not None:
+            amount, bases = entry
+            for base in bases:
+                if base is not None:
+                    self._held[base] -= amount
 
     def saw_spend(self, plan: Plan, spent: Sequence[int], now_ms: int) -> None:
         """What Redis reported spent against each of the plan's budgets at `now_ms`."""
@@ -196,12 +220,15 @@ class MemoryLimiter:
         live = 0
         if plan.concurrent is not None:
             live = len(self._live_leases(plan.names.leases, now))
+        names = plan.names
         return Standing(
             now_ms=int(now * 1000),
             requests=[self._used(w, now) for w in plan.requests],
             tokens=[self._used(w, now) for w in plan.tokens],
             spent=spent,
             live=live,
+            held_key=self._held.get(names.key_sums, 0),
+            held_tenant=self._held.get(names.tenant_sums, 0) if names.tenant_sums else 0,
         )
 
     def _live_leases(self, concurrency_key: str, now: float) -> dict[str, float]:

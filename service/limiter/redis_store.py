@@ -84,6 +84,7 @@ _REPLAY_LIMIT = 100_000  # releases kept while Redis is unreachable; the oldest 
 _BATCH_LIMIT = 64  # admissions in one admit call, releases in one release call
 _EXPIRED = -1  # a script's status when it started past its deadline
 _NOT_OWNED = -2  # admit.lua's, when the owner check failed
+_HOLDS_KEPT_MS = 86_400_000  # a holds set outlives its last renewal by a day (standing.lua)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class _Admission:
     """An admission waiting for its batch's reply, which sets its decision."""
 
     id: str  # its marker's name and, with a concurrency cap, its lease id
+    hold: int = 0  # ticks of estimated cost to hold against spend budgets
     decision: Decision | None = None
 
 
@@ -147,7 +149,10 @@ class RedisLimiter:
         self._cancel, self._snapshot = script(CANCEL), script(SNAPSHOT)
         self._refresh = redis.register_script(REFRESH)
         self._plans: dict[LimitPolicy, _Compiled] = {}
-        self._leases: dict[str, str] = {}  # lease id -> concurrency set, held by this process
+        # What this process renews every lease/3: lease id -> concurrency set, and admission
+        # id -> the holds' due set (sets kept `keep_ms` after the last renewal).
+        self._leases: dict[str, str] = {}
+        self._holds: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._pending: collections.deque[_Pending] = collections.deque(maxlen=replay_limit)
         self._overflowing = False  # logged once per outage
@@ -234,6 +239,14 @@ class RedisLimiter:
             "marker_ms": MARKER_MS,
             "response_ms": RESPONSE_SECONDS * 1000,
         }
+        if plan.spend:
+            record["holds"] = {
+                "amounts": names.holds,
+                "due": names.holds_due,
+                "held": names.held,
+                "tenant": plan.tenant is not None,
+                "lease_ms": self.lease_ms,
+            }
         if plan.concurrent is not None:
             record["concurrency"] = {
                 "key": names.leases,
@@ -242,9 +255,11 @@ class RedisLimiter:
             }
         return orjson.dumps(record)
 
-    async def admit(self, policy: LimitPolicy, owned: Sequence[str] = ()) -> Decision:
+    async def admit(
+        self, policy: LimitPolicy, owned: Sequence[str] = (), hold: int = 0
+    ) -> Decision:
         compiled = self._compiled(policy)
-        admission = _Admission(new_id())
+        admission = _Admission(new_id(), min(max(0, hold), MEASURE_CAP))
         try:
             if not owned:
                 await self._admissions.add(policy, admission)
@@ -256,7 +271,9 @@ class RedisLimiter:
         except STORE_ERRORS:
             # It may have run before its deadline, its reply lost: take it back (cancel.lua).
             lease = admission.id if compiled.plan.concurrent is not None else None
-            given_up = Decision(allowed=True, lease=lease, store="redis", id=admission.id)
+            given_up = Decision(
+                allowed=True, lease=lease, store="redis", id=admission.id, held=admission.hold
+            )
             self._keep(_Pending(compiled, given_up, None, 0, 0))
             raise
         assert admission.decision is not None
@@ -268,7 +285,7 @@ class RedisLimiter:
         """Admissions of one policy in one admit.lua call, sent now; the awaitable decides
         them from its reply. `owned`: ids the tenant must own (such an admission is alone)."""
         compiled = self._compiled(policy)
-        record: dict[str, Any] = {"ids": [admission.id for admission in batch]}
+        record: dict[str, Any] = {"admissions": [{"id": a.id, "hold": a.hold} for a in batch]}
         if owned:
             record["owned"] = [compiled.plan.names.responses + object_id for object_id in owned]
         reply = self._call(self._admit, compiled, orjson.dumps(record))
@@ -282,15 +299,17 @@ class RedisLimiter:
             missing = owned[result[2] - 1]
             batch[0].decision = Decision(False, "not_found", store="redis", missing=missing)
             return
-        now_ms, admitted, live, requests, tokens, spent = result
+        now_ms, admitted, live, requests, tokens, spent, (held_key, held_tenant) = result
         if self.spend_seen is not None and spent:
             self.spend_seen(plan, spent, now_ms)
-        standing = Standing(now_ms, requests, tokens, spent, live)
-        ids = [admission.id for admission in batch]
-        decisions = decide(plan, standing, ids, admitted, "redis", time.monotonic())
+        standing = Standing(now_ms, requests, tokens, spent, live, held_key, held_tenant)
+        ids, holds = [a.id for a in batch], [a.hold for a in batch]
+        decisions = decide(plan, standing, ids, holds, admitted, "redis", time.monotonic())
         for admission, decision in zip(batch, decisions, strict=True):
             if decision.lease is not None:
                 self._leases[decision.lease] = plan.names.leases
+            if decision.held:
+                self._holds[decision.id] = plan.names.holds_due
             admission.decision = decision
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
@@ -387,9 +406,11 @@ class RedisLimiter:
 
     def _pending_of(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> _Pending:
         compiled = self._compiled(policy)
-        if decision.store == "redis" and decision.lease is not None:
+        if decision.store == "redis":
             # Whatever becomes of this release, the refresher must stop renewing the lease.
-            self._leases.pop(decision.lease, None)
+            if decision.lease is not None:
+                self._leases.pop(decision.lease, None)
+            self._holds.pop(decision.id, None)
         if not decision.id:
             decision.id = new_id()
         ended = self.clock.redis_ms(self.clock.local_ms())
@@ -443,16 +464,19 @@ class RedisLimiter:
         interval = self.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            by_set: dict[str, list[str]] = {}
+            by_set: dict[tuple[str, int], list[str]] = {}
             for lease, zset in list(self._leases.items()):
-                by_set.setdefault(zset, []).append(lease)
+                by_set.setdefault((zset, self.lease_ms * 2), []).append(lease)
+            for admission, zset in list(self._holds.items()):
+                by_set.setdefault((zset, _HOLDS_KEPT_MS), []).append(admission)
             if not by_set:
                 continue
             try:
-                # One round trip for all of this process's leases: one script call per key.
+                # One round trip for all of this process's leases and holds: a call per set.
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for zset, leases in by_set.items():
-                        await self._refresh(keys=[zset], args=[self.lease_ms, *leases], client=pipe)
+                    for (zset, keep_ms), ids in by_set.items():
+                        args = [self.lease_ms, keep_ms, *ids]
+                        await self._refresh(keys=[zset], args=args, client=pipe)
                     await pipe.execute()
             except Exception as exc:  # the leases expire by themselves if this keeps failing
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
@@ -471,6 +495,8 @@ def _release_record(pending: _Pending, replay: bool) -> dict[str, Any]:
     }
     if decision.store == "redis" and decision.lease is not None:
         record["lease"] = decision.lease
+    if decision.store == "redis" and decision.held:
+        record["held"] = True
     if decision.store == "memory":  # its request units were never counted in Redis
         record["admitted_ms"] = pending.admitted_ms
     if replay:

@@ -16,7 +16,7 @@ MARKER_MS = 300_000  # how long an admission's marker lives, and a release's out
 _PRELUDES = {
     "admit": ("time", "periods", "standing"),
     "release": ("time", "periods", "standing", "accounting"),
-    "cancel": ("time", "periods"),
+    "cancel": ("time", "periods", "standing"),
     "snapshot": ("time", "periods", "standing"),
     "refresh": (),
 }

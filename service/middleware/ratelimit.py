@@ -18,6 +18,8 @@ from service.http.errors import ApiError, limiter_unavailable, response_not_foun
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
 from service.usage.charge import charge_for, count_usage
+from service.usage.cost import estimate_ticks
+from service.usage.prices import estimate_price
 from service.usage.record import Charge
 
 _MESSAGES = {
@@ -36,8 +38,9 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope["gateway"]
         policy = ctx.key.policy
+        hold = _estimate(ctx) if policy.spend or policy.tenant_spend else 0
         try:
-            decision = await self.limiter.admit(policy, ctx.owned)
+            decision = await self.limiter.admit(policy, ctx.owned, hold)
         except LimiterUnavailable:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(
@@ -61,6 +64,12 @@ class RateLimitMiddleware:
             charge = _charge(ctx)
             await self.limiter.release(policy, decision, charge)
             count_usage(policy.tenant, charge)
+
+
+def _estimate(ctx: RequestContext) -> int:
+    """What the request will likely cost: held against its spend budgets until it ends."""
+    upstream = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
+    return estimate_ticks(ctx.payload, ctx.body_size, estimate_price(upstream, ctx.prices or {}))
 
 
 def _charge(ctx: RequestContext) -> Charge:
@@ -87,8 +96,10 @@ def _refusal(key_id: str, decision: Decision, headers: list[tuple[bytes, bytes]]
         detail = " (concurrent requests cap)"
     elif reason == "spend_limit_exceeded":
         detail = f" ({decision.spend_limit})" if decision.spend_limit else ""
-        # Not before the period ends: tell the OpenAI SDK not to retry at all.
-        headers = [*headers, (b"x-should-retry", b"false")]
+        if decision.retry_after > 1:
+            # Spent: not before the period ends, so the OpenAI SDK should not retry at all
+            # (a budget only held by requests in flight frees as they end: retry soon).
+            headers = [*headers, (b"x-should-retry", b"false")]
     elif window is not None:
         detail = f" (limit {window.limit}, resets in {window.reset_seconds:.0f}s)"
     return ApiError(

@@ -18,6 +18,10 @@ default prefix `gw`:
     gw:{tag}:sum:t:<tenant>:<day or month>       hash  the tenant's (all of its keys)
     gw:{tag}:resp:<response id>                  "1"   the tenant owns this Responses API id
     gw:{tag}:reads:<key id>:<unix second>        int   the key's usage reads that second
+    gw:{tag}:holds                               hash  admission id -> "<ticks>|<key id>": spend
+                                                       held by a request in flight
+    gw:{tag}:holds:due                           zset  admission id -> when its hold lapses
+    gw:{tag}:held                                hash  "k:<key id>" / "t" -> ticks held
 
 A window is `floor(now / seconds)` on Redis's clock; a day is `YYYY-MM-DD` and a month
 `YYYY-MM`, in UTC. Measures are `service.usage.record.MEASURES`' codes.
@@ -90,6 +94,18 @@ class KeyNames:
     def responses(self) -> str:
         """The start of a response ownership key; the response id follows."""
         return f"{self.tag}:resp:"
+
+    @property
+    def holds(self) -> str:
+        return f"{self.tag}:holds"
+
+    @property
+    def holds_due(self) -> str:
+        return f"{self.tag}:holds:due"
+
+    @property
+    def held(self) -> str:
+        return f"{self.tag}:held"
 
     @property
     def reads(self) -> str:

@@ -34,6 +34,46 @@ class Price:
 PriceTable = Mapping[str, Price]  # upstream model name -> its price
 
 
+def _ticks(usd: Decimal) -> int:
+    return int(Decimal(usd) * TICKS_PER_USD)
+
+
+def _list(input: str, cached: str, output: str) -> Price:
+    return Price.from_usd(Decimal(input), Decimal(cached), Decimal(output))
+
+
+# xAI's list prices (USD per million tokens: input, cached input, output), read from its
+# models page in December 2026. They price only the estimate a request reserves against spend
+# budgets at admission; what a request is charged comes from the upstream's own cost, else the
+# key file's [prices]. A model not listed is estimated at UNLISTED, the dearest list price, so
+# an unknown name never under-reserves.
+LIST_PRICES: dict[str, Price] = {
+    "grok-4": _list("3.00", "0.75", "15.00"),
+    "grok-4-0709": _list("3.00", "0.75", "15.00"),
+    "grok-4-1-fast-reasoning": _list("0.20", "0.05", "0.50"),
+    "grok-4-1-fast-non-reasoning": _list("0.20", "0.05", "0.50"),
+    "grok-4-fast-reasoning": _list("0.20", "0.05", "0.50"),
+    "grok-4-fast-non-reasoning": _list("0.20", "0.05", "0.50"),
+    "grok-4.3": _list("1.25", "0.3125", "2.50"),
+    "grok-4.5": _list("2.00", "0.50", "6.00"),
+    "grok-4.6": _list("2.00", "0.50", "6.00"),
+    "grok-4.7": _list("2.00", "0.50", "6.00"),
+    "grok-code-fast-1": _list("0.20", "0.02", "1.50"),
+    "grok-3": _list("3.00", "0.75", "15.00"),
+    "grok-3-mini": _list("0.30", "0.075", "0.50"),
+    "grok-2-vision-1212": _list("2.00", "2.00", "10.00"),
+}
+UNLISTED = _list("3.00", "3.00", "15.00")
+
+
+def estimate_price(model: str | None, prices: PriceTable) -> Price:
+    """The price an admission's estimate uses: the key file's, else xAI's list price, else
+    UNLISTED."""
+    if model is None:
+        return UNLISTED
+    return prices.get(model) or LIST_PRICES.get(model) or UNLISTED
+
+
 def parse_prices(table: Any, aliases: Mapping[str, str]) -> dict[str, Price]:
     """`[prices."model"]` tables of USD per million tokens (numbers read as Decimal).
 
@@ -76,7 +116,3 @@ def _usd(value: Any, where: str) -> Decimal:
     if amount * TICKS_PER_USD != int(amount * TICKS_PER_USD):
         raise ValueError(f"{where}: {value} has more than 10 decimal places (1 tick = 1e-10 USD)")
     return amount
-
-
-def _ticks(usd: Decimal) -> int:
-    return int(Decimal(usd) * TICKS_PER_USD)

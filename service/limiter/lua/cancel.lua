@@ -18,5 +18,6 @@ end
 if admission.lease and p.concurrency then
   redis.call('ZREM', p.concurrency.key, admission.lease)
 end
+if p.holds then drop_hold(p, admission.id) end
 redis.call('SET', marker, 'c', 'PX', p.marker_ms)
 return {now_ms, 1}

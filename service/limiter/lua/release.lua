@@ -6,8 +6,9 @@
 -- ARGV: deadline_ms, the policy (a record), the releases: [{"id", "model", "tokens",
 --       "m": {measure code: amount}, "lease"?, "record"? (stored object ids now the
 --       tenant's: a response and its output items), "forget"? (a response id deleted),
---       "admitted_ms"? (admitted from memory: its request units are counted here, in the
---       windows of that instant), "ended_ms"? (a replay: when it ended; else now)}]
+--       "held"? (it holds an estimate: dropped now), "admitted_ms"? (admitted from memory:
+--       its request units are counted here, in the windows of that instant), "ended_ms"?
+--       (a replay: when it ended; else now)}]
 -- Returns: now_ms, how many were applied (-1: past the deadline, nothing done), then the
 --          ticks spent per spend budget now (every replica remembers them for an outage)
 if late then return {now_ms, -1} end
@@ -28,6 +29,7 @@ for j, r in ipairs(releases) do
     end
     if r.tokens > 0 then tokens[at] = (tokens[at] or 0) + r.tokens end
     if r.lease then leases[#leases + 1] = r.lease end
+    if r.held and p.holds then drop_hold(p, r.id) end  -- the billed cost replaces it
     local day = periods(at)
     local charges = days[day]
     if not charges then

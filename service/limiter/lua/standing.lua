@@ -41,3 +41,39 @@ local function standing(p, now_ms, purge)
   end
   return used(p.requests), used(p.tokens), spent, live
 end
+-- Spend held by requests in flight: each admission that reserved an estimate has an entry
+-- in `p.holds.amounts` ('<ticks>|<key id>'), a due time in `p.holds.due` (renewed with the
+-- leases, so a dead replica's holds free themselves), and is summed in `p.holds.held` under
+-- 'k:<key id>' and, with a tenant, 't'.
+local function drop_hold(p, id)
+  local h = p.holds
+  local entry = redis.call('HGET', h.amounts, id)
+  if not entry then return end
+  local sep = string.find(entry, '|', 1, true)
+  local amount, key_id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
+  redis.call('HINCRBY', h.held, 'k:' .. key_id, '-' .. amount)
+  if h.tenant then redis.call('HINCRBY', h.held, 't', '-' .. amount) end
+  redis.call('HDEL', h.amounts, id)
+  redis.call('ZREM', h.due, id)
+end
+-- The spend held now for the key and for its tenant, after dropping holds past their due.
+local function held_now(p, now_ms)
+  local h = p.holds
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', h.due, '-inf', now_ms, 'LIMIT', 0, 64)) do
+    drop_hold(p, id)
+  end
+  local key = tonumber(redis.call('HGET', h.held, 'k:' .. p.key_id) or '0')
+  local tenant = h.tenant and tonumber(redis.call('HGET', h.held, 't') or '0') or 0
+  return key, tenant
+end
+-- Hold `amount` ticks for admission `id` of the key until `due_ms`.
+local function hold(p, id, amount, due_ms)
+  local h = p.holds
+  redis.call('HSET', h.amounts, id, string.format('%d|%s', amount, p.key_id))
+  redis.call('ZADD', h.due, due_ms, id)
+  redis.call('HINCRBY', h.held, 'k:' .. p.key_id, string.format('%d', amount))
+  if h.tenant then redis.call('HINCRBY', h.held, 't', string.format('%d', amount)) end
+  for _, name in ipairs({h.amounts, h.due, h.held}) do
+    redis.call('PEXPIRE', name, 86400000)  -- a day after the last hold: all are due by then
+  end
+end
