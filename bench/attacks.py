@@ -1,0 +1,240 @@
+"""`python -m bench.attacks`: what one tenant can do to another (SPEC 15), measured.
+
+Two gateway replicas share one redis-server and the simulator. A victim tenant sends a steady
+load (small chat requests, alternating replicas) for a quiet phase, then again while an
+attacker tenant, within its own budgets, names a new model in every request (each one the
+upstream refuses) and reads its usage four at a time, and an operator exports the whole
+ledger over and over. Prints the victim's latency and errors in both phases, what the
+attacker got, and the slowest command Redis ran (its slowlog), and writes attacks.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.targets import Proc, start_gateway, start_redis, start_simulator
+
+ROOT = Path(__file__).resolve().parents[1]
+VICTIM, ATTACKER, ADMIN = "gk-victim-0123456789", "gk-attacker-0123456789", "gk-ops-0123456789"
+MODEL = "grok-4-1-fast-non-reasoning"
+
+
+def write_keys(workdir: Path) -> Path:
+    def digest(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    path = workdir / "keys.toml"
+    path.write_text(
+        f"""[defaults]
+requests = "1000000/minute"
+concurrent = 64
+
+[[keys]]
+id = "victim"
+tenant = "victim"
+sha256 = "{digest(VICTIM)}"
+
+[[keys]]
+id = "attacker"
+tenant = "attacker"
+sha256 = "{digest(ATTACKER)}"
+
+[[admin_keys]]
+id = "ops"
+sha256 = "{digest(ADMIN)}"
+"""
+    )
+    return path
+
+
+async def victim_load(urls: list[str], seconds: float, clients: int) -> list[tuple[float, int]]:
+    """(latency in s, status) of every victim request in `seconds`."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    results: list[tuple[float, int]] = []
+    deadline = time.monotonic() + seconds
+
+    async def client(n: int, http: httpx.AsyncClient) -> None:
+        i = n
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                answer = await http.post(
+                    f"{urls[i % len(urls)]}/api/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {VICTIM}"},
+                )
+                status = answer.status_code
+            except httpx.HTTPError:
+                status = 0
+            results.append((time.perf_counter() - started, status))
+            i += 1
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await asyncio.gather(*(client(n, http) for n in range(clients)))
+    return results
+
+
+async def attacker(
+    urls: list[str], stop: asyncio.Event, counts: dict[str, dict[int, int]], rate: float
+) -> None:
+    """Unique model names at `rate` a second (each refused upstream), its usage read four
+    at a time (as fast as each answer comes), and the admin export over and over."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    auth = {"Authorization": f"Bearer {ATTACKER}"}
+
+    def count(kind: str, status: int) -> None:
+        counts.setdefault(kind, {})
+        counts[kind][status] = counts[kind].get(status, 0) + 1
+
+    async def names(http: httpx.AsyncClient, n: int) -> None:
+        i = n
+        pause = 16 / rate  # sixteen senders share the rate
+        while not stop.is_set():
+            await asyncio.sleep(pause)
+            body = {"model": f"made-up-{i}", "messages": [{"role": "user", "content": "x"}]}
+            answer = await http.post(
+                f"{urls[i % 2]}/api/v1/chat/completions", json=body, headers=auth
+            )
+            count("unique model names", answer.status_code)
+            i += 16
+
+    async def usage(http: httpx.AsyncClient, n: int) -> None:
+        while not stop.is_set():
+            answer = await http.get(f"{urls[n % 2]}/api/v1/usage", headers=auth)
+            count("usage reads", answer.status_code)
+
+    async def export(http: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            answer = await http.get(
+                f"{urls[1]}/admin/v1/usage",
+                params={"from": today, "to": today, "format": "csv"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
+            count("admin exports", answer.status_code)
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await asyncio.gather(
+            *(names(http, n) for n in range(16)), *(usage(http, n) for n in range(4)), export(http)
+        )
+
+
+def summary(results: list[tuple[float, int]], seconds: float) -> dict:
+    ok = sorted(latency for latency, status in results if status == 200)
+    errors = sum(1 for _, status in results if status != 200)
+    q = statistics.quantiles(ok, n=100) if len(ok) >= 2 else [0.0] * 99
+    return {
+        "requests": len(results),
+        "per_second": round(len(results) / seconds, 1),
+        "errors": errors,
+        "error_rate": round(errors / max(1, len(results)), 4),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+    }
+
+
+def slowest_redis_command_ms(redis: Proc) -> float:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    entries = client.slowlog_get(128)
+    return max((e["duration"] for e in entries), default=0) / 1000
+
+
+async def run(seconds: float, clients: int, mode: str, rate: float, workdir: Path) -> dict:
+    procs: list[Proc] = []
+    try:
+        simulator = start_simulator(workdir)
+        procs.append(simulator)
+        redis = start_redis(workdir)
+        procs.append(redis)
+        import redis as redis_py
+
+        redis_py.Redis.from_url(redis.url).config_set("slowlog-log-slower-than", 1000)
+        keys = write_keys(workdir)
+        for n in range(2):
+            procs.append(
+                start_gateway(
+                    workdir,
+                    simulator,
+                    redis.url,
+                    name=f"gateway-{n}",
+                    keys_file=keys,
+                    RATE_LIMIT_FAILURE_MODE=mode,
+                )
+            )
+        urls = [proc.url for proc in procs[2:]]
+        quiet = summary(await victim_load(urls, seconds, clients), seconds)
+        stop, counts = asyncio.Event(), {}
+        attack = asyncio.create_task(attacker(urls, stop, counts, rate))
+        await asyncio.sleep(min(5.0, seconds / 2))  # the ledger swells first
+        under = summary(await victim_load(urls, seconds, clients), seconds)
+        stop.set()
+        await attack
+        return {
+            "mode": mode,
+            "seconds": seconds,
+            "clients": clients,
+            "attack_rate": rate,
+            "quiet": quiet,
+            "under_attack": under,
+            "attacker": counts,
+            "slowest_redis_command_ms": slowest_redis_command_ms(redis),
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def markdown(runs: list[dict]) -> str:
+    lines = [
+        "| mode | phase | victim req/s | errors | p50 ms | p99 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        for phase in ("quiet", "under_attack"):
+            s = r[phase]
+            row = [r["mode"], phase.replace("_", " "), s["per_second"], s["errors"]]
+            lines.append("| " + " | ".join(map(str, [*row, s["p50_ms"], s["p99_ms"]])) + " |")
+    for r in runs:
+        got = "; ".join(
+            f"{kind}: " + ", ".join(f"{n}x {status}" for status, n in sorted(by.items()))
+            for kind, by in sorted(r["attacker"].items())
+        )
+        lines.append(
+            f"\n{r['mode']}: the attacker got {got}; the slowest Redis command ran "
+            f"{r['slowest_redis_command_ms']:.1f} ms."
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    parser.add_argument("--clients", type=int, default=8, help="the victim's concurrency")
+    parser.add_argument("--modes", default="local,closed")
+    parser.add_argument("--rate", type=float, default=400.0, help="the attacker's names a second")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="gw-attacks-") as tmp:
+        for mode in args.modes.split(","):
+            runs.append(asyncio.run(run(args.seconds, args.clients, mode, args.rate, Path(tmp))))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "attacks.json").write_text(json.dumps(runs, indent=2))
+    print(markdown(runs))
+    bad = [r for r in runs if r["under_attack"]["errors"]]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
