@@ -16,10 +16,17 @@ from service.limiter.batching import TurnBatcher
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.usage.record import MEASURE_CAP, TICKS_PER_USD
+from tests.integration.test_ledger_redis import CLIENTS, replica
+from tests.integration.test_redis_hang import (
+    TIMEOUT,
+    FaultyLink,
+    _is,
+    eventually,
+    token_units,
+    total,
+)
+from tests.integration.test_redis_hang import policy as key_policy
 from tests.support.charges import charge, count_round_trips
-from tests.test_ledger_redis import CLIENTS, replica
-from tests.test_redis_hang import TIMEOUT, FaultyLink, _is, eventually, token_units, total
-from tests.test_redis_hang import policy as key_policy
 
 
 class Recorder:

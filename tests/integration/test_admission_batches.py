@@ -15,9 +15,8 @@ from service.limiter.base import Decision
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.usage.record import TICKS_PER_USD
-from tests.support.charges import charge, count_round_trips
-from tests.test_ledger_redis import CLIENTS, replica
-from tests.test_redis_hang import (
+from tests.integration.test_ledger_redis import CLIENTS, replica
+from tests.integration.test_redis_hang import (
     TIMEOUT,
     FaultyLink,
     _is,
@@ -28,6 +27,7 @@ from tests.test_redis_hang import (
     slots,
     total,
 )
+from tests.support.charges import charge, count_round_trips
 
 BATCH = 6
 
