@@ -374,21 +374,3 @@ def test_cli_bad_parameter_names_the_option():
     done = cli("--from", "2026-02-01", "--to", "2026-01-01", redis_url=None)
     assert done.returncode == 2
     assert done.stderr.decode().startswith("grok-gateway usage: --from:")
-
-
-# --- exact dollars ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ticks", "text"),
-    [
-        (0, "0.0"),
-        (1, "0.0000000001"),
-        (12_345, "0.0000012345"),
-        (125_000_000_000, "12.5"),
-        (5_000_000_000_000, "500.0"),
-        (123_456_789_012_345_678_901, "12345678901.2345678901"),  # beyond a float's digits
-    ],
-)
-def test_usd_text_is_the_exact_decimal_of_the_ticks(ticks, text):
-    assert usd_text(ticks) == text

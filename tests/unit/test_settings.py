@@ -1,0 +1,59 @@
+"""Settings read from the environment: the documented defaults, and errors naming the
+variable at fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import ConfigError, Settings
+
+
+def test_settings_defaults_match_the_spec():
+    settings = Settings.from_env({}, demo=True)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert settings.xai_base_url == "https://api.x.ai/v1"
+    assert settings.failure_mode == "local"
+    assert settings.max_body_bytes == 20 * 1024 * 1024
+    assert settings.lease_seconds == 30
+    assert settings.vision_fallback == "json"
+    assert settings.redis_url is None
+
+
+def test_every_redis_scheme_of_the_spec_is_accepted():
+    for url in (
+        "redis://r:6379/0",
+        "rediss://r:6380",
+        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis+cluster://c:7000",
+    ):
+        assert Settings.from_env({"REDIS_URL": url}, demo=True).redis_url == url
+
+
+def test_config_error_names_the_variable():
+    with pytest.raises(ConfigError, match="CONCURRENCY_LEASE_SECONDS"):
+        Settings.from_env({"CONCURRENCY_LEASE_SECONDS": "soon"}, demo=True)
+
+
+def test_relay_and_upstream_settings_have_their_documented_defaults():
+    settings = Settings.from_env({}, demo=True)
+    assert settings.sse_max_event_bytes == 1024 * 1024
+    assert settings.upstream_max_response_bytes == 64 * 1024 * 1024
+    assert settings.upstream_status_interval == 60
+    assert (settings.default_vision_model, settings.default_image_model) == (
+        "grok-4.3",
+        "grok-imagine-image",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SSE_MAX_EVENT_BYTES", "0"),
+        ("UPSTREAM_MAX_RESPONSE_BYTES", "64MiB"),
+        ("UPSTREAM_STATUS_INTERVAL_SECONDS", "-1"),
+        ("DEFAULT_VISION_MODEL", "grok 4"),
+    ],
+)
+def test_bad_relay_and_upstream_settings_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value}, demo=True)
