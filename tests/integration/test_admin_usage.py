@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from service.usage.report import usd_text
-from tests.conftest import gateway_env, key_entry
-from tests.support.processes import free_port, start_gateway, start_redis
+from tests.support.keyfiles import key_entry
+from tests.support.processes import free_port, gateway_env, start_gateway, start_redis
 from tests.support.usage import (
     MEASURES,
     MODEL,

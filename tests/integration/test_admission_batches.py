@@ -15,19 +15,14 @@ from service.limiter.base import Decision
 from service.limiter.memory_store import MemoryLimiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.usage.record import TICKS_PER_USD
-from tests.integration.test_ledger_redis import CLIENTS, replica
-from tests.integration.test_redis_hang import (
-    TIMEOUT,
-    FaultyLink,
-    _is,
-    clear_of_a_minute_boundary,
-    eventually,
-    live_slots,
-    request_units,
-    slots,
-    total,
-)
 from tests.support.charges import charge, count_round_trips
+from tests.support.faulty_link import FaultyLink
+from tests.support.limiters import CLIENTS, replica
+from tests.support.redis_state import live_slots, request_units, slots, total
+from tests.support.waiting import eventually
+from tests.support.windows import clear_of_a_minute_boundary
+
+TIMEOUT = 0.3  # REDIS_TIMEOUT_SECONDS: a lost reply is given up quickly
 
 BATCH = 6
 
@@ -156,7 +151,7 @@ async def test_a_batch_whose_reply_was_lost_is_taken_back_whole(redis_server):
         assert await total(redis_server.url, units) == 1 + 4  # Redis did count the batch
         assert await live_slots(redis_server.url, slots(p.key_id)) == 4
         link.heal()
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         assert await total(redis_server.url, units) == 1
         assert await live_slots(redis_server.url, slots(p.key_id)) == 0
     finally:

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
-from tests.support.processes import RedisServer, start_gateway, start_redis
+from tests.support.keyfiles import MODEL, key_entry, keys_toml
+from tests.support.processes import RedisServer, gateway_env, start_gateway, start_redis
 
 pytestmark = pytest.mark.slow
 

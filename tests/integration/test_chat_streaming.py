@@ -9,7 +9,7 @@ import httpx
 import openai
 import requests
 
-from tests.conftest import MAIN_SECRET, MODEL
+from tests.support.keyfiles import MAIN_SECRET, MODEL
 from tests.support.usage import eventually
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a space adventure"}]

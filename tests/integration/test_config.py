@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import MAIN_SECRET, key_entry, keys_toml
+from tests.support.keyfiles import MAIN_SECRET, key_entry, keys_toml
 
 
 def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

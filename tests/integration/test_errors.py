@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
-from tests.support.processes import free_port, start_gateway, start_simulator
+from tests.support.keyfiles import MAIN_SECRET, MODEL, key_entry, keys_toml
+from tests.support.processes import free_port, gateway_env, start_gateway, start_simulator
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 CHAT = "/api/v1/chat/completions"

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from service.app import create_app
 from service.registry.keys import parse_registry
 from service.settings import Settings
-from tests.conftest import MODEL, key_entry, keys_toml
-from tests.support.processes import Proc, digest
+from tests.support.keyfiles import MODEL, digest, key_entry, keys_toml
+from tests.support.processes import Proc
 
 MAIN = "gk-fuzz-main-0123456789"
 ADMIN = "gk-admin-fuzz-0123456789"

@@ -10,8 +10,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
-from tests.support.processes import Proc, running, start_gateway
+from tests.support.keyfiles import MAIN_SECRET, MODEL, key_entry, keys_toml
+from tests.support.processes import Proc, gateway_env, running, start_gateway
 
 CHAT = "/api/v1/chat/completions"
 AUTH = {"Authorization": f"Bearer {MAIN_SECRET}", "Content-Type": "application/json"}

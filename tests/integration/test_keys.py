@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from service.registry.keys import hash_key, parse_registry
-from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
-from tests.support.processes import start_gateway
+from tests.support.keyfiles import MAIN_SECRET, MODEL, key_entry, keys_toml
+from tests.support.processes import gateway_env, start_gateway
 
 
 def registry(text: str):

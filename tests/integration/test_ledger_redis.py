@@ -16,19 +16,10 @@ import redis.asyncio as aioredis
 
 from service.limiter import create_limiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
-from service.limiter.redis_store import RedisLimiter
 from service.limiter.scripts import lua_source
-from service.redis.connection import connect
-from service.redis.multiplexed import MultiplexedConnection
 from service.usage.record import TICKS_PER_USD, Totals
 from tests.support.charges import charge, count_round_trips, ledger_of
-
-CLIENTS = ["multiplexed", "redis-py"]
-
-
-def replica(url: str, client: str = "multiplexed", **kwargs) -> RedisLimiter:
-    multiplexed = MultiplexedConnection.from_url(url) if client == "multiplexed" else None
-    return RedisLimiter(connect(url), multiplexed=multiplexed, **kwargs)
+from tests.support.limiters import CLIENTS, replica
 
 
 @pytest.fixture

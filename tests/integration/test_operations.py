@@ -9,8 +9,8 @@ import time
 
 import httpx
 
-from tests.conftest import MAIN_SECRET, MODEL, gateway_env, key_entry, keys_toml
-from tests.support.processes import start_gateway
+from tests.support.keyfiles import MAIN_SECRET, MODEL, key_entry, keys_toml
+from tests.support.processes import gateway_env, start_gateway
 
 
 def access_lines(output: str) -> list[dict]:

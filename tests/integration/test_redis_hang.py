@@ -13,7 +13,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -29,9 +28,14 @@ from service.redis.clock import RedisClock
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
 from service.usage.record import TICKS_PER_USD, Totals
-from tests.conftest import MODEL, clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
 from tests.support.charges import charge
-from tests.support.processes import Proc, RedisServer, start_gateway, start_redis
+from tests.support.faulty_link import FaultyLink
+from tests.support.keyfiles import MODEL, key_entry, keys_toml
+from tests.support.limiters import key_policy as policy
+from tests.support.processes import Proc, RedisServer, gateway_env, start_gateway, start_redis
+from tests.support.redis_state import live_slots, request_units, slots, token_units, total
+from tests.support.waiting import equals, eventually
+from tests.support.windows import clear_of_a_minute_boundary
 
 pytestmark = pytest.mark.slow
 
@@ -55,48 +59,6 @@ def hang(server: RedisServer) -> None:
 
 def resume(server: RedisServer) -> None:
     os.kill(server.popen.pid, signal.SIGCONT)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while True:
-        if await check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
-async def total(url: str, pattern: str) -> int:
-    """The sum of every counter whose name matches `pattern` (all windows of one budget)."""
-    client = aioredis.from_url(url)
-    try:
-        names = await client.keys(pattern)
-        return sum(int(v) for v in await client.mget(names)) if names else 0
-    finally:
-        await client.aclose()
-
-
-async def live_slots(url: str, name: str) -> int:
-    """Leases in a concurrency set that have not expired on Redis's clock: slots held."""
-    client = aioredis.from_url(url)
-    try:
-        seconds, micros = await client.time()
-        return await client.zcount(name, seconds * 1000 + micros // 1000, "+inf")
-    finally:
-        await client.aclose()
-
-
-def request_units(key_id: str) -> str:
-    return f"gw:{{k:{key_id}}}:req:k:{key_id}:*"
-
-
-def token_units(key_id: str) -> str:
-    return f"gw:{{k:{key_id}}}:tok:k:{key_id}:*"
-
-
-def slots(key_id: str) -> str:
-    return f"gw:{{k:{key_id}}}:conc:{key_id}"
 
 
 # --- gateways on a hanging Redis ----------------------------------------------------------
@@ -153,7 +115,7 @@ async def test_slots_of_streams_that_ended_during_a_hang_are_free_within_the_lea
                 asyncio.ensure_future(stream(client, gateway.url, SLOTS, chunks=15, delay_ms=100))
                 for _ in range(10)
             ]
-            assert await eventually(lambda: _equals(live_slots(url, slots("slots")), 10), 5)
+            assert await eventually(lambda: equals(live_slots(url, slots("slots")), 10), 5)
             hang(redis_to_hang)
             hung_at = time.monotonic()
             flipped = [await stream(client, gateway.url, OTHER, chunks=1) for _ in range(3)]
@@ -161,7 +123,7 @@ async def test_slots_of_streams_that_ended_during_a_hang_are_free_within_the_lea
             assert await asyncio.gather(*running) == [200] * 10  # they end during the hang
             await asyncio.sleep(max(0.0, hung_at + 3.5 - time.monotonic()))
             resume(redis_to_hang)
-            assert await eventually(lambda: _equals(live_slots(url, slots("slots")), 0), LEASE)
+            assert await eventually(lambda: equals(live_slots(url, slots("slots")), 0), LEASE)
             assert await eventually(lambda: all_on_redis(client, [gateway]), 3)
             again = await asyncio.gather(
                 *(stream(client, gateway.url, SLOTS, chunks=2) for _ in range(10))
@@ -202,7 +164,7 @@ async def test_under_load_through_a_hang_redis_counts_exactly_the_requests_answe
             resumed_at = time.monotonic()
             await load
             assert await eventually(lambda: all_on_redis(client, gateways), 3)
-        assert await eventually(lambda: _equals(live_slots(url, slots("load")), 0), LEASE)
+        assert await eventually(lambda: equals(live_slots(url, slots("load")), 0), LEASE)
         ok = sum(1 for _, _, status in answered if status == 200)
         assert await total(url, request_units("load")) == ok
         # Sent after the hang began and answered before it ended, whatever the client's lag:
@@ -216,21 +178,7 @@ async def test_under_load_through_a_hang_redis_counts_exactly_the_requests_answe
             gateway.stop()
 
 
-async def _equals(value: Awaitable[int], expected: int) -> bool:
-    return await value == expected
-
-
 # --- the limiter on a hanging Redis -------------------------------------------------------
-
-
-def policy(requests: str = "1000000/hour", tokens: str = "", conc: int | None = None):
-    return LimitPolicy(
-        key_id=uuid.uuid4().hex[:12],
-        tenant=None,
-        requests=parse_rates(requests),
-        tokens=parse_rates(tokens) if tokens else (),
-        concurrent=conc,
-    )
 
 
 def redis_limiter(url: str, **kwargs) -> RedisLimiter:
@@ -281,7 +229,7 @@ async def test_charges_counted_in_memory_during_a_hang_reach_redis_when_it_answe
         for decision in fallback:
             await limiter.release(p, decision, charge(100))
         resume(redis_to_hang)
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         assert await total(url, request_units(p.key_id)) == 4
         assert await total(url, token_units(p.key_id)) == 310
         assert await live_slots(url, slots(p.key_id)) == 0
@@ -307,7 +255,7 @@ async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(red
         assert reading.allowed
         await limiter.release(p, reading, charge(8, 1))
         resume(redis_to_hang)
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         snapshot = await other_replica.usage_snapshot(p)
         assert snapshot.key_today == Totals(2, 36, 0, 12, 0, 3 * TICKS_PER_USD + 1)
         assert snapshot.tenant_today == snapshot.key_today
@@ -317,58 +265,6 @@ async def test_ledger_spend_and_ownership_recorded_during_a_hang_reach_redis(red
     finally:
         await limiter.aclose()
         await other_replica.aclose()
-
-
-async def _is(value: str, expected: str) -> bool:
-    return value == expected
-
-
-class FaultyLink:
-    """A TCP relay to Redis that can stop passing requests, or replies (a network fault)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.requests_pass = True
-        self.replies_pass = True
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._relays: set[asyncio.Task] = set()
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    def heal(self) -> None:
-        """Pass everything again; the connections that lost bytes are closed."""
-        self.requests_pass = self.replies_pass = True
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        self.heal()
-        await asyncio.gather(*self._relays, return_exceptions=True)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())  # type: ignore[arg-type]
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(
-            self._pipe(reader, up_writer, "requests_pass"),
-            self._pipe(up_reader, writer, "replies_pass"),
-            return_exceptions=True,
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: str):
-        try:
-            while data := await reader.read(65536):
-                if getattr(self, gate):
-                    writer.write(data)
-                    await writer.drain()
-        finally:
-            writer.close()
 
 
 async def test_a_release_whose_reply_was_lost_counts_once_and_a_deferred_one_is_not_lost(
@@ -387,7 +283,7 @@ async def test_a_release_whose_reply_was_lost_counts_once_and_a_deferred_one_is_
         await limiter.release(p, deferred, charge(30))  # Redis is known down: kept for later
         assert await total(redis_server.url, token_units(p.key_id)) == 501
         link.heal()
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         assert await total(redis_server.url, token_units(p.key_id)) == 531
     finally:
         await limiter.aclose()
@@ -408,7 +304,7 @@ async def test_a_slot_whose_release_could_not_be_kept_frees_within_the_lease(red
             await limiter.release(p, decision, charge())
         await asyncio.sleep(2.0)  # over the lease: the refresher would have renewed them
         resume(redis_to_hang)
-        assert await eventually(lambda: _equals(live_slots(url, slots(p.key_id)), 0), 1.8)
+        assert await eventually(lambda: equals(live_slots(url, slots(p.key_id)), 0), 1.8)
     finally:
         await limiter.aclose()
 
@@ -451,7 +347,7 @@ async def test_an_admission_whose_reply_was_lost_is_not_charged(redis_server, mo
         assert await total(redis_server.url, units) == 4  # Redis did count the lost one
         assert await live_slots(redis_server.url, slots(p.key_id)) == 1
         link.heal()
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         assert await total(redis_server.url, units) == (4 if mode == "local" else 2)
         assert await live_slots(redis_server.url, slots(p.key_id)) == 0
         later = await limiter.admit(p)

@@ -22,13 +22,6 @@ from service.sse import ResponsesDialect, StreamSet, relay_sse
 from service.upstream.call import EVENT_STREAM, UpstreamPolicy, open_upstream
 from service.upstream.client import Upstream
 from service.usage.record import TICKS_PER_USD
-from tests.conftest import (
-    MAIN_SECRET,
-    clear_of_a_minute_boundary,
-    gateway_env,
-    key_entry,
-    keys_toml,
-)
 from tests.support.hostile_upstream import (
     PROMPT_TOKENS,
     RESPONSE_ID,
@@ -38,7 +31,9 @@ from tests.support.hostile_upstream import (
     start_hostile_upstream,
     xai_events,
 )
-from tests.support.processes import start_gateway
+from tests.support.keyfiles import MAIN_SECRET, key_entry, keys_toml
+from tests.support.processes import gateway_env, start_gateway
+from tests.support.windows import clear_of_a_minute_boundary
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a space adventure"}]
 AUTH = {"Authorization": f"Bearer {MAIN_SECRET}"}

@@ -15,17 +15,13 @@ from service.limiter import create_limiter
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.limiter.redis_store import RedisLimiter
 from service.usage.record import MEASURE_CAP, TICKS_PER_USD
-from tests.integration.test_ledger_redis import CLIENTS, replica
-from tests.integration.test_redis_hang import (
-    TIMEOUT,
-    FaultyLink,
-    _is,
-    eventually,
-    token_units,
-    total,
-)
-from tests.integration.test_redis_hang import policy as key_policy
 from tests.support.charges import charge, count_round_trips
+from tests.support.faulty_link import FaultyLink
+from tests.support.limiters import CLIENTS, key_policy, replica
+from tests.support.redis_state import token_units, total
+from tests.support.waiting import eventually
+
+TIMEOUT = 0.3  # REDIS_TIMEOUT_SECONDS: a lost reply is given up quickly
 
 
 def policy(tenant: str | None = None) -> LimitPolicy:
@@ -205,7 +201,7 @@ async def test_a_batch_whose_reply_was_lost_counts_each_release_once(redis_serve
         assert limiter.ready()[1].startswith("local fallback")
         assert await total(redis_server.url, token_units(p.key_id)) == 401
         link.heal()  # the four are replayed one by one: their markers say 'r'
-        assert await eventually(lambda: _is(limiter.ready()[1], "redis"), 3)
+        assert await eventually(lambda: limiter.ready()[1] == "redis", 3)
         assert await total(redis_server.url, token_units(p.key_id)) == 401
     finally:
         await limiter.aclose()

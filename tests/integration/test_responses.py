@@ -11,9 +11,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import clear_of_a_minute_boundary, gateway_env, key_entry, keys_toml
-from tests.support.processes import Proc, RedisServer, start_gateway
+from tests.support.keyfiles import key_entry, keys_toml
+from tests.support.processes import Proc, RedisServer, gateway_env, start_gateway
 from tests.support.usage import eventually
+from tests.support.windows import clear_of_a_minute_boundary
 
 MODEL = "grok-4-1-fast-non-reasoning"
 ACME_1, ACME_2, GLOBEX, SOLO = "gk-resp-acme-1", "gk-resp-acme-2", "gk-resp-globex", "gk-resp-solo"

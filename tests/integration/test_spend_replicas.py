@@ -23,9 +23,9 @@ from service.limiter.redis_store import RedisLimiter
 from service.redis.connection import connect
 from service.redis.multiplexed import MultiplexedConnection
 from service.usage.record import TICKS_PER_USD, Totals
-from tests.conftest import MODEL, gateway_env, key_entry, keys_toml
 from tests.support.charges import charge, ledger_of
-from tests.support.processes import REPO, Proc, start_gateway, start_redis
+from tests.support.keyfiles import MODEL, key_entry, keys_toml
+from tests.support.processes import REPO, Proc, gateway_env, start_gateway, start_redis
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import MAIN_SECRET, key_entry, keys_toml
 from tests.support.hostile_upstream import start_hostile_upstream, xai_events
+from tests.support.keyfiles import MAIN_SECRET, key_entry, keys_toml
 from tests.support.processes import start_gateway
 
 AUTH = {"Authorization": f"Bearer {MAIN_SECRET}"}

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import MAIN_SECRET, key_entry, keys_toml
 from tests.support.hostile_upstream import start_hostile_upstream
+from tests.support.keyfiles import MAIN_SECRET, key_entry, keys_toml
 from tests.support.processes import free_port, start_gateway
 from tests.support.usage import eventually
 

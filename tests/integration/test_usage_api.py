@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import gateway_env, key_entry
-from tests.support.processes import start_gateway, start_redis
+from tests.support.keyfiles import key_entry
+from tests.support.processes import gateway_env, start_gateway, start_redis
 from tests.support.usage import (
     MEASURES,
     MODEL,

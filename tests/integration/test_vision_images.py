@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MAIN_SECRET, MODEL, MODELS_SECRET, gateway_env, key_entry, keys_toml
-from tests.support.processes import start_gateway
+from tests.support.keyfiles import MAIN_SECRET, MODEL, MODELS_SECRET, key_entry, keys_toml
+from tests.support.processes import gateway_env, start_gateway
 
 AUTH = {"Authorization": f"Bearer {MAIN_SECRET}"}
 IMAGE = "https://example.com/cat.png"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -98,8 +97,20 @@ def start_gateway(env: dict[str, str], *args: str) -> Proc:
     return _spawn([sys.executable, "-m", "service", *args], full_env, port, "/healthz")
 
 
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def gateway_env(simulator: Proc, keys_file: str, **overrides: str) -> dict[str, str]:
+    """The environment of a gateway on `simulator` with `keys_file`, quick to drain."""
+    env = {
+        "XAI_API_KEY": "xai-test-upstream-key",
+        "XAI_BASE_URL": f"{simulator.url}/v1",
+        "GATEWAY_KEYS_FILE": keys_file,
+        "GATEWAY_DRAIN_DELAY_SECONDS": "0",
+        "UPSTREAM_RETRIES": "1",
+        "LOG_LEVEL": "info",
+        # One key-status poll at start only: none lands between a request and /sim/stats.
+        "UPSTREAM_STATUS_INTERVAL_SECONDS": "3600",
+    }
+    env.update(overrides)
+    return env
 
 
 @dataclass

@@ -40,7 +40,7 @@ MEASURES = (
 
 
 def admin_entry(key_id: str, secret: str) -> str:
-    from tests.support.processes import digest
+    from tests.support.keyfiles import digest
 
     return f'[[admin_keys]]\nid = "{key_id}"\nsha256 = "{digest(secret)}"\n'
 

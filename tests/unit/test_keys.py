@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
-from service.registry.keys import RegistryError, hash_key, parse_registry
+from service.registry.keys import RegistryError, parse_registry
 from service.usage.charge import charge_for
 from service.usage.prices import Price
 from service.usage.record import Usage
-from tests.support.processes import digest
+from tests.support.keyfiles import digest
 
 D1 = digest("one")
 D2 = digest("two")

@@ -17,7 +17,7 @@ from service.registry.keys import RegistryError, parse_registry
 from service.usage.ledger import MemoryLedger
 from service.usage.record import TICKS_PER_USD, Totals
 from tests.support.charges import charge, ledger_of
-from tests.support.processes import digest
+from tests.support.keyfiles import digest
 
 USD = TICKS_PER_USD
 
