@@ -279,6 +279,20 @@ def test_ci_runs_the_smoke_test_after_the_tests():
     assert "bash deploy/smoke.sh" in (REPO / "README.md").read_text()
 
 
+def test_ci_runs_the_readme_test_command_then_the_benchmark_smoke_apart():
+    import tomllib
+
+    commands = [
+        line.strip()
+        for line in (REPO / ".ci/run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    runs = [c.split("|")[0].split("2>")[0].split() for c in commands if c.split()[0] == "pytest"]
+    assert runs == [["pytest"], ["pytest", "tests/bench"]]
+    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
+    assert "tests/bench" not in options["ini_options"]["testpaths"]
+
+
 def test_smoke_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "deploy/smoke.sh")], check=True)
 
