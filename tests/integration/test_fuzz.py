@@ -3,8 +3,9 @@ answers without a 5xx of its own, without a traceback in its log, and charges a 
 limiter exactly when it admitted it — never for a refusal.
 
 The real app runs in this process (its lifespan on a private event loop, requests through
-`httpx.ASGITransport`) on the real simulator, so each example takes milliseconds and the test
-can read the memory limiter's counters directly. To fuzz a new endpoint, add it to ENDPOINTS.
+`httpx.ASGITransport`) on the real simulator, so each example takes milliseconds. What a
+request was charged is read as a client reads it: x-ratelimit-remaining-requests of a probe
+sent before and after it. To fuzz a new endpoint, add it to ENDPOINTS.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import copy
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -125,9 +125,7 @@ class InProcessGateway:
             upstream_retries=0,
             first_byte_timeout=10.0,
         )
-        self.registry = registry
         self.app = create_app(config, registry)
-        self.limiter = self.app.services.limiter
         self.loop = asyncio.new_event_loop()
         self._shutdown = asyncio.Event()
         started = self.loop.create_future()
@@ -162,15 +160,12 @@ class InProcessGateway:
             self.client.request(method, path, headers=headers, content=content, timeout=30)
         )
 
-    def requests_used(self, secret: str) -> dict[str, tuple[int, int]]:
-        """Each request window of the key (and its tenant): (window index, requests counted)."""
-        policy = self.registry.lookup(secret).policy
-        now = time.time()
-        used = {}
-        for window in self.limiter.plan(policy).requests:
-            index, count, _ = self.limiter._counters.get(window.key, (None, 0, 0))
-            used[window.key] = (int(now // window.seconds), count if index is not None else 0)
-        return used
+    def requests_remaining(self, secret: str) -> int:
+        """The key's requests left, as a probe request (GET /api/v1/models) is told."""
+        headers = [(b"authorization", f"Bearer {secret}".encode())]
+        probe = self.request("GET", "/api/v1/models", headers, None)
+        assert probe.status_code == 200, probe.text
+        return int(probe.headers["x-ratelimit-remaining-requests"])
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.aclose())
@@ -344,17 +339,20 @@ def headers_for(draw: st.DrawFn, body: bytes | None) -> list[tuple[bytes, bytes]
 # --- the properties ----------------------------------------------------------------------
 
 
-def charged(before: dict, after: dict) -> set[int]:
-    """How many requests each window counted between two snapshots."""
-    return {
-        used - (before[key][1] if before[key][0] == index else 0)
-        for key, (index, used) in after.items()
-    }
+PROBED = (MAIN, ALLOW_LISTED)
+
+
+@pytest.fixture
+def remaining(gateway: InProcessGateway) -> dict[str, int]:
+    """Each key's requests left, as last probed: at each test's start (after the autouse
+    hour guard, so no day window ends within a test), then after each request."""
+    return {secret: gateway.requests_remaining(secret) for secret in PROBED}
 
 
 def send_and_check(
     gateway: InProcessGateway,
     log_problems: LogProblems,
+    remaining: dict[str, int],
     method: str,
     path: str,
     headers: list,
@@ -363,9 +361,11 @@ def send_and_check(
 ) -> httpx.Response:
     """Send one request and check the three properties; returns the response."""
     log_problems.records.clear()
-    before = {secret: gateway.requests_used(secret) for secret in (MAIN, ALLOW_LISTED)}
-    response = gateway.request(method, path, headers, body)
-    after = {secret: gateway.requests_used(secret) for secret in (MAIN, ALLOW_LISTED)}
+    before = dict(remaining)
+    try:
+        response = gateway.request(method, path, headers, body)
+    finally:  # what it spent, even if it failed: the next example starts from there
+        remaining.update({secret: gateway.requests_remaining(secret) for secret in PROBED})
 
     assert not log_problems.records, [r.getMessage() for r in log_problems.records]
     status = response.status_code
@@ -374,7 +374,8 @@ def send_and_check(
         assert error is not None and error["code"] in UPSTREAM_FAILURES, response.text
     admitted = "x-ratelimit-limit-requests" in response.headers
     event(f"{status} {error['code'] if error else ''}{' (admitted)' if admitted else ''}")
-    spent = set().union(*(charged(before[s], after[s]) for s in before)) - {0}
+    # The probe after the request spent one unit of its own.
+    spent = {before[s] - remaining[s] - 1 for s in PROBED} - {0}
     if admitted:
         assert spent == {1}, f"admitted once, counted {spent}"
     else:
@@ -394,14 +395,14 @@ WITH_BODY = [e for e in ENDPOINTS if e.body is not None]
 @FUZZ
 @given(data=st.data())
 def test_no_request_to_any_endpoint_gets_a_5xx_a_traceback_or_a_charge_when_refused(
-    gateway, log_problems, data
+    gateway, log_problems, remaining, data
 ):
     endpoint = data.draw(st.sampled_from(ENDPOINTS))
     body = data.draw(bodies(endpoint))
     headers = data.draw(headers_for(body))
     method = data.draw(st.sampled_from([endpoint.method] * 12 + ["GET", "POST", "PUT", "DELETE"]))
     path = endpoint.path + data.draw(st.sampled_from(["", "", "", "/"]))
-    send_and_check(gateway, log_problems, method, path, headers, body, endpoint.limited)
+    send_and_check(gateway, log_problems, remaining, method, path, headers, body, endpoint.limited)
 
 
 ADMIN_PARAMS = ("from", "to", "tenant", "key", "group_by", "format")
@@ -415,13 +416,14 @@ ADMIN_PARAMS = ("from", "to", "tenant", "key", "group_by", "format")
     admin=st.booleans(),
 )
 def test_no_admin_usage_query_gets_a_5xx_a_traceback_or_a_charge(
-    gateway, log_problems, params, admin
+    gateway, log_problems, remaining, params, admin
 ):
     secret = ADMIN if admin else MAIN
     query = str(httpx.QueryParams(params))
     response = send_and_check(
         gateway,
         log_problems,
+        remaining,
         "GET",
         f"/admin/v1/usage?{query}",
         [(b"authorization", f"Bearer {secret}".encode())],
@@ -439,11 +441,11 @@ def test_no_admin_usage_query_gets_a_5xx_a_traceback_or_a_charge(
     kind=st.sampled_from(["array", "object"]),
 )
 def test_a_body_is_admitted_exactly_when_it_nests_at_most_64_levels(
-    gateway, log_problems, endpoint, depth, kind
+    gateway, log_problems, remaining, endpoint, depth, kind
 ):
     raw = json.dumps({**endpoint.body, "extra": "DEEP"}).replace('"DEEP"', nested(depth, kind))
     response = send_and_check(
-        gateway, log_problems, endpoint.method, endpoint.path, JSON_HEADERS, raw.encode()
+        gateway, log_problems, remaining, endpoint.method, endpoint.path, JSON_HEADERS, raw.encode()
     )
     too_deep = 1 + depth > 64  # the body's own object is the first level
     assert ("x-ratelimit-limit-requests" in response.headers) is not too_deep, response.text
@@ -454,13 +456,13 @@ def test_a_body_is_admitted_exactly_when_it_nests_at_most_64_levels(
 
 @FUZZ
 @given(data=st.data())
-def test_a_non_finite_number_anywhere_in_a_body_is_refused(gateway, log_problems, data):
+def test_a_non_finite_number_anywhere_in_a_body_is_refused(gateway, log_problems, remaining, data):
     endpoint = data.draw(st.sampled_from(WITH_BODY))
     path = data.draw(st.sampled_from(list(paths_of(endpoint.body))))
     literal = data.draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-2e308"]))
     marked = mutated(endpoint.body, path, "replace", "NON-FINITE", "")
     raw = json.dumps(marked).replace('"NON-FINITE"', literal).encode()
     response = send_and_check(
-        gateway, log_problems, endpoint.method, endpoint.path, JSON_HEADERS, raw
+        gateway, log_problems, remaining, endpoint.method, endpoint.path, JSON_HEADERS, raw
     )
     assert response.status_code == 400, response.text
