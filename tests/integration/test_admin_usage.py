@@ -23,7 +23,13 @@ import pytest
 
 from service.usage.report import usd_text
 from tests.support.keyfiles import key_entry
-from tests.support.processes import free_port, gateway_env, start_gateway, start_redis
+from tests.support.processes import (
+    free_port,
+    gateway_env,
+    start_gateway,
+    start_gateways,
+    start_redis,
+)
 from tests.support.usage import (
     MEASURES,
     MODEL,
@@ -67,9 +73,7 @@ def cluster(simulator, tmp_path_factory):
         + "\n".join(entries)
         + admin_entry("ops", ADMIN)
     )
-    procs = [
-        start_gateway(gateway_env(simulator, str(keys), REDIS_URL=redis.url)) for _ in range(3)
-    ]
+    procs = start_gateways(gateway_env(simulator, str(keys), REDIS_URL=redis.url), 3)
     replicas = itertools.cycle(procs)
     expected: dict[tuple[str, str, str], dict[str, int]] = {}
     plan = [

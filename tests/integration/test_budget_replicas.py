@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.keyfiles import MODEL, key_entry, keys_toml
-from tests.support.processes import RedisServer, gateway_env, start_gateway, start_redis
+from tests.support.processes import RedisServer, gateway_env, start_gateways, start_redis
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +70,8 @@ class Cluster:
                 defaults='requests = "100000/hour"\n\n[tenants.shared]\nrequests = "40/hour"',
             )
         )
-        self.procs = [
-            start_gateway(gateway_env(simulator, str(keys), REDIS_URL=redis.url, **env))
-            for _ in range(replicas)
-        ]
+        env = gateway_env(simulator, str(keys), REDIS_URL=redis.url, **env)
+        self.procs = start_gateways(env, replicas)
         self.urls = [p.url for p in self.procs]
 
     def stop(self) -> None:

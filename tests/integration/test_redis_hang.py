@@ -32,7 +32,7 @@ from tests.support.charges import charge
 from tests.support.faulty_link import FaultyLink
 from tests.support.keyfiles import MODEL, key_entry, keys_toml
 from tests.support.limiters import key_policy as policy
-from tests.support.processes import Proc, RedisServer, gateway_env, start_gateway, start_redis
+from tests.support.processes import Proc, RedisServer, gateway_env, start_gateways, start_redis
 from tests.support.redis_state import live_slots, request_units, slots, token_units, total
 from tests.support.waiting import equals, eventually
 from tests.support.windows import clear_of_a_minute_boundary
@@ -64,7 +64,7 @@ def resume(server: RedisServer) -> None:
 # --- gateways on a hanging Redis ----------------------------------------------------------
 
 
-def start_gateways(simulator: Proc, redis: RedisServer, tmp_path, mode: str, n: int) -> list[Proc]:
+def hang_gateways(simulator: Proc, redis: RedisServer, tmp_path, mode: str, n: int) -> list[Proc]:
     keys = tmp_path / "keys.toml"
     keys.write_text(
         keys_toml(
@@ -82,7 +82,7 @@ def start_gateways(simulator: Proc, redis: RedisServer, tmp_path, mode: str, n: 
         CONCURRENCY_LEASE_SECONDS=str(LEASE),
         RATE_LIMIT_FAILURE_MODE=mode,
     )
-    return [start_gateway(env) for _ in range(n)]
+    return start_gateways(env, n)
 
 
 async def stream(client: httpx.AsyncClient, url: str, secret: str, **sim: int) -> int:
@@ -107,7 +107,7 @@ async def all_on_redis(client: httpx.AsyncClient, gateways: list[Proc]) -> bool:
 async def test_slots_of_streams_that_ended_during_a_hang_are_free_within_the_lease(
     simulator, redis_to_hang, tmp_path, mode
 ):
-    (gateway,) = start_gateways(simulator, redis_to_hang, tmp_path, mode, 1)
+    (gateway,) = hang_gateways(simulator, redis_to_hang, tmp_path, mode, 1)
     url = redis_to_hang.url
     try:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -137,7 +137,7 @@ async def test_slots_of_streams_that_ended_during_a_hang_are_free_within_the_lea
 async def test_under_load_through_a_hang_redis_counts_exactly_the_requests_answered(
     simulator, redis_to_hang, tmp_path, mode
 ):
-    gateways = start_gateways(simulator, redis_to_hang, tmp_path, mode, 2)
+    gateways = hang_gateways(simulator, redis_to_hang, tmp_path, mode, 2)
     url = redis_to_hang.url
     answered: list[tuple[float, float, int]] = []  # (sent, answered, status)
 

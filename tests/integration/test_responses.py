@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.keyfiles import key_entry, keys_toml
-from tests.support.processes import Proc, RedisServer, gateway_env, start_gateway
+from tests.support.processes import Proc, RedisServer, gateway_env, start_gateway, start_gateways
 from tests.support.usage import eventually
 from tests.support.windows import clear_of_a_minute_boundary
 
@@ -35,7 +35,7 @@ def replicas(simulator: Proc, redis_server: RedisServer, tmp_path_factory) -> li
         )
     )
     env = gateway_env(simulator, str(keys), REDIS_URL=redis_server.url, SSE_KEEPALIVE_SECONDS="1")
-    procs = [start_gateway(env), start_gateway(env)]
+    procs = start_gateways(env, 2)
     yield procs
     for proc in procs:
         proc.stop()

@@ -25,7 +25,13 @@ from service.redis.multiplexed import MultiplexedConnection
 from service.usage.record import TICKS_PER_USD, Totals
 from tests.support.charges import charge, ledger_of
 from tests.support.keyfiles import MODEL, key_entry, keys_toml
-from tests.support.processes import REPO, Proc, gateway_env, start_gateway, start_redis
+from tests.support.processes import (
+    REPO,
+    Proc,
+    gateway_env,
+    start_gateways,
+    start_redis,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +186,7 @@ def start_replicas(simulator: Proc, redis_url: str, tmp_path, n: int = 3) -> lis
         )
     )
     env = gateway_env(simulator, str(keys), REDIS_URL=redis_url)
-    return [start_gateway(env) for _ in range(n)]
+    return start_gateways(env, n)
 
 
 async def fire(

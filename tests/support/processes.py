@@ -67,19 +67,27 @@ class Proc:
 
 
 def _spawn(args: list[str], env: dict[str, str], port: int, ready_path: str) -> Proc:
+    proc = _launch(args, env, port)
+    _wait_ready(proc, args, ready_path)
+    return proc
+
+
+def _launch(args: list[str], env: dict[str, str], port: int) -> Proc:
     log = Path(tempfile.mkstemp(prefix="gw-test-", suffix=".log")[1])
     fh = open(log, "w")  # noqa: SIM115 - owned by the child until it exits
     popen = subprocess.Popen(
         args, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
     )
-    url = f"http://127.0.0.1:{port}"
+    return Proc(popen=popen, url=f"http://127.0.0.1:{port}", port=port, log_path=log)
+
+
+def _wait_ready(proc: Proc, args: list[str], ready_path: str) -> None:
     try:
-        wait_http(url + ready_path, proc=None)
+        wait_http(proc.url + ready_path, proc=proc.popen)
     except Exception:
-        popen.kill()
-        popen.wait()
-        raise RuntimeError(f"{args} did not start:\n{log.read_text()}") from None
-    return Proc(popen=popen, url=url, port=port, log_path=log)
+        proc.popen.kill()
+        proc.popen.wait()
+        raise RuntimeError(f"{args} did not start:\n{proc.read_output()}") from None
 
 
 def start_simulator(*extra: str) -> Proc:
@@ -90,11 +98,33 @@ def start_simulator(*extra: str) -> Proc:
 
 def start_gateway(env: dict[str, str], *args: str) -> Proc:
     """Start `python -m service` with the given environment on a free port."""
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "XAI_"))}
-    full_env.pop("REDIS_URL", None)
-    full_env.update({"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **env})
-    return _spawn([sys.executable, "-m", "service", *args], full_env, port, "/healthz")
+    (proc,) = start_gateways(env, 1, *args)
+    return proc
+
+
+def start_gateways(env: dict[str, str], n: int, *args: str) -> list[Proc]:
+    """Start `n` gateways (replicas) with the same environment at once, each on its own port:
+    they start side by side rather than one after another."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "XAI_"))}
+    base.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "service", *args]
+    procs = [
+        _launch(
+            command, {**base, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **env}, port
+        )
+        for port in ports
+    ]
+    try:
+        for proc in procs:
+            _wait_ready(proc, command, "/healthz")
+    except Exception:
+        for proc in procs:
+            proc.stop(signal.SIGKILL)
+        raise
+    return procs
 
 
 def gateway_env(simulator: Proc, keys_file: str, **overrides: str) -> dict[str, str]:
