@@ -12,11 +12,19 @@ import httpx
 import pytest
 
 from tests.support.keyfiles import MODEL, key_entry, keys_toml
-from tests.support.processes import RedisServer, gateway_env, start_gateways, start_redis
+from tests.support.processes import (
+    RedisServer,
+    gateway_env,
+    start_gateways,
+    start_redis,
+)
+from tests.support.redis_state import live_slots, slots
+from tests.support.waiting import equals, eventually
 
 pytestmark = pytest.mark.slow
 
 A, B, C, D = "gk-replica-a", "gk-replica-b", "gk-replica-c", "gk-replica-d"
+A2 = "gk-replica-a2"  # A's budget, for the test that spends A's own beside B
 
 
 def body(**sim) -> dict:
@@ -62,6 +70,7 @@ class Cluster:
         keys.write_text(
             keys_toml(
                 key_entry("a", A, extra='requests = "60/hour"'),
+                key_entry("a2", A2, extra='requests = "60/hour"'),
                 key_entry("b", B, extra='requests = "60/hour"'),
                 key_entry("c", C, extra='requests = "100000/hour"\nconcurrent = 5'),
                 key_entry("d", D),
@@ -86,11 +95,15 @@ def fresh_redis():
     server.stop()
 
 
-@pytest.fixture
-def cluster(simulator, fresh_redis, tmp_path):
-    group = Cluster(simulator, fresh_redis, tmp_path)
+@pytest.fixture(scope="module")
+def cluster(simulator, tmp_path_factory):
+    """Three replicas on a Redis of their own, shared by the tests that stop nothing: each
+    spends the budgets of keys no other test uses."""
+    redis = start_redis()
+    group = Cluster(simulator, redis, tmp_path_factory.mktemp("cluster"))
     yield group
     group.stop()
+    redis.stop()
 
 
 async def test_three_replicas_admit_exactly_the_key_limit(cluster):
@@ -103,7 +116,7 @@ async def test_three_replicas_admit_exactly_the_key_limit(cluster):
 
 
 async def test_another_keys_budget_is_untouched(cluster):
-    await fire(cluster.urls, A, 120)
+    await fire(cluster.urls, A2, 120)
     assert codes(await fire(cluster.urls, B, 60)) == {200: 60}
 
 
@@ -125,11 +138,12 @@ async def test_a_killed_replicas_slot_frees_within_the_lease(simulator, fresh_re
     try:
         # Hold all five of key C's slots on replica 0, then kill it mid-stream.
         holding = asyncio.ensure_future(fire(group.urls[:1], C, 5, chunks=100, delay_ms=100))
-        await asyncio.sleep(1.0)
+        held = slots("c")
+        assert await eventually(lambda: equals(live_slots(fresh_redis.url, held), 5), 5)
         os.kill(group.procs[0].popen.pid, signal.SIGKILL)
         refused = await fire(group.urls[1:], C, 1)
         assert codes(refused) == {"concurrency_limit_exceeded": 1}
-        await asyncio.sleep(2.5)
+        assert await eventually(lambda: equals(live_slots(fresh_redis.url, held), 0), 2.5)
         assert codes(await fire(group.urls[1:], C, 5)) == {200: 5}
         holding.cancel()
     finally:
