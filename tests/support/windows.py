@@ -5,13 +5,6 @@ from __future__ import annotations
 import time
 
 
-def clear_of_a_minute_boundary(seconds: float = 3.0) -> None:
-    """Sleep past the end of the clock's minute if it ends within `seconds`: counts compared
-    across a few requests then stay in one per-minute window (the windows, in Redis or in a
-    gateway's memory, follow this machine's clock in the tests)."""
-    clear_of_a_window_boundary(seconds, 60)
-
-
 def clear_of_a_window_boundary(seconds: float, period: float) -> None:
     """Sleep past the end of the clock's current `period` (seconds) if it ends within
     `seconds`."""
