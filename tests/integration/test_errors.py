@@ -213,6 +213,7 @@ def test_unreachable_upstream_is_502_upstream_error(tmp_path):
         "XAI_API_KEY": "k",
         "XAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
         "GATEWAY_KEYS_FILE": str(keys),
+        "GATEWAY_DRAIN_DELAY_SECONDS": "0",
         "UPSTREAM_RETRIES": "1",
     }
     gw = start_gateway(env)
