@@ -288,7 +288,7 @@ def test_ci_runs_the_readme_test_command_then_the_benchmark_smoke_apart():
         if line.strip() and not line.lstrip().startswith("#")
     ]
     runs = [c.split("|")[0].split("2>")[0].split() for c in commands if c.split()[0] == "pytest"]
-    assert runs == [["pytest"], ["pytest", "tests/bench"]]
+    assert runs == [["pytest"], ["pytest", "-n", "0", "tests/bench"]]
     options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
     assert "tests/bench" not in options["ini_options"]["testpaths"]
 
