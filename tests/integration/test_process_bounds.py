@@ -11,8 +11,8 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import gateway_env, key_entry, keys_toml
-from tests.support.processes import Proc, start_gateway
+from tests.support.keyfiles import key_entry, keys_toml
+from tests.support.processes import Proc, gateway_env, start_gateway
 from tests.support.rawhttp import connect, read_response, request_head, wait_closed
 
 MODEL = "grok-4-1-fast-non-reasoning"
