@@ -14,7 +14,7 @@ pipelining and streaming responses work as in uvicorn; a response's head is writ
 first body bytes (`HeadWithBody`), one system call where uvicorn makes two.
 
 `HttpToolsProtocol` is not uvicorn's public API: pyproject.toml allows the uvicorn versions
-this was tested with, and tests/test_uvicorn_internals.py names what moved in another.
+this was tested with, and tests/unit/test_uvicorn_internals.py names what moved in another.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ streams in flight get GATEWAY_SHUTDOWN_GRACE_SECONDS to finish; then the process
 A second signal skips the wait.
 
 The drain overrides hooks of uvicorn's Server and replaces its worker processes' class, none
-of them public API: see the pin in pyproject.toml and tests/test_uvicorn_internals.py.
+of them public API: see the pin in pyproject.toml and tests/unit/test_uvicorn_internals.py.
 """
 
 from __future__ import annotations
