@@ -1,11 +1,14 @@
 """`python -m bench.attacks`: what one tenant can do to another (SPEC 15), measured.
 
-Two gateway replicas share one redis-server and the simulator. A victim tenant sends a steady
-load (small chat requests, alternating replicas) for a quiet phase, then again while an
+Two gateway replicas share one redis-server and the simulator. A victim tenant sends small
+chat requests at a fixed rate (alternating replicas) for a quiet phase, then again while an
 attacker tenant, within its own budgets, names a new model in every request (each one the
-upstream refuses) and reads its usage four at a time, and an operator exports the whole
-ledger over and over. Prints the victim's latency and errors in both phases, what the
-attacker got, and the slowest command Redis ran (its slowlog), and writes attacks.json.
+upstream refuses) and reads its usage four at a time, and an operator exports the day's
+ledger over and over. Then, with `--export-rows`, the ledger is filled with that many rows
+(400 days, 100 tenants, two keys each, five models) and one replica exports them all while
+the victim goes on: its peak RSS and the export's time are measured. Prints the victim's
+latency and errors in each phase, what the attacker got, the slowest command Redis ran (its
+slowlog) and the export's figures, and writes attacks.json.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.targets import Proc, start_gateway, start_redis, start_simulator
+from bench.targets import PeakRss, Proc, start_gateway, start_redis, start_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 VICTIM, ATTACKER, ADMIN = "gk-victim-0123456789", "gk-attacker-0123456789", "gk-ops-0123456789"
@@ -57,30 +60,33 @@ sha256 = "{digest(ADMIN)}"
     return path
 
 
-async def victim_load(urls: list[str], seconds: float, clients: int) -> list[tuple[float, int]]:
-    """(latency in s, status) of every victim request in `seconds`."""
+async def victim_load(urls: list[str], seconds: float, rate: float) -> list[tuple[float, int]]:
+    """(latency in s, status) of every victim request: `rate` a second for `seconds`, each
+    sent on time whatever the others are doing (an open loop, so both phases carry the same
+    load)."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     results: list[tuple[float, int]] = []
-    deadline = time.monotonic() + seconds
 
-    async def client(n: int, http: httpx.AsyncClient) -> None:
-        i = n
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            try:
-                answer = await http.post(
-                    f"{urls[i % len(urls)]}/api/v1/chat/completions",
-                    json=body,
-                    headers={"Authorization": f"Bearer {VICTIM}"},
-                )
-                status = answer.status_code
-            except httpx.HTTPError:
-                status = 0
-            results.append((time.perf_counter() - started, status))
-            i += 1
+    async def one(i: int, http: httpx.AsyncClient) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await http.post(
+                f"{urls[i % len(urls)]}/api/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {VICTIM}"},
+            )
+            status = answer.status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append((time.perf_counter() - started, status))
 
-    async with httpx.AsyncClient(timeout=30) as http:
-        await asyncio.gather(*(client(n, http) for n in range(clients)))
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        tasks, start = [], time.monotonic()
+        for i in range(int(seconds * rate)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i, http)))
+        await asyncio.gather(*tasks)
     return results
 
 
@@ -150,7 +156,68 @@ def slowest_redis_command_ms(redis: Proc) -> float:
     return max((e["duration"] for e in entries), default=0) / 1000
 
 
-async def run(seconds: float, clients: int, mode: str, rate: float, workdir: Path) -> dict:
+def fill_ledger(redis: Proc, rows: int) -> tuple[str, str]:
+    """`rows` ledger rows (five models a row hash) over 400 days of 100 tenants with two keys
+    each, as releases would have written them; the first and last day."""
+    import datetime
+
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    first = datetime.date(2025, 1, 1)
+    fields = {f"{c}|grok-{m}": 7 for c in "rio$" for m in range(5)}
+    hashes = rows // 5
+    with client.pipeline(transaction=False) as pipe:
+        for n in range(hashes):
+            day = first + datetime.timedelta(days=n % 400)
+            tenant = (n // 400) % 100
+            key = f"k{(n // 40000) % 2}-{tenant}"
+            pipe.hset(f"gw:{{t:bulk-{tenant}}}:led:{day}:{key}", mapping=fields)
+            if n % 2000 == 1999:
+                pipe.execute()
+        pipe.execute()
+    return str(first), str(first + datetime.timedelta(days=399))
+
+
+async def export_under_load(
+    urls: list[str], gateway: Proc, redis: Proc, rows: int, seconds: float, rate: float
+) -> dict:
+    """One export of `rows` ledger rows from one replica while the victim goes on."""
+    first, last = fill_ledger(redis, rows)
+    baseline = gateway.rss_mb()
+    size = 0
+
+    async def export() -> float:
+        nonlocal size
+        started = time.perf_counter()
+        async with (
+            httpx.AsyncClient(timeout=600) as http,
+            http.stream(
+                "GET",
+                f"{gateway.url}/admin/v1/usage",
+                params={"from": first, "to": last, "format": "csv"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            ) as answer,
+        ):
+            async for chunk in answer.aiter_raw():
+                size += len(chunk)
+        return time.perf_counter() - started
+
+    with PeakRss(gateway) as peak:
+        took, victim = await asyncio.gather(export(), victim_load(urls, seconds, rate))
+    return {
+        "rows": rows,
+        "export_seconds": round(took, 1),
+        "export_mb": round(size / 1e6, 1),
+        "rss_before_mb": round(baseline, 1),
+        "rss_peak_mb": round(peak.peak, 1),
+        "victim": summary(victim, seconds),
+    }
+
+
+async def run(
+    seconds: float, victim_rate: float, mode: str, rate: float, export_rows: int, workdir: Path
+) -> dict:
     procs: list[Proc] = []
     try:
         simulator = start_simulator(workdir)
@@ -173,22 +240,29 @@ async def run(seconds: float, clients: int, mode: str, rate: float, workdir: Pat
                 )
             )
         urls = [proc.url for proc in procs[2:]]
-        quiet = summary(await victim_load(urls, seconds, clients), seconds)
+        quiet = summary(await victim_load(urls, seconds, victim_rate), seconds)
         stop, counts = asyncio.Event(), {}
         attack = asyncio.create_task(attacker(urls, stop, counts, rate))
-        await asyncio.sleep(min(5.0, seconds / 2))  # the ledger swells first
-        under = summary(await victim_load(urls, seconds, clients), seconds)
+        await asyncio.sleep(min(5.0, seconds / 2))  # the ledger would swell first
+        under = summary(await victim_load(urls, seconds, victim_rate), seconds)
         stop.set()
         await attack
+        slowest = slowest_redis_command_ms(redis)
+        export = None
+        if export_rows:
+            export = await export_under_load(
+                urls, procs[3], redis, export_rows, seconds, victim_rate
+            )
         return {
             "mode": mode,
             "seconds": seconds,
-            "clients": clients,
+            "victim_rate": victim_rate,
             "attack_rate": rate,
             "quiet": quiet,
             "under_attack": under,
             "attacker": counts,
-            "slowest_redis_command_ms": slowest_redis_command_ms(redis),
+            "slowest_redis_command_ms": slowest,
+            "export": export,
         }
     finally:
         for proc in reversed(procs):
@@ -206,6 +280,21 @@ def markdown(runs: list[dict]) -> str:
             row = [r["mode"], phase.replace("_", " "), s["per_second"], s["errors"]]
             lines.append("| " + " | ".join(map(str, [*row, s["p50_ms"], s["p99_ms"]])) + " |")
     for r in runs:
+        e = r["export"]
+        if e is not None:
+            v = e["victim"]
+            lines.append(
+                f"| {r['mode']} | export of {e['rows']:,} rows | {v['per_second']} | "
+                f"{v['errors']} | {v['p50_ms']} | {v['p99_ms']} |"
+            )
+    for r in runs:
+        e = r["export"]
+        if e is not None:
+            lines.append(
+                f"\n{r['mode']}: the export of {e['rows']:,} rows took {e['export_seconds']} s "
+                f"({e['export_mb']} MB of CSV); the replica's RSS went {e['rss_before_mb']} -> "
+                f"{e['rss_peak_mb']} MB at its peak."
+            )
         got = "; ".join(
             f"{kind}: " + ", ".join(f"{n}x {status}" for status, n in sorted(by.items()))
             for kind, by in sorted(r["attacker"].items())
@@ -220,19 +309,35 @@ def markdown(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
-    parser.add_argument("--clients", type=int, default=8, help="the victim's concurrency")
+    parser.add_argument("--victim-rate", type=float, default=50.0, help="its requests a second")
+    parser.add_argument("--export-rows", type=int, default=400_000, help="0: no export run")
     parser.add_argument("--modes", default="local,closed")
-    parser.add_argument("--rate", type=float, default=400.0, help="the attacker's names a second")
+    parser.add_argument("--rate", type=float, default=100.0, help="the attacker's names a second")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="gw-attacks-") as tmp:
         for mode in args.modes.split(","):
-            runs.append(asyncio.run(run(args.seconds, args.clients, mode, args.rate, Path(tmp))))
+            runs.append(
+                asyncio.run(
+                    run(
+                        args.seconds,
+                        args.victim_rate,
+                        mode,
+                        args.rate,
+                        args.export_rows,
+                        Path(tmp),
+                    )
+                )
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attacks.json").write_text(json.dumps(runs, indent=2))
     print(markdown(runs))
-    bad = [r for r in runs if r["under_attack"]["errors"]]
+    bad = [
+        r
+        for r in runs
+        if r["under_attack"]["errors"] or (r["export"] and r["export"]["victim"]["errors"])
+    ]
     sys.exit(1 if bad else 0)
 
 
