@@ -141,10 +141,12 @@ class RedisLimiter:
         self.retention_ms = retention_days * 86_400_000
         self.clock = clock or RedisClock()
         self._budget = timeout * _DEADLINE_SHARE  # seconds a script may take to start
-        if multiplexed is not None:
-            script: Any = lambda text: MultiplexedScript(multiplexed, text)  # noqa: E731
-        else:
-            script = lambda text: RedisPyScript(redis.register_script(text))  # noqa: E731
+
+        def script(text: str) -> MultiplexedScript | RedisPyScript:
+            if multiplexed is not None:
+                return MultiplexedScript(multiplexed, text)
+            return RedisPyScript(redis.register_script(text))
+
         self._admit, self._release = script(ADMIT), script(RELEASE)
         self._cancel, self._snapshot = script(CANCEL), script(SNAPSHOT)
         self._refresh = redis.register_script(REFRESH)

@@ -66,19 +66,23 @@ class RateLimitMiddleware:
             count_usage(policy.tenant, charge)
 
 
+def _served_as(ctx: RequestContext) -> str | None:
+    """The model the upstream serves for the one the client named (prices use it)."""
+    return ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
+
+
 def _estimate(ctx: RequestContext) -> int:
     """What the request will likely cost: held against its spend budgets until it ends."""
-    upstream = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
-    return estimate_ticks(ctx.payload, ctx.body_size, estimate_price(upstream, ctx.prices or {}))
+    price = estimate_price(_served_as(ctx), ctx.prices or {})
+    return estimate_ticks(ctx.payload, ctx.body_size, price)
 
 
 def _charge(ctx: RequestContext) -> Charge:
     """The request's charge; its cost goes to the access log too."""
-    upstream = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
     charge = charge_for(
         ctx.usage,
         ctx.model,
-        upstream,
+        _served_as(ctx),
         ctx.prices or {},
         status=ctx.status,
         record=(ctx.response_id, *ctx.item_ids) if ctx.response_id else (),
