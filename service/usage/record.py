@@ -10,6 +10,7 @@ ticks everywhere; dollars appear only when shown to a person.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,15 +103,15 @@ class Totals:
     cost_ticks: int = 0
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Totals(*map(operator.add, self.values(), other.values()))
 
     def values(self) -> tuple[int, ...]:
         """The measures, in field (and MEASURES) order."""
-        return tuple(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
+        return _fields_of(self)
 
     def by_code(self) -> dict[str, int]:
         """Measure code -> amount, each within MEASURE_CAP: what a release writes."""
-        return {code: min(v, MEASURE_CAP) for code, v in zip(MEASURES, self.values(), strict=True)}
+        return dict(zip(MEASURES, map(min, self.values(), _CAPS), strict=True))
 
     @classmethod
     def of(cls, charge: Charge) -> Totals:
@@ -133,6 +134,9 @@ class Totals:
         counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
         return cls(*(counts.get(code, 0) for code in MEASURES))
 
+
+_fields_of = operator.attrgetter(*(f.name for f in dataclasses.fields(Totals)))
+_CAPS = (MEASURE_CAP,) * len(MEASURES)
 
 # The measures as the usage answers and reports name them (cost in USD there).
 MEASURE_NAMES = tuple(
