@@ -135,14 +135,14 @@ class RedisLedger:
         self, first: date, last: date, tenant: str | None = None, key: str | None = None
     ) -> AsyncIterator[list[LedgerRow]]:
         try:
-            names = [
-                (where, name)
-                async for name, where in self._names(tenant, key)
-                if first <= where[0] <= last
-            ]
-            names.sort()
-            for _, group in itertools.groupby(names, key=lambda named: named[0][0]):
-                yield await self._read(list(group))
+            # Bucketed by day as they come, each day sorted when it is read: one sort of every
+            # name held the event loop for as long as the ledger is big.
+            by_day: dict[date, list[tuple[tuple[date, str, str], str]]] = {}
+            async for name, where in self._names(tenant, key):
+                if first <= where[0] <= last:
+                    by_day.setdefault(where[0], []).append((where, name))
+            for day in sorted(by_day):
+                yield await self._read(sorted(by_day.pop(day)))
         except (TimeoutError, RedisError, OSError) as exc:
             raise LedgerUnavailable(str(exc)) from exc
 
