@@ -6,9 +6,12 @@ attacker tenant, within its own budgets, names a new model in every request (eac
 upstream refuses) and reads its usage four at a time, and an operator exports the day's
 ledger over and over. Then, with `--export-rows`, the ledger is filled with that many rows
 (400 days, 100 tenants, two keys each, five models) and one replica exports them all while
-the victim goes on: its peak RSS and the export's time are measured. Prints the victim's
-latency and errors in each phase, what the attacker got, the slowest command Redis ran (its
-slowlog) and the export's figures, and writes attacks.json.
+the victim goes on: its peak RSS and the export's time are measured. Between the quiet phase
+and the attack, the attacker tenant sends as many ordinary requests (one real model, no usage
+reads, no exports): what the same load does, so the attack's own effect shows apart from its
+load on the two cores. Prints the victim's latency and errors in each phase, what the attacker
+got, the slowest command Redis ran (its slowlog) and the export's figures, and writes
+attacks.json.
 """
 
 from __future__ import annotations
@@ -91,10 +94,15 @@ async def victim_load(urls: list[str], seconds: float, rate: float) -> list[tupl
 
 
 async def attacker(
-    urls: list[str], stop: asyncio.Event, counts: dict[str, dict[int, int]], rate: float
+    urls: list[str],
+    stop: asyncio.Event,
+    counts: dict[str, dict[int, int]],
+    rate: float,
+    ordinary: bool = False,
 ) -> None:
     """Unique model names at `rate` a second (each refused upstream), its usage read four
-    at a time (as fast as each answer comes), and the admin export over and over."""
+    at a time (as fast as each answer comes), and the admin export over and over; or, when
+    `ordinary`, only as many requests for the one real model."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
     auth = {"Authorization": f"Bearer {ATTACKER}"}
 
@@ -107,11 +115,12 @@ async def attacker(
         pause = 16 / rate  # sixteen senders share the rate
         while not stop.is_set():
             await asyncio.sleep(pause)
-            body = {"model": f"made-up-{i}", "messages": [{"role": "user", "content": "x"}]}
+            model = MODEL if ordinary else f"made-up-{i}"
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
             answer = await http.post(
                 f"{urls[i % 2]}/api/v1/chat/completions", json=body, headers=auth
             )
-            count("unique model names", answer.status_code)
+            count("ordinary requests" if ordinary else "unique model names", answer.status_code)
             i += 16
 
     async def usage(http: httpx.AsyncClient, n: int) -> None:
@@ -129,6 +138,9 @@ async def attacker(
             count("admin exports", answer.status_code)
 
     async with httpx.AsyncClient(timeout=30) as http:
+        if ordinary:
+            await asyncio.gather(*(names(http, n) for n in range(16)))
+            return
         await asyncio.gather(
             *(names(http, n) for n in range(16)), *(usage(http, n) for n in range(4)), export(http)
         )
@@ -241,6 +253,11 @@ async def run(
             )
         urls = [proc.url for proc in procs[2:]]
         quiet = summary(await victim_load(urls, seconds, victim_rate), seconds)
+        stop, load_counts = asyncio.Event(), {}
+        load = asyncio.create_task(attacker(urls, stop, load_counts, rate, ordinary=True))
+        ordinary = summary(await victim_load(urls, seconds, victim_rate), seconds)
+        stop.set()
+        await load
         stop, counts = asyncio.Event(), {}
         attack = asyncio.create_task(attacker(urls, stop, counts, rate))
         await asyncio.sleep(min(5.0, seconds / 2))  # the ledger would swell first
@@ -259,6 +276,7 @@ async def run(
             "victim_rate": victim_rate,
             "attack_rate": rate,
             "quiet": quiet,
+            "ordinary_load": ordinary,
             "under_attack": under,
             "attacker": counts,
             "slowest_redis_command_ms": slowest,
@@ -275,7 +293,7 @@ def markdown(runs: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
-        for phase in ("quiet", "under_attack"):
+        for phase in ("quiet", "ordinary_load", "under_attack"):
             s = r[phase]
             row = [r["mode"], phase.replace("_", " "), s["per_second"], s["errors"]]
             lines.append("| " + " | ".join(map(str, [*row, s["p50_ms"], s["p99_ms"]])) + " |")
