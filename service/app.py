@@ -6,6 +6,7 @@
        ├─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
        ├─ /api/v1/usage  Auth → route                         reads budgets, spends none
        └─ /admin/v1/...  Auth (admin keys only) → route       no tenant budgets
+          (usage, keys, tenants, audit: routes/admin/; keys live in registry/store.py)
 
 Each API route gets its own middleware chain (the body validator differs per route), so the
 limiter only ever sees authenticated, well-formed requests: bad input spends nothing.
@@ -30,9 +31,11 @@ from service.middleware.auth import AuthMiddleware
 from service.middleware.body import BodyMiddleware
 from service.middleware.observe import ObserveMiddleware
 from service.middleware.ratelimit import RateLimitMiddleware
+from service.registry.follow import StoreFollower
 from service.registry.keys import KeyRegistry
 from service.registry.reload import RegistryHolder
-from service.routes.admin import AdminUsage
+from service.registry.store import KeyStore, MemoryKeyStore, RedisKeyStore
+from service.routes.admin import AdminUsage, Audit, Key, Keys, RotateKey, Tenant, Tenants
 from service.routes.chat import ChatCompletions
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
@@ -118,9 +121,12 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         ),
         ledger=create_ledger(settings.redis_url, memory_ledger, settings.redis_timeout),
         registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
+        keys=None,
         streams=StreamSet(settings.keepalive_seconds),
         inflight=InFlight(settings.max_inflight_body_bytes),
     )
+
+    services.keys = StoreFollower(_key_store(settings), services.registry)
 
     def api(
         route: ASGIApp,
@@ -172,6 +178,16 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         # Spends nothing and must answer when the key's budgets are spent: no limiter.
         JsonRoute("/api/v1/usage", api(KeyUsage(services), None, limited=False), methods=["GET"]),
         JsonRoute("/admin/v1/usage", admin(AdminUsage(services)), methods=["GET"]),
+        JsonRoute("/admin/v1/keys", admin(Keys(services)), methods=["GET", "POST"]),
+        JsonRoute(
+            "/admin/v1/keys/{key_id}", admin(Key(services)), methods=["GET", "PATCH", "DELETE"]
+        ),
+        JsonRoute("/admin/v1/keys/{key_id}/rotate", admin(RotateKey(services)), methods=["POST"]),
+        JsonRoute("/admin/v1/tenants", admin(Tenants(services)), methods=["GET"]),
+        JsonRoute(
+            "/admin/v1/tenants/{tenant}", admin(Tenant(services)), methods=["GET", "PUT", "DELETE"]
+        ),
+        JsonRoute("/admin/v1/audit", admin(Audit(services)), methods=["GET"]),
         JsonRoute(
             "/api/v1/responses/{response_id}",
             api(StoredResponse(services), None, OwnedResponses),
@@ -194,6 +210,15 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
     app.router = router  # type: ignore[attr-defined]  # its lifespan, for in-process tests
     return app
+
+
+def _key_store(settings: Settings) -> KeyStore:
+    """The admin API's key store: Redis's with a URL (shared by the replicas), else memory."""
+    if settings.redis_url is None:
+        return MemoryKeyStore()
+    from service.redis.connection import connect
+
+    return RedisKeyStore(connect(settings.redis_url, settings.redis_timeout, 4))
 
 
 def create_app_from_env() -> ASGIApp:
@@ -219,6 +244,8 @@ def _lifespan(services: Services):
         services.upstream_status.start()
         await services.limiter.start()
         services.registry.start()
+        assert services.keys is not None
+        await services.keys.start()
         services.streams.start()
         log.info(
             "gateway ready: upstream %s, limiter %s, %d keys",
@@ -232,6 +259,8 @@ def _lifespan(services: Services):
             await services.streams.aclose()
             await services.upstream_status.aclose()
             await services.registry.aclose()
+            if services.keys is not None:
+                await services.keys.aclose()
             await services.limiter.aclose()
             await services.ledger.aclose()
             await services.upstream.aclose()

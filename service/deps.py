@@ -1,5 +1,5 @@
 """What the routes share: settings, the upstream client and its status, the limiter, the
-ledger, the registry, streams.
+ledger, the registry and the admin API's key store, streams.
 
 Built by `service.app.create_app`; the lifespan opens the resources and closes them.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.limiter.base import Limiter
+from service.registry.follow import StoreFollower
 from service.registry.reload import RegistryHolder
 from service.server.inflight import InFlight
 from service.server.lifecycle import LIFECYCLE, Lifecycle
@@ -26,6 +27,7 @@ class Services:
     limiter: Limiter
     ledger: Ledger  # what the admin usage report reads
     registry: RegistryHolder
+    keys: StoreFollower | None  # the admin API's key store, followed by this replica
     streams: StreamSet
     inflight: InFlight  # the bodies and per-key requests this process holds
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)

@@ -1,10 +1,13 @@
 """Authenticate the caller: `Authorization: Bearer <key>` against the registry in force.
 
 Tenant keys open `/api/v1`, admin keys (`[[admin_keys]]`) open `/admin/v1`, and neither
-opens the other: each side answers 401 for the other's keys.
+opens the other: each side answers 401 for the other's keys. A disabled or expired API key
+gets a 401 that says which.
 """
 
 from __future__ import annotations
+
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -44,6 +47,14 @@ class AuthMiddleware:
                     hint = " A tenant key does not open /admin/v1; use an admin key."
                 else:
                     key = registry.lookup(secret)
+                    # An API key may be disabled, expired or a rotated-out secret: checked
+                    # against the clock now (the auth is at the request's start only, so a
+                    # running stream finishes).
+                    refusal = key.refusal(time.time()) if key is not None and key.gated else None
+                    if refusal is not None:
+                        ctx.reason = "invalid_api_key"
+                        await invalid_api_key(refusal).send(send)
+                        return
                     if key is not None:
                         ctx.key = key
                         ctx.catalog = registry.models

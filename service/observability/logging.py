@@ -24,6 +24,10 @@ import time
 from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
 
+# Loggers whose messages are JSON objects' text (access lines, admin audit lines): merged
+# into the line, not quoted as a message.
+_STRUCTURED = {"service.access": "access", "service.admin": "admin"}
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
@@ -41,8 +45,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = self.timestamp(record.created)
-        if record.name == "service.access":  # the message is a JSON object's text
-            return f'{{"ts":"{ts}","level":"info","logger":"access",{record.getMessage()[1:]}'
+        structured = _STRUCTURED.get(record.name)
+        if structured is not None:  # the message is a JSON object's text
+            return f'{{"ts":"{ts}","level":"info","logger":"{structured}",{record.getMessage()[1:]}'
         line = {
             "ts": ts,
             "level": record.levelname.lower(),

@@ -23,6 +23,15 @@ default prefix `gw`:
     gw:{tag}:holds:due                           zset  admission id -> when its hold lapses
     gw:{tag}:held                                hash  "k:<key id>" / "t" -> ticks held
 
+The admin API's key store (`service.registry.store`) keeps its keys under one tag of its own,
+`{keystore}` (no tenant's or key's tag can spell it), so its scripts run on one Cluster slot:
+
+    gw:{keystore}:keys                           hash  key id -> the key's record (JSON, digests)
+    gw:{keystore}:tenants                        hash  tenant -> its budgets (JSON)
+    gw:{keystore}:version                        int   bumped by every write
+    gw:{keystore}:audit                          list  audit records (JSON), newest first
+    gw:{keystore}:changes                        channel  "<version> <key|tenant> <id>" per write
+
 A window is `floor(now / seconds)` on Redis's clock; a day is `YYYY-MM-DD` and a month
 `YYYY-MM`, in UTC. Measures are `service.usage.record.MEASURES`' codes.
 """
@@ -132,3 +141,34 @@ def parse_ledger_name(prefix: str, name: str) -> tuple[date, str, str] | None:
     except ValueError:
         return None
     return day, owner[2:] if owner.startswith("t:") else NO_TENANT, key_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoreNames:
+    """The names of the admin API's key store."""
+
+    prefix: str = "gw"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{keystore}}"
+
+    @property
+    def keys(self) -> str:
+        return f"{self.tag}:keys"
+
+    @property
+    def tenants(self) -> str:
+        return f"{self.tag}:tenants"
+
+    @property
+    def version(self) -> str:
+        return f"{self.tag}:version"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.tag}:audit"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.tag}:changes"

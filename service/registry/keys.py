@@ -11,6 +11,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +31,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _LIMIT_FIELDS = {"requests", "tokens", "concurrent", "spend"}
 _TENANT_FIELDS = {"requests", "tokens", "spend"}
 _KEY_FIELDS = {"id", "tenant", "sha256", "models", "disabled", *_LIMIT_FIELDS}
-_ADMIN_KEY_FIELDS = {"id", "sha256", "disabled"}
+_ADMIN_KEY_FIELDS = {"id", "sha256", "disabled", "read_only"}
 _NAMED_AT_MOST = 50  # keys named in the no-limit warning; the count covers the rest
 _SECTIONS = {"defaults", "tenants", "keys", "admin_keys", "models", "prices"}
 
@@ -48,6 +49,22 @@ class ApiKey:
     digest: str
     models: frozenset[str] | None
     policy: LimitPolicy
+    # API keys only (`registry/store.py`): checked against the clock at each request, so a
+    # replica needs no message to stop an expired key or a rotated-out secret.
+    disabled: bool = False
+    expires_at: float | None = None  # unix seconds; the key's own end
+    retired_at: float | None = None  # a rotated-out secret's end of grace
+    gated: bool = False  # any of the three is set: the auth path checks them
+
+    def refusal(self, now: float) -> str | None:
+        """Why this key's secret is refused at `now` (a 401's message), or None."""
+        if self.retired_at is not None and now >= self.retired_at:
+            return "Incorrect API key provided."
+        if self.disabled:
+            return "this key is disabled"
+        if self.expires_at is not None and now >= self.expires_at:
+            return f"this key expired at {rfc3339(self.expires_at)}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,17 @@ class AdminKey:
 
     id: str
     digest: str
+    read_only: bool = False  # may GET, gets 403 on writes
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """What the file declares, as written, for the admin API's answers and the merge."""
+
+    defaults: dict[str, Any]  # parsed [defaults]
+    tenants: dict[str, dict[str, Any]]  # parsed [tenants.*]
+    raw_tenants: dict[str, dict[str, Any]]  # [tenants.*] as written
+    raw_keys: dict[str, dict[str, Any]]  # [[keys]] as written (no sha256), disabled ones too
 
 
 class KeyRegistry:
@@ -68,18 +96,26 @@ class KeyRegistry:
         models: ModelCatalog | None = None,
         prices: PriceTable | None = None,
         admin_keys: list[AdminKey] | None = None,
+        declared: FileLimits | None = None,
     ) -> None:
         self.source = source
+        self.declared = declared or FileLimits({}, {}, {}, {})
         self.models = models or ModelCatalog()
         self.prices: PriceTable = prices or {}  # the file's [prices], for usage.charge
         self._by_digest = {key.digest: key for key in keys}
         self._admin_by_digest = {key.digest: key for key in admin_keys or ()}
+        self.admin_keys = list(admin_keys or ())
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
+    def entries(self) -> list[ApiKey]:
+        """Every tenant key's entry (a rotated API key has two: its secrets')."""
+        return list(self._by_digest.values())
+
     def lookup(self, secret: str) -> ApiKey | None:
-        """The tenant key whose digest matches `secret`, or None (unknown, disabled, admin)."""
+        """The tenant key whose digest matches `secret`, or None (unknown, admin, disabled in
+        the file). An API key may be gated: `ApiKey.refusal` says whether it serves now."""
         return _find(self._by_digest, secret)
 
     def lookup_admin(self, secret: str) -> AdminKey | None:
@@ -95,6 +131,14 @@ def _find(by_digest: dict[str, K], secret: str) -> K | None:
     if key is not None and hmac.compare_digest(key.digest, digest):
         return key
     return None
+
+
+def rfc3339(seconds: float) -> str:
+    """Unix seconds as an RFC 3339 UTC string: `2026-12-08T02:48:54Z` (milliseconds if any)."""
+    whole = int(seconds)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    millis = round((seconds - whole) * 1000)
+    return f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
 
 
 def hash_key(secret: str) -> str:
@@ -132,6 +176,7 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
 
     defaults = _limits(_table(doc, "defaults", source), f"{source} [defaults]")
     tenants = {}
+    raw_tenants = {}
     for name, table in _table(doc, "tenants", source).items():
         where = f"{source} [tenants.{name}]"
         if not isinstance(table, dict):
@@ -141,6 +186,7 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
                 f"{where}: only {', '.join(sorted(_TENANT_FIELDS))} are allowed for a tenant"
             )
         tenants[name] = _limits(table, where)
+        raw_tenants[name] = dict(table)
 
     entries = doc.get("keys", [])
     if not isinstance(entries, list):
@@ -148,9 +194,11 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
     keys: list[ApiKey] = []
     seen_ids: set[str] = set()
     seen_digests: set[str] = set()
+    raw_keys: dict[str, dict[str, Any]] = {}
     for index, entry in enumerate(entries):
         key = _parse_key(entry, index, source, defaults, tenants)
-        if key is None:
+        if key is None:  # disabled in the file: its id stays taken
+            raw_keys.setdefault(entry["id"], {k: v for k, v in entry.items() if k != "sha256"})
             continue
         if key.id in seen_ids:
             raise RegistryError(f"{source}: keys[{index}]: duplicate id {key.id!r}")
@@ -159,6 +207,7 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         seen_ids.add(key.id)
         seen_digests.add(key.digest)
         keys.append(key)
+        raw_keys[key.id] = {k: v for k, v in entry.items() if k != "sha256"}
     admin_keys = _parse_admin_keys(doc.get("admin_keys", []), source, seen_ids, seen_digests)
     try:
         catalog = parse_catalog(doc.get("models"))
@@ -166,7 +215,10 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
     except ValueError as exc:
         raise RegistryError(f"{source}: {exc}") from None
     _warn_unlimited(keys, source)
-    return KeyRegistry(keys, source, models=catalog, prices=prices, admin_keys=admin_keys)
+    declared = FileLimits(defaults, tenants, raw_tenants, raw_keys)
+    return KeyRegistry(
+        keys, source, models=catalog, prices=prices, admin_keys=admin_keys, declared=declared
+    )
 
 
 def _entry_id(entry: Any, where: str) -> tuple[str, str]:
@@ -199,12 +251,15 @@ def _parse_admin_keys(
         if unknown:
             raise RegistryError(
                 f"{where}: unknown field(s) {sorted(unknown)}; an admin key has only "
-                "id, sha256 and disabled (no tenant, no limits)"
+                "id, sha256, disabled and read_only (no tenant, no limits)"
             )
         digest = _digest(entry, where)
         disabled = entry.get("disabled", False)
         if not isinstance(disabled, bool):
             raise RegistryError(f"{where}: disabled must be true or false")
+        read_only = entry.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise RegistryError(f"{where}: read_only must be true or false")
         digest = digest.lower()
         if key_id in seen_ids:
             raise RegistryError(f"{where}: duplicate id {key_id!r} (ids are unique across keys)")
@@ -213,7 +268,7 @@ def _parse_admin_keys(
         seen_ids.add(key_id)
         seen_digests.add(digest)
         if not disabled:
-            admin_keys.append(AdminKey(id=key_id, digest=digest))
+            admin_keys.append(AdminKey(id=key_id, digest=digest, read_only=read_only))
     return admin_keys
 
 

@@ -15,14 +15,17 @@ from pathlib import Path
 
 from service.observability.metrics import KEY_RELOADS
 from service.registry.keys import KeyRegistry, RegistryError, parse_registry
+from service.registry.merge import MergedView
 
 log = logging.getLogger("service.registry")
 
 
 class RegistryHolder:
-    """The registry in force, swapped atomically when a valid new file appears."""
+    """The registry in force (the file's merged with the admin API's keys), swapped
+    atomically when a valid new file appears or the API's keys change."""
 
     def __init__(self, registry: KeyRegistry, path: str | None, poll_seconds: float = 2.0):
+        self.view = MergedView(registry)
         self.current = registry
         self._path = Path(path) if path else None
         self._poll_seconds = poll_seconds
@@ -48,10 +51,15 @@ class RegistryHolder:
             registry = parse_registry(raw, source=str(self._path))
         except RegistryError as exc:
             return self._refuse(reason, str(exc))
-        self.current = registry
+        self.view.set_file(registry)
+        self.refresh()
         KEY_RELOADS.labels(result="ok").inc()
         log.info("key registry reloaded (%s): %d keys", reason, len(registry))
         return True
+
+    def refresh(self) -> None:
+        """Put the merged registry in force after the file or the API's records changed."""
+        self.current = self.view.build()
 
     def _refuse(self, reason: str, problem: str) -> bool:
         KEY_RELOADS.labels(result="error").inc()
