@@ -1,4 +1,5 @@
-"""Command line: `python -m service [--demo]`, `keys new|digest`, and `usage`.
+"""Command line: `python -m service [--demo]`, `keys new|digest` (offline), `keys create|list|
+get|update|rotate|delete` and `tenants …` (the admin API: `service.admin_cli`), and `usage`.
 
 Start-up problems (bad settings, a broken key file, a bad Redis URL) print one line naming
 the problem and exit 2: never a traceback, never a half-started server. `usage` reads the
@@ -52,12 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(argv[1:])
     if argv[:1] == ["usage"]:
         return _usage(argv[1:])
+    if argv[:1] == ["tenants"]:
+        from service.admin_cli import tenants_main
+
+        return tenants_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="grok-gateway",
         description="OpenAI-compatible gateway in front of the xAI Grok API. "
         "Configured by environment variables (see docs/configuration.md). "
-        "Subcommands: 'keys new --id ID [--tenant T]' makes a tenant key "
-        "('--admin' an admin key); 'usage --from DAY --to DAY' prints the usage ledger.",
+        "Subcommands: 'keys new --id ID [--tenant T]' makes a tenant key for the file "
+        "('--admin' an admin key); 'keys create|list|get|update|rotate|delete' and "
+        "'tenants list|get|put|delete' call a gateway's admin API; "
+        "'usage --from DAY --to DAY' prints the usage ledger.",
     )
     parser.add_argument(
         "--demo",
@@ -132,7 +139,7 @@ DEFAULT_NEW_KEY_REQUESTS = "60/minute"
 def _keys(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="grok-gateway keys")
     sub = parser.add_subparsers(dest="command", required=True)
-    new = sub.add_parser("new", help="make a new key; prints the secret once")
+    new = sub.add_parser("new", help="make a new key for the key file (offline); prints it once")
     new.add_argument("--id", required=True, help="public key id (logs, metrics, headers)")
     new.add_argument("--tenant", help="tenant the key belongs to")
     new.add_argument(
@@ -146,7 +153,12 @@ def _keys(argv: list[str]) -> int:
     )
     digest = sub.add_parser("digest", help="print the sha256 entry for an existing secret")
     digest.add_argument("secret")
+    from service.admin_cli import KEY_COMMANDS, add_key_commands, run
+
+    add_key_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in KEY_COMMANDS:
+        return run(args, "keys")
     if args.command == "digest":
         print(hash_key(args.secret))
         return 0

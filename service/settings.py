@@ -130,6 +130,23 @@ class Settings:
         return settings
 
 
+@dataclass(frozen=True, slots=True)
+class AdminClientSettings:
+    """What the CLI's `keys`/`tenants` commands need to call a gateway's admin API."""
+
+    url: str = "http://127.0.0.1:8000"  # GATEWAY_URL: the gateway to call
+    admin_key: str = ""  # GATEWAY_ADMIN_KEY: an [[admin_keys]] secret
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AdminClientSettings:
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        return cls(
+            url=r.get("GATEWAY_URL", _http_url, cls().url),
+            admin_key=r.get("GATEWAY_ADMIN_KEY", str, ""),
+        )
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
