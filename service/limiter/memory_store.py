@@ -25,7 +25,7 @@ from service.limiter.base import (
     new_id,
 )
 from service.limiter.decide import Standing, admissible, decide, limit_states
-from service.limiter.plan import Plan, WindowPlan, build_plan
+from service.limiter.plan import PLANS_CACHED, Plan, WindowPlan, build_plan
 from service.limiter.policy import LimitPolicy
 from service.redis.keys import owner_of
 from service.usage.ledger import MemoryLedger, ledger_model
@@ -85,6 +85,8 @@ class MemoryLimiter:
     def plan(self, policy: LimitPolicy) -> Plan:
         plan = self._plans.get(policy)
         if plan is None:
+            if len(self._plans) >= PLANS_CACHED:
+                self._plans.clear()
             plan = self._plans[policy] = build_plan(policy, self.prefix)
         return plan
 

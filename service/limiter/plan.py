@@ -49,6 +49,11 @@ class Plan:
         return self.names.tenant
 
 
+# Plans are cached per policy; keys issued and deleted through the admin API leave policies
+# nobody uses: past this many, a store's cache starts over (rebuilt on the next request).
+PLANS_CACHED = 50_000
+
+
 def build_plan(policy: LimitPolicy, prefix: str) -> Plan:
     names = KeyNames(prefix, policy.key_id, policy.tenant)
     requests = _windows(policy.requests, names, "requests", "key")

@@ -61,7 +61,7 @@ from service.limiter.base import (
 )
 from service.limiter.batching import TurnBatcher
 from service.limiter.decide import Standing, decide, limit_states
-from service.limiter.plan import Plan, build_plan
+from service.limiter.plan import PLANS_CACHED, Plan, build_plan
 from service.limiter.policy import LimitPolicy
 from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, SNAPSHOT
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
@@ -207,6 +207,8 @@ class RedisLimiter:
     def _compiled(self, policy: LimitPolicy) -> _Compiled:
         compiled = self._plans.get(policy)
         if compiled is None:
+            if len(self._plans) >= PLANS_CACHED:
+                self._plans.clear()
             plan = build_plan(policy, self.prefix)
             head = bulk(b"1") + bulk(plan.names.tag.encode())
             compiled = self._plans[policy] = _Compiled(plan, head, bulk(self._record(plan)))

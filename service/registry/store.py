@@ -220,8 +220,8 @@ class RedisKeyStore:
 
     async def notices(self) -> AsyncIterator[tuple[int, str, str]]:
         """Each write's notice as published; ends (raising StoreUnavailable) when the
-        connection fails. Without pub/sub (redis-py's Cluster client) it ends at once: the
-        version check alone keeps the replica current then."""
+        connection fails. A client without pub/sub ends it at once: the version check alone
+        keeps the replica current then."""
         if not hasattr(self.redis, "pubsub"):
             return
         pubsub = self.redis.pubsub()
