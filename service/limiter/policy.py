@@ -71,6 +71,9 @@ def parse_rates(text: str) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+_MAX_SPEND_USD = Decimal(10) ** 12
+
+
 def parse_spend(text: str) -> tuple[SpendLimit, ...]:
     """Parse a spend budget in USD ("25/day;500/month", decimals allowed) into limits.
 
@@ -92,6 +95,8 @@ def parse_spend(text: str) -> tuple[SpendLimit, ...]:
             ) from None
         if not usd.is_finite() or usd <= 0:
             raise ValueError(f"bad spend budget {text!r}: amounts must be positive")
+        if usd > _MAX_SPEND_USD:  # "1e999999999" would take minutes to turn into ticks
+            raise ValueError(f"bad spend budget {text!r}: amounts must be at most 10^12 USD")
         ticks = int(usd * TICKS_PER_USD)
         if period in limits_:  # two budgets for one period: the lower one holds
             ticks = min(ticks, limits_[period].ticks)

@@ -137,7 +137,7 @@ def rfc3339(seconds: float) -> str:
     """Unix seconds as an RFC 3339 UTC string: `2026-12-08T02:48:54Z` (milliseconds if any)."""
     whole = int(seconds)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    millis = round((seconds - whole) * 1000)
+    millis = int((seconds - whole) * 1000)
     return f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
 
 

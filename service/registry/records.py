@@ -28,6 +28,7 @@ MAX_METADATA_VALUE = 512
 MAX_MODELS = 256
 GRACE_DEFAULT = 3600
 GRACE_MAX = 604800  # a week
+_YEAR_10000 = 253402300800  # unix seconds
 
 
 class InvalidInput(ValueError):
@@ -225,14 +226,16 @@ def parse_time(value: Any, name: str = "expires_at") -> float | None:
         raise InvalidInput(f"'{name}' must be an RFC 3339 time such as 2027-01-31T00:00:00Z.", name)
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in value.upper():
+        seconds = moment.astimezone(UTC).timestamp() if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):  # not a time, or past year 9999 once in UTC
+        seconds = None
+    if seconds is None or "T" not in value.upper() or not 0 <= seconds < _YEAR_10000:
         raise InvalidInput(
-            f"'{name}' must be an RFC 3339 time with its offset, such as 2027-01-31T00:00:00Z.",
+            f"'{name}' must be an RFC 3339 time with its offset, such as 2027-01-31T00:00:00Z, "
+            "from 1970 to 9999.",
             name,
         )
-    return moment.astimezone(UTC).timestamp()
+    return seconds
 
 
 def _fields(body: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,17 @@ json_scalars = (
     | st.booleans()
     | st.integers()
     | st.sampled_from([2**64, 10**300, -1, 0, 604801])
+    | st.sampled_from(
+        [
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2030-01-01T00:00:00Z",
+            "1e999999999/day",
+            "99999999999999999999999/second",
+            "5/minute;6/minute",
+            "0.000000001/month",
+        ]
+    )
     | st.floats()
     | st.text(max_size=20)
 )

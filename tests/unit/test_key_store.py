@@ -87,6 +87,7 @@ def test_a_key_needs_a_tenant():
         ("requests", 5),
         ("tokens", "0/minute"),
         ("spend", "10/week"),
+        ("spend", "1e999999999/day"),
         ("concurrent", 0),
         ("concurrent", True),
         ("models", "grok"),
@@ -106,6 +107,18 @@ def test_metadata_is_a_flat_object_of_at_most_16_strings():
     for bad in ({"a": 1}, {"a": {"b": "c"}}, {str(i): "v" for i in range(17)}, ["a"]):
         with pytest.raises(InvalidInput):
             parse_create({"tenant": "t", "metadata": bad})
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1969-12-31T23:59:59Z"]
+)
+def test_expires_at_outside_1970_to_9999_is_refused(moment):
+    with pytest.raises(InvalidInput):
+        parse_time(moment)
+
+
+def test_a_time_is_answered_to_the_millisecond_never_rounded_up_to_the_next_second():
+    assert rfc3339(1_800_000_000.9996) == "2027-01-15T08:00:00.999Z"
 
 
 def test_expires_at_is_read_with_its_offset_and_answered_in_utc():
