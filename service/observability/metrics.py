@@ -89,6 +89,18 @@ COST_USD = Counter(
 KEY_RELOADS = Counter(
     "gateway_key_registry_reloads_total", "Key registry reloads, by result", ["result"]
 )
+KEY_STORE_UP = Gauge(
+    "gateway_key_store_up",
+    "1 while the admin API's key store (Redis) answers; 0: the keys known are served, "
+    "admin writes get 503",
+    multiprocess_mode="livemin",
+)
+KEY_STORE_UPDATES = Counter(
+    "gateway_key_store_updates_total",
+    "Changes to the admin API's keys applied by this replica: 'notice' (one record re-read) "
+    "or 'reload' (every record: start-up, a gap, a lost notice)",
+    ["how"],
+)
 
 CONNECTIONS_REFUSED = Counter(
     "gateway_connections_refused_total",

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import Any
 
+from service.observability.metrics import KEY_STORE_UP, KEY_STORE_UPDATES
 from service.registry.records import KeyRecord, TenantRecord
 from service.registry.reload import RegistryHolder
 from service.registry.store import KeyStore, StoreUnavailable, Write
@@ -66,6 +67,7 @@ class StoreFollower:
             snapshot = await self.store.snapshot()
             self.holder.view.load(snapshot)
             self.holder.refresh()
+        KEY_STORE_UPDATES.labels(how="reload").inc()
 
     def _apply(self, kind: str, item_id: str, value: str | None) -> None:
         view = self.holder.view
@@ -87,6 +89,7 @@ class StoreFollower:
             if version == self.holder.view.version + 1:
                 self._apply(kind, item_id, value)
                 self.holder.view.version = version
+                KEY_STORE_UPDATES.labels(how="notice").inc()
         # else a reload overtook this notice: it read this record too
 
     async def check(self) -> None:
@@ -121,6 +124,7 @@ class StoreFollower:
                 if self._reachable:
                     log.warning("key store (Redis) unreachable: serving the keys known")
                 self._reachable = False
+                KEY_STORE_UP.set(0)
                 continue
             except Exception:
                 log.exception("key store check failed")
@@ -128,3 +132,4 @@ class StoreFollower:
             if not self._reachable:
                 log.info("key store (Redis) reachable again")
             self._reachable = True
+            KEY_STORE_UP.set(1)

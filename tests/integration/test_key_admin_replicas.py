@@ -132,6 +132,17 @@ def test_a_rotation_is_in_force_on_both_within_a_second_and_the_old_secret_ends_
     assert on_both(cluster, new, 200)()
 
 
+def test_a_rotation_keeps_the_keys_counters_and_budgets(cluster):
+    old = cluster.create(id="counted", requests="3/hour")["secret"]
+    assert [api_status(cluster.one, old).status_code for _ in range(2)] == [200, 200]
+    rotated = cluster.admin("POST", "/admin/v1/keys/counted/rotate", json={"grace_seconds": 60})
+    new = rotated.json()["secret"]
+    assert rotated.json()["requests"] == "3/hour"
+    assert seconds_until(lambda: api_status(cluster.other, new).status_code != 401) < IN_FORCE
+    assert api_status(cluster.one, new).status_code == 429  # 2 + the other's 1 of 3 spent
+    assert api_status(cluster.other, old).status_code == 429
+
+
 def test_a_disabled_key_is_refused_on_both_within_a_second_saying_so(cluster):
     secret = cluster.create(id="to-disable")["secret"]
     assert seconds_until(on_both(cluster, secret, 200)) < IN_FORCE
