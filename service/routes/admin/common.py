@@ -21,7 +21,6 @@ from service.deps import Services
 from service.http.asgi import send_json
 from service.http.context import RequestContext
 from service.http.errors import ApiError, bad_request
-from service.middleware.body import parse_json_object
 from service.registry.follow import StoreFollower
 from service.registry.keys import rfc3339
 from service.registry.records import InvalidInput
@@ -119,7 +118,30 @@ async def read_body(scope: Scope, receive: Receive) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
-    return parse_json_object(raw)
+    return _json_object(raw)
+
+
+def _reject_constant(literal: str) -> None:
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+# The admin API's bodies are small (MAX_ADMIN_BODY) and every field's type is checked after
+# parsing (a float, finite or not, is no valid value anywhere), so the standard parser does.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = _DECODER.decode(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
+    except RecursionError:
+        raise bad_request("The JSON body is nested too deeply.") from None
+    except ValueError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
 
 
 def query(scope: Scope, allowed: set[str]) -> dict[str, str]:
