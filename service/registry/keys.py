@@ -110,7 +110,7 @@ class KeyRegistry:
         return len(self._by_digest)
 
     def entries(self) -> list[ApiKey]:
-        """Every tenant key's entry (a rotated API key has two: its secrets')."""
+        """Every tenant key's entry (for operators' reads, never per request)."""
         return list(self._by_digest.values())
 
     def lookup(self, secret: str) -> ApiKey | None:

@@ -16,9 +16,8 @@ from tests.support.doc_examples import REPO, Example, examples_in
 from tests.support.keyfiles import digest, keys_toml
 from tests.support.processes import Proc, gateway_env, start_gateway, start_redis
 
-DOC = "docs/key-lifecycle.md"
 ADMIN = "gk-admin-docs-0123456789"
-EXAMPLES = examples_in(DOC)
+EXAMPLES = examples_in("docs/key-lifecycle.md")
 
 
 @pytest.fixture(scope="module")
