@@ -6,6 +6,7 @@ and looks the digest up. Errors name the file and the entry at fault.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import logging
@@ -112,6 +113,13 @@ class KeyRegistry:
     def entries(self) -> list[ApiKey]:
         """Every tenant key's entry (for operators' reads, never per request)."""
         return list(self._by_digest.values())
+
+    def with_keys(self, keys: list[ApiKey]) -> KeyRegistry:
+        """This registry with `keys` as its tenant keys; all else (admin keys, models,
+        prices, what the file declares) is this one's. Later keys win a shared digest."""
+        merged = copy.copy(self)
+        merged._by_digest = {key.digest: key for key in keys}
+        return merged
 
     def lookup(self, secret: str) -> ApiKey | None:
         """The tenant key whose digest matches `secret`, or None (unknown, admin, disabled in

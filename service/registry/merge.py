@@ -122,14 +122,7 @@ class MergedView:
                 built = self._built[key_id] = self._entries(record)
             entries.extend(built)
         file_keys = [self._file_key(key) for key in file.entries()]
-        return KeyRegistry(
-            entries + file_keys,  # later entries win a digest: the file's
-            file.source,
-            models=file.models,
-            prices=file.prices,
-            admin_keys=file.admin_keys,
-            declared=file.declared,
-        )
+        return file.with_keys(entries + file_keys)  # later entries win a digest: the file's
 
     def _file_key(self, key: ApiKey) -> ApiKey:
         """A file key, with its API tenant's budgets when the file does not define the tenant."""
