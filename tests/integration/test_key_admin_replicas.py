@@ -107,7 +107,7 @@ def cluster(simulator, tmp_path_factory) -> Iterator[Cluster]:
     yield state
     for proc in state.gateways:
         proc.stop(signal.SIGKILL)
-    redis.stop()
+    state.redis.stop()
 
 
 def test_a_key_created_on_one_replica_works_on_both_within_a_second(cluster):
@@ -295,6 +295,18 @@ def test_with_redis_killed_known_keys_work_on_both_and_writes_answer_503(cluster
         assert write.json()["error"]["code"] == "store_unavailable"
         assert cluster.admin("GET", "/admin/v1/keys/known", proc=proc).status_code == 200
     assert on_both(cluster, secret, 200)()
+
+
+def test_once_redis_is_back_changes_reach_both_replicas_within_a_second_again(cluster):
+    cluster.redis = start_redis(port=cluster.redis.port)  # empty: it kept nothing
+    deadline = time.monotonic() + 10
+    while True:
+        made = cluster.admin("POST", "/admin/v1/keys", json={"id": "after", "tenant": "acme"})
+        if made.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert made.status_code == 201, made.text
+    assert seconds_until(on_both(cluster, made.json()["secret"], 200)) < IN_FORCE
 
 
 def test_no_secret_or_digest_appears_in_any_log(cluster):
