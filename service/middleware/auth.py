@@ -52,6 +52,7 @@ class AuthMiddleware:
                     # running stream finishes).
                     refusal = key.refusal(time.time()) if key is not None and key.gated else None
                     if refusal is not None:
+                        ctx.key = key  # the access log names the key still in use
                         ctx.reason = "invalid_api_key"
                         await invalid_api_key(refusal).send(send)
                         return

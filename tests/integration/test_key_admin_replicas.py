@@ -8,6 +8,7 @@ The tests run in file order; the last ones restart the gateways and kill Redis.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -151,6 +152,18 @@ def test_a_disabled_key_is_refused_on_both_within_a_second_saying_so(cluster):
     assert seconds_until(on_both(cluster, secret, 401)) < IN_FORCE
     error = api_status(cluster.other, secret).json()["error"]
     assert (error["code"], error["message"]) == ("invalid_api_key", "this key is disabled")
+
+
+def test_the_access_log_names_a_refused_disabled_key(cluster):
+    def logged() -> bool:
+        lines = [json.loads(line) for line in cluster.other.read_output().splitlines()]
+        return any(
+            line.get("key_id") == "to-disable" and line.get("status") == 401
+            for line in lines
+            if line.get("logger") == "access"
+        )
+
+    assert seconds_until(logged) < 5
 
 
 def test_a_deleted_key_is_refused_on_both_within_a_second(cluster):
