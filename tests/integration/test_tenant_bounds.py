@@ -298,7 +298,7 @@ def test_a_budget_that_pays_for_three_streams_admits_about_three_of_twenty(simul
         "model": "grok-4",
         "max_tokens": 1000,
         "messages": [{"role": "user", "content": "hi"}],
-        "sim": {"first_byte_delay_ms": 800},
+        "sim": {"first_byte_delay_ms": 3000},  # all twenty arrive while three are held
     }
 
     def post(_: int) -> httpx.Response:
