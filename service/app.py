@@ -46,8 +46,7 @@ from service.routes.vision import VisionAnalyze
 from service.server.inflight import InFlight
 from service.settings import Settings
 from service.sse import StreamSet
-from service.upstream.client import Upstream
-from service.upstream.status import UpstreamStatus
+from service.upstream.pool import UpstreamPool
 from service.usage.ledger import MemoryLedger
 
 log = logging.getLogger("service")
@@ -235,13 +234,8 @@ def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
         settings = services.settings
-        services.upstream = Upstream(settings)
-        services.upstream_status = UpstreamStatus(
-            services.upstream,
-            interval=settings.upstream_status_interval,
-            timeout=settings.connect_timeout + 10,  # connect, then a light GET
-        )
-        services.upstream_status.start()
+        services.pool = UpstreamPool(settings, services.registry)
+        services.pool.start()
         await services.limiter.start()
         services.registry.start()
         assert services.keys is not None
@@ -249,7 +243,7 @@ def _lifespan(services: Services):
         services.streams.start()
         log.info(
             "gateway ready: upstream %s, limiter %s, %d keys",
-            services.settings.xai_base_url,
+            ", ".join(f"{m.name} {m.spec.base_url}" for m in services.pool.members.values()),
             services.limiter.ready()[1],
             len(services.registry.current),
         )
@@ -257,13 +251,12 @@ def _lifespan(services: Services):
             yield
         finally:
             await services.streams.aclose()
-            await services.upstream_status.aclose()
             await services.registry.aclose()
             if services.keys is not None:
                 await services.keys.aclose()
             await services.limiter.aclose()
             await services.ledger.aclose()
-            await services.upstream.aclose()
+            await services.pool.aclose()
 
     return lifespan
 

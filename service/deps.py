@@ -1,5 +1,5 @@
-"""What the routes share: settings, the upstream client and its status, the limiter, the
-ledger, the registry and the admin API's key store, streams.
+"""What the routes share: settings, the upstream pool, the limiter, the ledger, the registry
+and the admin API's key store, streams.
 
 Built by `service.app.create_app`; the lifespan opens the resources and closes them.
 """
@@ -16,7 +16,7 @@ from service.server.lifecycle import LIFECYCLE, Lifecycle
 from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.call import UpstreamPolicy
-from service.upstream.client import Upstream
+from service.upstream.pool import UpstreamPool
 from service.upstream.status import UpstreamStatus
 from service.usage.ledger import Ledger
 
@@ -31,8 +31,12 @@ class Services:
     streams: StreamSet
     inflight: InFlight  # the bodies and per-key requests this process holds
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)
-    upstream: Upstream | None = None  # opened in the lifespan
-    upstream_status: UpstreamStatus | None = None  # started in the lifespan
+    pool: UpstreamPool | None = None  # the upstreams, opened in the lifespan
+
+    @property
+    def upstream_status(self) -> UpstreamStatus | None:
+        """The first upstream's key status (the only one without `[[upstreams]]`)."""
+        return self.pool.first.status if self.pool is not None else None
 
     @property
     def upstream_policy(self) -> UpstreamPolicy:

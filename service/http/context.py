@@ -35,6 +35,9 @@ class RequestContext:
     response_id: str | None = None  # Responses API id this request created (recorded on release)
     item_ids: tuple[str, ...] = ()  # and the ids of that response's output items
     deleted_response: str | None = None  # Responses API id this request deleted upstream
+    pinned_upstream: str | None = None  # the upstream that holds the stored objects it names
+    upstream: str | None = None  # the upstream that answered (access log, ownership record)
+    conversation: bytes | None = None  # x-grok-conv-id sent upstream (cache affinity)
     reason: str | None = None  # why the gateway refused it, if it did
     status: int = 0
     ttfb: float | None = None  # seconds to the first body byte

@@ -63,7 +63,9 @@ LIMITER_FALLBACK = Gauge(
 )
 UPSTREAM_UP = Gauge(
     "gateway_upstream_up",
-    "1 while the upstream's key-status endpoint (GET /api-key) says the gateway's key is usable",
+    "1 while the upstream's key-status endpoint (GET /api-key) says the gateway's key is usable "
+    "and the upstream is not out of credits, by upstream name",
+    ["upstream"],
     multiprocess_mode="livemin",
 )
 LIMITER_REPLAY_PENDING = Gauge(

@@ -10,10 +10,12 @@ import copy
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,13 @@ from typing import Any, TypeVar
 
 from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
 from service.registry.models import ModelCatalog, parse_catalog
+from service.registry.upstreams import (
+    UpstreamConfigError,
+    UpstreamSpec,
+    check_pool_covers,
+    parse_upstreams,
+    tenant_upstreams,
+)
 from service.usage.prices import PriceTable, parse_prices
 
 log = logging.getLogger("service.registry")
@@ -34,7 +43,7 @@ _TENANT_FIELDS = {"requests", "tokens", "spend"}
 _KEY_FIELDS = {"id", "tenant", "sha256", "models", "disabled", *_LIMIT_FIELDS}
 _ADMIN_KEY_FIELDS = {"id", "sha256", "disabled", "read_only"}
 _NAMED_AT_MOST = 50  # keys named in the no-limit warning; the count covers the rest
-_SECTIONS = {"defaults", "tenants", "keys", "admin_keys", "models", "prices"}
+_SECTIONS = {"defaults", "tenants", "keys", "admin_keys", "models", "prices", "upstreams"}
 
 
 class RegistryError(ValueError):
@@ -98,9 +107,13 @@ class KeyRegistry:
         prices: PriceTable | None = None,
         admin_keys: list[AdminKey] | None = None,
         declared: FileLimits | None = None,
+        upstreams: tuple[UpstreamSpec, ...] = (),
+        tenant_upstreams: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.source = source
         self.declared = declared or FileLimits({}, {}, {}, {})
+        self.upstreams = upstreams  # the file's [[upstreams]]; none: the one from XAI_*
+        self.tenant_upstreams = tenant_upstreams or {}  # tenant -> the upstreams it may use
         self.models = models or ModelCatalog()
         self.prices: PriceTable = prices or {}  # the file's [prices], for usage.charge
         self._by_digest = {key.digest: key for key in keys}
@@ -171,8 +184,11 @@ def load_registry(path: str | Path) -> KeyRegistry:
     return parse_registry(raw, source=str(path))
 
 
-def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
-    """Parse and validate a key file's content; logs a warning naming keys without limits."""
+def parse_registry(
+    raw: bytes, source: str = "<keys>", env: Mapping[str, str] | None = None
+) -> KeyRegistry:
+    """Parse and validate a key file's content; logs a warning naming keys without limits.
+    `env` (the process's environment by default) holds the upstreams' keys."""
     try:
         # Decimal, not float: prices are money and must read exactly as written.
         doc = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
@@ -183,18 +199,31 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         raise RegistryError(f"{source}: unknown section(s) {sorted(unknown)}")
 
     defaults = _limits(_table(doc, "defaults", source), f"{source} [defaults]")
+    try:
+        upstreams = parse_upstreams(
+            doc.get("upstreams", []), source, os.environ if env is None else env
+        )
+    except UpstreamConfigError as exc:
+        raise RegistryError(str(exc)) from None
     tenants = {}
     raw_tenants = {}
+    routes: dict[str, tuple[str, ...]] = {}  # tenant -> its upstreams
     for name, table in _table(doc, "tenants", source).items():
         where = f"{source} [tenants.{name}]"
         if not isinstance(table, dict):
             raise RegistryError(f"{where}: must be a table")
-        if set(table) - _TENANT_FIELDS:
+        if set(table) - _TENANT_FIELDS - {"upstreams"}:
             raise RegistryError(
-                f"{where}: only {', '.join(sorted(_TENANT_FIELDS))} are allowed for a tenant"
+                f"{where}: only {', '.join(sorted(_TENANT_FIELDS))} and upstreams are allowed "
+                "for a tenant"
             )
         tenants[name] = _limits(table, where)
         raw_tenants[name] = dict(table)
+        if "upstreams" in table:
+            try:
+                routes[name] = tenant_upstreams(table["upstreams"], where, upstreams)
+            except UpstreamConfigError as exc:
+                raise RegistryError(str(exc)) from None
 
     entries = doc.get("keys", [])
     if not isinstance(entries, list):
@@ -222,10 +251,21 @@ def parse_registry(raw: bytes, source: str = "<keys>") -> KeyRegistry:
         prices = parse_prices(doc.get("prices"), catalog.aliases)
     except ValueError as exc:
         raise RegistryError(f"{source}: {exc}") from None
+    try:
+        check_pool_covers(upstreams, routes, keys)
+    except UpstreamConfigError as exc:
+        raise RegistryError(f"{source}: {exc}") from None
     _warn_unlimited(keys, source)
     declared = FileLimits(defaults, tenants, raw_tenants, raw_keys)
     return KeyRegistry(
-        keys, source, models=catalog, prices=prices, admin_keys=admin_keys, declared=declared
+        keys,
+        source,
+        models=catalog,
+        prices=prices,
+        admin_keys=admin_keys,
+        declared=declared,
+        upstreams=upstreams,
+        tenant_upstreams=routes,
     )
 
 

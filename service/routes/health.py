@@ -21,8 +21,9 @@ class Healthz:
 class Readyz:
     """Readiness: 503 while draining, or when the limiter cannot serve (closed mode, Redis down).
 
-    The body also says what the upstream's key-status endpoint last answered (`upstream`); that
-    never fails readiness: every replica would leave the Service at once.
+    The body also says what each upstream's key-status endpoint last answered, or that it is
+    out of credits (`upstreams`, and `upstream` in one line); that never fails readiness:
+    every replica would leave the Service at once.
     """
 
     def __init__(self, services: Services) -> None:
@@ -34,16 +35,29 @@ class Readyz:
             status, doc = 503, {"status": "draining"}
         else:
             ok, limiter = services.limiter.ready()
-            upstream = services.upstream_status
+            upstreams = services.pool.states() if services.pool is not None else {}
             status = 200 if ok else 503
             doc = {
                 "status": "ready" if ok else "unavailable",
                 "limiter": limiter,
-                "upstream": upstream.state if upstream is not None else "checking",
+                "upstream": _summary(upstreams),
+                "upstreams": upstreams,
                 "keys": len(services.registry.current),
                 "active_streams": len(services.streams),
             }
         await send_json(send, status, json.dumps(doc).encode())
+
+
+def _summary(states: dict[str, str]) -> str:
+    """One upstream: its state. Several: `ok` when all are, else the first that is not."""
+    if not states:
+        return "checking"
+    if len(states) == 1:
+        return next(iter(states.values()))
+    for name, state in states.items():
+        if state != "ok":
+            return f"{name}: {state}"
+    return "ok"
 
 
 class Metrics:

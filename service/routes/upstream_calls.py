@@ -20,7 +20,8 @@ from service.http.json_codec import dumps_compact
 from service.server.disconnect import ClientDisconnected, cancelled_on_disconnect
 from service.sse import Dialect, RelayResult, relay_sse
 from service.upstream.body import read_json_object
-from service.upstream.call import EVENT_STREAM, open_upstream
+from service.upstream.call import EVENT_STREAM, JSON
+from service.upstream.pool import Member, open_in_pool
 from service.usage.record import Usage, estimated_usage, parse_usage
 
 STREAM_FALLBACK = (b"x-stream-fallback", b"true")
@@ -49,23 +50,55 @@ async def call_json(
     Raises ClientDisconnected (the upstream call cancelled, an estimate charged) when the
     client goes away first.
     """
-    assert services.upstream is not None
     content = dumps_compact(body) if body is not None else None
     policy = services.upstream_policy
 
     def hold(size: int) -> None:  # an answer read whole counts against the bodies in flight
         ctx.held_bytes += services.inflight.take(size)
 
+    member: Member | None = None
     try:
         async with cancelled_on_disconnect(receive):
-            response = await open_upstream(services.upstream, method, path, policy, content)
+            response, member = await _open(services, ctx, method, path, content, JSON)
             raw, doc = await read_json_object(response, policy.max_response_bytes, hold)
     except ClientDisconnected:
         # The upstream may have spent the prompt already: charge that much, as streams do.
         ctx.usage = estimated_usage(ctx.body_size, 0)
         raise
+    finally:
+        if member is not None:
+            member.in_flight -= 1
     ctx.usage = parse_usage(doc.get("usage")) or Usage()
     return raw
+
+
+async def _open(
+    services: Services,
+    ctx: RequestContext,
+    method: str,
+    path: str,
+    content: bytes | None,
+    accept: bytes,
+) -> tuple[Any, Member]:
+    """Open the call on an upstream the key's tenant may use (the one `ctx.pinned_upstream`
+    names, for stored objects); `ctx.upstream` names the one that answered."""
+    assert services.pool is not None
+    key = ctx.key
+    tenant = key.tenant if key is not None else None
+    extra = ((b"x-grok-conv-id", ctx.conversation),) if ctx.conversation else ()
+    response, member = await open_in_pool(
+        services.pool,
+        tenant,
+        ctx.pinned_upstream,
+        method,
+        path,
+        services.upstream_policy,
+        content,
+        accept,
+        extra,
+    )
+    ctx.upstream = member.name
+    return response, member
 
 
 async def call_stream(
@@ -82,21 +115,21 @@ async def call_stream(
     No usage arrived (the client left, the upstream dropped): an estimate of what was spent is
     charged rather than nothing — ~4 bytes a prompt token, ~1 token an event.
     """
-    assert services.upstream is not None
     content = dumps_compact(body)
-    upstream = await open_upstream(
-        services.upstream, "POST", path, services.upstream_policy, content, accept=EVENT_STREAM
-    )
+    upstream, member = await _open(services, ctx, "POST", path, content, EVENT_STREAM)
     settings = services.settings
-    result = await relay_sse(
-        upstream,
-        receive,
-        send,
-        services.streams,
-        dialect,
-        idle_timeout=settings.idle_timeout,
-        max_event_bytes=settings.sse_max_event_bytes,
-    )
+    try:
+        result = await relay_sse(
+            upstream,
+            receive,
+            send,
+            services.streams,
+            dialect,
+            idle_timeout=settings.idle_timeout,
+            max_event_bytes=settings.sse_max_event_bytes,
+        )
+    finally:
+        member.in_flight -= 1
     ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
     if result.disconnected:
         ctx.reason = "client_disconnected"

@@ -48,14 +48,16 @@ async def open_upstream(
     policy: UpstreamPolicy,
     body: bytes | None = None,
     accept: bytes = JSON,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> httpx.Response:
     """Send the request and return the 2xx response with its body unread.
 
-    `accept=EVENT_STREAM` asks for a stream: a 2xx of another media type is a 502.
+    `accept=EVENT_STREAM` asks for a stream: a 2xx of another media type is a 502. `extra`:
+    headers of this request only.
     """
     attempt = 0
     while True:
-        request = upstream.request(method, path, body, accept)
+        request = upstream.request(method, path, body, accept, extra)
         try:
             async with asyncio.timeout(policy.first_byte_timeout):
                 response = await upstream.send(request)

@@ -21,28 +21,26 @@ from service.settings import Settings
 
 
 class Upstream:
-    """The upstream base URL, credentials, timeouts and the pooled transport behind them."""
+    """One upstream's base URL, credentials, timeouts and the pooled transport behind them.
 
-    def __init__(self, settings: Settings) -> None:
-        limit = settings.upstream_max_connections
+    Several upstreams (the key file's `[[upstreams]]`) share one transport, given as
+    `transport`; only the Upstream that made its transport closes it.
+    """
 
-        def session() -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(
-                limit=limit, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60
-            )
-            # No cookies: one upstream session is shared by every tenant.
-            return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-        self.transport = AiohttpTransport(
-            limits=httpx.Limits(
-                max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=30.0
-            ),
-            client=session,
-        )
-        self.base_url = settings.xai_base_url
+    def __init__(
+        self,
+        settings: Settings,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        transport: AiohttpTransport | None = None,
+    ) -> None:
+        self._owns_transport = transport is None
+        self.transport = transport or shared_transport(settings)
+        self.base_url = base_url or settings.xai_base_url
+        api_key = settings.xai_api_key if api_key is None else api_key
         self._headers = [
             (b"host", httpx.URL(self.base_url).netloc),
-            (b"authorization", f"Bearer {settings.xai_api_key}".encode()),
+            (b"authorization", f"Bearer {api_key}".encode()),
             (b"user-agent", f"grok-gateway/{__version__}".encode()),
             (b"accept-encoding", b"identity"),  # relay bytes as they come, never re-compress
         ]
@@ -57,11 +55,19 @@ class Upstream:
             ).as_dict()
         }
 
-    def request(self, method: str, path: str, body: bytes | None, accept: bytes) -> httpx.Request:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        accept: bytes,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> httpx.Request:
         """The upstream request, built as requests handed to a transport are: its headers
         copied from a template made once (a copy of `httpx.Headers` is not normalised
         again), its body given as a stream, so httpx adds and rebuilds no headers of its own
-        (`content=` normalised ours twice)."""
+        (`content=` normalised ours twice). `extra`: headers of this request only (the
+        conversation id)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
@@ -73,6 +79,8 @@ class Upstream:
                 raw.append((b"content-type", b"application/json"))
             template = self._templates[kind] = httpx.Headers(raw)
         headers = httpx.Headers(template)
+        for name, value in extra:
+            headers[name.decode()] = value.decode("latin-1")
         if body is not None or method in ("POST", "PUT", "PATCH"):
             headers["content-length"] = str(len(body or b""))
         request = httpx.Request(
@@ -92,4 +100,24 @@ class Upstream:
         return response
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        if self._owns_transport:
+            await self.transport.aclose()
+
+
+def shared_transport(settings: Settings) -> AiohttpTransport:
+    """The pooled aiohttp transport every upstream request goes through."""
+    limit = settings.upstream_max_connections
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limit, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60
+        )
+        # No cookies: one upstream session is shared by every tenant.
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return AiohttpTransport(
+        limits=httpx.Limits(
+            max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=30.0
+        ),
+        client=session,
+    )

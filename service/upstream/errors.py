@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from service.http.errors import ApiError
 from service.observability.metrics import UPSTREAM_ERRORS
@@ -44,6 +45,27 @@ def upstream_message(body: bytes) -> str:
     return str(doc)[:500]
 
 
+class UpstreamError(ApiError):
+    """An ApiError from the upstream side, with the `kind` of failure: the pool steps around
+    `unreachable`, `server_error` and `rate_limited` before the first byte, and takes an
+    upstream `out_of_credits` out of rotation."""
+
+    def __init__(self, kind: str, status: int, message: str, **fields: Any) -> None:
+        super().__init__(status, message, **fields)
+        self.kind = kind
+
+
+def is_out_of_credits(status: int, message: str) -> bool:
+    """Whether an upstream refusal says its team has no credits left or reached its spending
+    limit (xAI: "Your team … has either used all available credits or reached its monthly
+    spending limit", as a 429 and sometimes a 403), rather than a rate limit ("Too many
+    requests for team …"). One answer needs another upstream; the other, a moment."""
+    if status not in (402, 403, 429):
+        return False
+    lowered = message.lower()
+    return "credits" in lowered or "spending limit" in lowered
+
+
 def _is_credential_error(status: int, message: str) -> bool:
     if status in (401, 403):
         return True
@@ -56,10 +78,21 @@ def _is_credential_error(status: int, message: str) -> bool:
 def normalise_upstream_error(status: int, body: bytes, retry_after: str | None = None) -> ApiError:
     """The ApiError a client gets for an upstream error response."""
     message = upstream_message(body)
+    if is_out_of_credits(status, message):
+        UPSTREAM_ERRORS.labels("out_of_credits").inc()
+        return UpstreamError(
+            "out_of_credits",
+            503,
+            f"Upstream quota exhausted: {message}",
+            code="upstream_quota_exhausted",
+            type="server_error",
+            headers=[(b"x-should-retry", b"false")],
+        )
     if _is_credential_error(status, message):
         UPSTREAM_ERRORS.labels("auth").inc()
         log.error("upstream rejected the gateway's API key (HTTP %d): %s", status, message)
-        return ApiError(
+        return UpstreamError(
+            "auth",
             502,
             "The upstream API rejected the gateway's credentials; the operator must fix the "
             "gateway's XAI_API_KEY.",
@@ -69,7 +102,8 @@ def normalise_upstream_error(status: int, body: bytes, retry_after: str | None =
     if status == 429:
         UPSTREAM_ERRORS.labels("rate_limited").inc()
         seconds = _retry_after_seconds(retry_after)
-        return ApiError(
+        return UpstreamError(
+            "rate_limited",
             429,
             f"Upstream rate limit: {message}",
             code="upstream_rate_limited",
@@ -78,9 +112,12 @@ def normalise_upstream_error(status: int, body: bytes, retry_after: str | None =
         )
     if 400 <= status < 500:
         UPSTREAM_ERRORS.labels("client_error").inc()
-        return ApiError(status, message, code=_CLIENT_CODES.get(status, "upstream_client_error"))
+        return UpstreamError(
+            "client_error", status, message, code=_CLIENT_CODES.get(status, "upstream_client_error")
+        )
     UPSTREAM_ERRORS.labels("server_error").inc()
-    return ApiError(
+    return UpstreamError(
+        "server_error",
         502,
         f"Upstream error (HTTP {status}): {message}",
         code="upstream_error",
@@ -92,7 +129,8 @@ def upstream_redirect(status: int, location: str | None) -> ApiError:
     """An upstream 3xx: never followed, so the upstream key never reaches another host."""
     UPSTREAM_ERRORS.labels("redirect").inc()
     log.error("upstream answered HTTP %d (redirect to %r); not followed", status, location)
-    return ApiError(
+    return UpstreamError(
+        "redirect",
         502,
         f"Upstream error: the upstream answered with a redirect (HTTP {status}), "
         "which the gateway does not follow.",
@@ -105,7 +143,8 @@ def upstream_bad_answer(detail: str) -> ApiError:
     """A 2xx the gateway cannot pass on: not the media type asked for, too big, not an object."""
     UPSTREAM_ERRORS.labels("bad_answer").inc()
     log.warning("upstream answer refused: %s", detail)
-    return ApiError(
+    return UpstreamError(
+        "bad_answer",
         502,
         f"Upstream error: the upstream sent {detail}.",
         code="upstream_error",
@@ -115,15 +154,19 @@ def upstream_bad_answer(detail: str) -> ApiError:
 
 def upstream_unreachable(detail: str) -> ApiError:
     UPSTREAM_ERRORS.labels("unreachable").inc()
-    return ApiError(
-        502, f"Upstream unreachable: {detail}", code="upstream_error", type="server_error"
+    return UpstreamError(
+        "unreachable",
+        502,
+        f"Upstream unreachable: {detail}",
+        code="upstream_error",
+        type="server_error",
     )
 
 
 def upstream_timeout(detail: str) -> ApiError:
     UPSTREAM_ERRORS.labels("timeout").inc()
-    return ApiError(
-        504, f"Upstream timeout: {detail}", code="upstream_timeout", type="server_error"
+    return UpstreamError(
+        "timeout", 504, f"Upstream timeout: {detail}", code="upstream_timeout", type="server_error"
     )
 
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 
 import httpx
 
@@ -45,11 +46,15 @@ NOT_XAI_404 = "not an xAI API (404 on /api-key: does XAI_BASE_URL end in /v1?)"
 class UpstreamStatus:
     """The last answer of the upstream's key-status endpoint, refreshed in the background."""
 
-    def __init__(self, upstream: Upstream, interval: float, timeout: float) -> None:
+    def __init__(
+        self, upstream: Upstream, interval: float, timeout: float, name: str = "default"
+    ) -> None:
         self.upstream = upstream
+        self.name = name
         self.interval = interval
         self.timeout = timeout
         self.state = CHECKING
+        self.on_change: Callable[[], None] | None = None  # the pool's gauge update
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,9 +86,13 @@ class UpstreamStatus:
         if state == self.state:
             return
         previous, self.state = self.state, state
-        UPSTREAM_UP.set(1 if state == OK else 0)
+        if self.on_change is not None:
+            self.on_change()
+        else:
+            UPSTREAM_UP.labels(self.name).set(1 if state == OK else 0)
         level = logging.INFO if state == OK else logging.WARNING
-        log.log(level, "upstream status: %s (was %s)", state, previous)
+        named = "" if self.name == "default" else f" {self.name}"
+        log.log(level, "upstream%s status: %s (was %s)", named, state, previous)
 
 
 def state_of(status: int, body: bytes) -> str:

@@ -68,7 +68,7 @@ def upstream_state(gateway, becomes: str | None = None, within: float = 5.0) -> 
 
 def gauge(gateway) -> float:
     for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
-        if line.startswith("gateway_upstream_up "):
+        if line.startswith('gateway_upstream_up{upstream="default"} '):
             return float(line.split()[-1])
     raise AssertionError("gateway_upstream_up is not exported")
 
