@@ -84,6 +84,7 @@ class Decision:
     admitted_at: float = 0.0  # time.monotonic() at admission
     missing: str | None = None  # when refused `not_found`: the first id the tenant does not own
     held: int = 0  # ticks of estimated cost it holds against spend budgets until released
+    upstream: str | None = None  # the upstream recorded with the first stored object named
 
 
 @dataclass(frozen=True, slots=True)

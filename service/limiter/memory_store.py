@@ -58,7 +58,10 @@ class MemoryLimiter:
         # sums bases), and what each base holds in all.
         self._holds: dict[str, tuple[int, tuple[str, str | None]]] = {}
         self._held: dict[str, int] = {}
-        self._owners: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        # object id -> (owner, expiry, the upstream that holds it)
+        self._owners: collections.OrderedDict[str, tuple[str, float, str | None]] = (
+            collections.OrderedDict()
+        )
         self._plans: dict[LimitPolicy, Plan] = {}
         self._next_sweep = 0.0
 
@@ -119,6 +122,8 @@ class MemoryLimiter:
         [decision] = decide(
             plan, standing, [admission], [hold], admitted, "memory", time.monotonic()
         )
+        if owned:
+            decision.upstream = self._owners[owned[0]][2]
         return decision
 
     def release_now(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
@@ -176,7 +181,7 @@ class MemoryLimiter:
         owner = owner_of(policy.key_id, policy.tenant)
         for record in charge.record:
             if len(record) <= MAX_RESPONSE_ID_CHARS:
-                self._owners[record] = (owner, self.clock() + RESPONSE_SECONDS)
+                self._owners[record] = (owner, self.clock() + RESPONSE_SECONDS, charge.upstream)
                 self._owners.move_to_end(record)
         while len(self._owners) > OWNED_RESPONSES:
             self._owners.popitem(last=False)
@@ -185,7 +190,7 @@ class MemoryLimiter:
         entry = self._owners.get(object_id)
         if entry is None:
             return False
-        owner, expiry = entry
+        owner, expiry, _ = entry
         return owner == owner_of(policy.key_id, policy.tenant) and expiry > (now or self.clock())
 
     def snapshot_now(self, policy: LimitPolicy) -> UsageSnapshot:

@@ -303,12 +303,15 @@ class RedisLimiter:
             missing = owned[result[2] - 1]
             batch[0].decision = Decision(False, "not_found", store="redis", missing=missing)
             return
-        now_ms, admitted, live, requests, tokens, spent, (held_key, held_tenant) = result
+        now_ms, admitted, live, requests, tokens, spent, (held_key, held_tenant), *rest = result
         if self.spend_seen is not None and spent:
             self.spend_seen(plan, spent, now_ms)
         standing = Standing(now_ms, requests, tokens, spent, live, held_key, held_tenant)
         ids, holds = [a.id for a in batch], [a.hold for a in batch]
         decisions = decide(plan, standing, ids, holds, admitted, "redis", time.monotonic())
+        if owned and rest and rest[0]:  # the upstream that holds the first object named
+            pinned = rest[0]
+            decisions[0].upstream = pinned.decode() if isinstance(pinned, bytes) else str(pinned)
         for admission, decision in zip(batch, decisions, strict=True):
             if decision.lease is not None:
                 self._leases[decision.lease] = plan.names.leases
@@ -512,4 +515,6 @@ def _release_record(pending: _Pending, replay: bool) -> dict[str, Any]:
         log.warning("%d stored object ids too long to record", len(charge.record) - len(recordable))
     if recordable:
         record["record"] = recordable
+        if charge.upstream is not None:
+            record["upstream"] = charge.upstream
     return record

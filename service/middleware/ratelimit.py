@@ -52,6 +52,7 @@ class RateLimitMiddleware:
             missing = decision.missing or ""
             await response_not_found(missing, ctx.owned_kinds.get(missing, "response")).send(send)
             return
+        ctx.pinned_upstream = decision.upstream  # stored objects stay with their upstream
         headers = rate_limit_headers(decision)
         if not decision.allowed:
             ctx.reason = decision.reason
@@ -87,6 +88,7 @@ def _charge(ctx: RequestContext) -> Charge:
         status=ctx.status,
         record=(ctx.response_id, *ctx.item_ids) if ctx.response_id else (),
         forget_response=ctx.deleted_response,
+        upstream=ctx.upstream,
     )
     ctx.cost_ticks, ctx.cost_known = charge.cost_ticks, charge.cost_known
     return charge

@@ -23,6 +23,7 @@ def charge_for(
     status: int = 200,
     record: tuple[str, ...] = (),
     forget_response: str | None = None,
+    upstream: str | None = None,
 ) -> Charge:
     """The charge of a request that asked for `model` (served as `upstream_model`) and was
     answered `status`. Only a 2xx puts the client's model name in the ledger: a name the
@@ -39,6 +40,7 @@ def charge_for(
         cost_known=known,
         record=record,
         forget_response=forget_response,
+        upstream=upstream,
     )
 
 

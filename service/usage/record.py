@@ -159,6 +159,7 @@ class Charge:
     cost_known: bool = False
     record: tuple[str, ...] = ()  # stored object ids (a response, its items) now the tenant's
     forget_response: str | None = None  # a Responses API id deleted upstream
+    upstream: str | None = None  # the upstream that answered: recorded with `record`
 
 
 def _is_count(value: Any) -> bool:

@@ -12,11 +12,15 @@
 -- Returns: now_ms, admitted (-1: past the deadline, nothing done; -2: not the owner, then the
 --          index of the first object it does not own), live leases, {units per request
 --          window}, {units per token window}, {ticks per budget}, {ticks held for the key,
---          for its tenant}, all as before these admissions
+--          for its tenant}, all as before these admissions; with `owned`, then the upstream
+--          recorded with the first object (the one that must answer for it)
 if late then return {now_ms, -1} end
 local p, batch = cjson.decode(ARGV[2]), cjson.decode(ARGV[3])
+local pinned = false
 for j, key in ipairs(batch.owned or {}) do
-  if redis.call('EXISTS', key) == 0 then return {now_ms, -2, j} end
+  local upstream = redis.call('GET', key)
+  if not upstream then return {now_ms, -2, j} end
+  if j == 1 then pinned = upstream end
 end
 local requests, tokens, spent, live = standing(p, now_ms, true)
 local held_key, held_tenant = 0, 0
@@ -71,4 +75,4 @@ if admitted > 0 then
     end
   end
 end
-return {now_ms, admitted, live, requests, tokens, spent, {held_key, held_tenant}}
+return {now_ms, admitted, live, requests, tokens, spent, {held_key, held_tenant}, pinned}

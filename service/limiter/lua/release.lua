@@ -5,7 +5,8 @@
 -- the sums and the spend of that instant's day, one write per counter and measure for all.
 -- ARGV: deadline_ms, the policy (a record), the releases: [{"id", "model", "tokens",
 --       "m": {measure code: amount}, "lease"?, "record"? (stored object ids now the
---       tenant's: a response and its output items), "forget"? (a response id deleted),
+--       tenant's: a response and its output items), "upstream"? (the upstream that holds
+--       them, the value recorded), "forget"? (a response id deleted),
 --       "held"? (it holds an estimate: dropped now), "admitted_ms"? (admitted from memory:
 --       its request units are counted here, in the windows of that instant), "ended_ms"?
 --       (a replay: when it ended; else now)}]
@@ -41,7 +42,7 @@ for j, r in ipairs(releases) do
     sum_into(charges.total, r.m)
     if r.forget then redis.call('DEL', p.responses .. r.forget) end
     for _, object_id in ipairs(r.record or {}) do
-      redis.call('SET', p.responses .. object_id, 1, 'PX', p.response_ms)
+      redis.call('SET', p.responses .. object_id, r.upstream or 1, 'PX', p.response_ms)
     end
   end
 end
