@@ -3,7 +3,8 @@
     ObserveMiddleware (request id, drain refusal, access log, metrics)
     └─ Router (fixed paths found by one dict lookup)
        ├─ /healthz /readyz /metrics                           no key
-       ├─ /api/v1/...  Auth → Body (size, JSON, validation) → RateLimit → route → upstream
+       ├─ /api/v1/...  Auth → Body (size, JSON, validation) → [Owned, Affinity] → RateLimit
+       │               → route → upstream pool
        ├─ /api/v1/usage  Auth → route                         reads budgets, spends none
        └─ /admin/v1/...  Auth (admin keys only) → route       no tenant budgets
           (usage, keys, tenants, audit: routes/admin/; keys live in registry/store.py)
@@ -27,6 +28,7 @@ from service.http import validation
 from service.http.asgi import send_json
 from service.http.errors import error_body
 from service.limiter import create_ledger, create_limiter
+from service.middleware.affinity import ConversationAffinity
 from service.middleware.auth import AuthMiddleware
 from service.middleware.body import BodyMiddleware
 from service.middleware.observe import ObserveMiddleware
@@ -146,6 +148,12 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     def admin(route: ASGIApp) -> ASGIApp:
         return AuthMiddleware(route, services.registry, admin=True)
 
+    def affinity(app: ASGIApp) -> ASGIApp:
+        return ConversationAffinity(app, derive=settings.cache_affinity)
+
+    def responses_guard(app: ASGIApp) -> ASGIApp:
+        return OwnedResponses(affinity(app))
+
     images = api(
         ImageGeneration(services),
         functools.partial(validation.image_generation, default_model=settings.default_image_model),
@@ -153,12 +161,12 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     routes = [
         JsonRoute(
             "/api/v1/chat/completions",
-            api(ChatCompletions(services), validation.chat_completion),
+            api(ChatCompletions(services), validation.chat_completion, affinity),
             methods=["POST"],
         ),
         JsonRoute(
             "/api/v1/responses",
-            api(CreateResponse(services), validation.response_request, OwnedResponses),
+            api(CreateResponse(services), validation.response_request, responses_guard),
             methods=["POST"],
         ),
         JsonRoute("/api/v1/images/generate", images, methods=["POST"]),

@@ -56,6 +56,7 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
     log_prompts: bool = False
+    cache_affinity: bool = True  # derive x-grok-conv-id when a client sends none
     usage_retention_days: int = 400
     demo: bool = False
 
@@ -117,6 +118,7 @@ class Settings:
                 "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"), "info"
             ),
             log_prompts=r.get("LOG_PROMPTS", _bool, False),
+            cache_affinity=r.get("GATEWAY_CACHE_AFFINITY", _bool, d.cache_affinity),
             usage_retention_days=r.get(
                 "USAGE_RETENTION_DAYS", _positive_int, d.usage_retention_days
             ),

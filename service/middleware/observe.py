@@ -126,6 +126,8 @@ class ObserveMiddleware:
             "ttfb_ms": round(ctx.ttfb * 1000, 2) if ctx.ttfb is not None else None,
             "duration_ms": round(duration * 1000, 2),
             "tokens": usage.total_tokens if usage is not None else 0,
+            "cached_tokens": usage.cached_input_tokens if usage is not None else 0,
+            "upstream": ctx.upstream,
             "reason": ctx.reason,
         }
         if ctx.admin is not None:

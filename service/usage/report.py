@@ -214,9 +214,16 @@ def totals_doc(totals: Totals) -> dict[str, Any]:
 
 
 def _measures(values: Iterable[int]) -> dict[str, Any]:
+    """The six measures as JSON, and `cache_hit_ratio` (not a CSV column)."""
     doc: dict[str, Any] = dict(zip(MEASURES, values, strict=True))
     doc["cost_usd"] = Usd(doc["cost_usd"])
+    doc["cache_hit_ratio"] = cache_hit_ratio(doc["cached_input_tokens"], doc["input_tokens"])
     return doc
+
+
+def cache_hit_ratio(cached: int, inputs: int) -> float | None:
+    """Cached input tokens over input tokens (4 decimals); None without input."""
+    return round(cached / inputs, 4) if inputs > 0 else None
 
 
 def render(lines: list[ReportLine], query: UsageQuery) -> bytes:

@@ -129,7 +129,9 @@ class Group:
 def rows(response: httpx.Response, *fields: str) -> dict[tuple[str, ...], dict]:
     """The report's lines by their group values, measures only."""
     data = exact_json(response)["data"]
-    return {tuple(r[f] for f in fields): {m: r[m] for m in MEASURES} for r in data}
+    return {
+        tuple(r[f] for f in fields): {m: r[m] for m in (*MEASURES, "cache_hit_ratio")} for r in data
+    }
 
 
 def test_json_report_sums_the_traffic_of_all_replicas_exactly(cluster):
@@ -155,7 +157,9 @@ def test_lines_are_sorted_by_their_group_values_in_group_by_order(cluster):
 
 def test_default_groups_by_day_tenant_key_and_model(cluster):
     data = cluster.admin().json()["data"]
-    assert all(list(r) == ["day", "tenant", "key", "model", *MEASURES] for r in data)
+    assert all(
+        list(r) == ["day", "tenant", "key", "model", *MEASURES, "cache_hit_ratio"] for r in data
+    )
     days = {date.fromisoformat(r["day"]) for r in data}
     assert days <= {cluster.first, cluster.first + timedelta(days=1), cluster.last}
     assert sum(r["requests"] for r in data) == 24

@@ -118,7 +118,7 @@ def test_usage_answers_the_documented_shape(gw):
     for scope in ("key", "tenant"):
         assert set(doc["usage"][scope]) == {"today", "month"}
         for period in ("today", "month"):
-            assert list(doc["usage"][scope][period]) == list(MEASURES)
+            assert list(doc["usage"][scope][period]) == [*MEASURES, "cache_hit_ratio"]
 
 
 def test_usage_shows_spend_in_usd_and_concurrency_without_a_window(gw):

@@ -74,6 +74,8 @@ def as_shown(sums: dict[str, int]) -> dict[str, Any]:
     """The six measures as the API shows them, cost as an exact Decimal of USD."""
     shown: dict[str, Any] = {name: sums.get(name, 0) for name in MEASURES[:-1]}
     shown["cost_usd"] = Decimal(sums.get("cost_ticks", 0)) / 10**10
+    inputs, cached = shown["input_tokens"], shown["cached_input_tokens"]
+    shown["cache_hit_ratio"] = Decimal(str(round(cached / inputs, 4))) if inputs else None
     return shown
 
 
