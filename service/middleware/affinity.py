@@ -76,8 +76,8 @@ def conversation_opening(body: dict[str, Any] | None) -> tuple[Any, Any] | None:
         return _opening(messages, None)
     items = body.get("input")
     instructions = body.get("instructions")
-    if isinstance(items, str):
-        return instructions, items
+    if isinstance(items, str):  # the same opening as one user message of that text
+        return ([instructions] if instructions is not None else []), items
     if isinstance(items, list):
         return _opening(items, instructions)
     return None

@@ -31,6 +31,11 @@ def main() -> None:
     parser.add_argument(
         "--max-stored-responses", type=int, default=10_000, help="oldest dropped past this"
     )
+    parser.add_argument(
+        "--answer",
+        choices=("rate_limited", "no_credits", "server_error"),
+        help="answer every inference call so, as xAI answers a team in trouble",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     config = SimulatorConfig(
@@ -43,6 +48,7 @@ def main() -> None:
         openai_shapes=args.openai_shapes,
         key_status=args.key_status,
         max_stored_responses=args.max_stored_responses,
+        team_answer=args.answer,
     )
     uvicorn.run(
         create_app(config),

@@ -5,7 +5,9 @@ it is also the readiness probe), `GET /v1/api-key`, `POST /v1/chat/completions`,
 `POST /v1/images/generations`, `POST /v1/responses`, `GET`/`DELETE /v1/responses/{id}`.
 A missing key is xAI's 401, a wrong one (with `api_key`) xAI's 400, a blocked or disabled key
 xAI's 403 on everything but `/v1/api-key`. `GET /sim/stats`, `POST /sim/reset` and
-`POST /sim/key-status` are for tests.
+`POST /sim/key-status` are for tests, and `POST /sim/answer` makes every inference call
+(chat, Responses, images) answer as an xAI team in trouble does (`faults.TEAM_ANSWERS`).
+`x-grok-conv-id` selects the prompt cache (`cache.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.simulator import chat, images, keys, responses
+from service.simulator import chat, faults, images, keys, responses
+from service.simulator.cache import with_cached_tokens
 from service.simulator.state import SimulatorConfig, State
 from service.simulator.usage import MODELS
 from service.simulator.wire import Watch, parse_json, read_body, send_json, xai_error
@@ -87,6 +90,12 @@ async def _route(
     if refusal := keys.refusal(state.key_status):
         await xai_error(send, 403, refusal)
         return
+    if method == "POST" and state.team_answer is not None:
+        stats.refused_requests += 1
+        await faults.team_answer(state.team_answer, send)
+        return
+    if method == "POST":
+        body = with_cached_tokens(path, body, headers.get("x-grok-conv-id"), state.prompt_cache)
     if path == "/v1/chat/completions":
         stats.chat_requests += 1
         await chat.handle(body, state, watch, send)
@@ -136,6 +145,8 @@ async def _control(method: str, path: str, state: State, receive: Receive, send:
         await send_json(send, 200, {"reset": True})
     elif path == "/sim/key-status" and method == "POST":
         await keys.set_status(parse_json(await read_body(receive)), state, send)
+    elif path == "/sim/answer" and method == "POST":
+        await faults.set_team_answer(parse_json(await read_body(receive)), state, send)
     else:
         await xai_error(send, 404, f"No route for {method} {path}")
 

@@ -15,9 +15,24 @@ from typing import Any
 from starlette.types import Send
 
 from service.simulator.state import State
-from service.simulator.wire import Reset, Watch, send_bytes, send_event, xai_error
+from service.simulator.wire import Reset, Watch, send_bytes, send_event, send_json, xai_error
 
 _STALL_MS = 3_600_000
+_TEAM = "5ea6f6bd-7815-4b8a-9135-28b2d7ba6722"
+# What xAI answers a team in trouble, status and message as its API words them.
+TEAM_ANSWERS: dict[str, tuple[int, str]] = {
+    "rate_limited": (
+        429,
+        f"Too many requests for team {_TEAM}.",
+    ),
+    "no_credits": (
+        429,
+        f"Your team {_TEAM} has either used all available credits or reached its monthly "
+        "spending limit. To continue making API requests, please purchase more credits or "
+        "raise your spending limit.",
+    ),
+    "server_error": (500, "Internal server error"),
+}
 
 
 @dataclass(slots=True)
@@ -107,6 +122,21 @@ async def mid_stream(options: Options, watch: Watch, send: Send, malformed: byte
     elif options.fault == "stall":
         return await watch.sleep(options.stall_ms)
     return False
+
+
+async def team_answer(answer: str, send: Send) -> None:
+    status, message = TEAM_ANSWERS[answer]
+    await xai_error(send, status, message)
+
+
+async def set_team_answer(body: Any, state: State, send: Send) -> None:
+    """`POST /sim/answer {"answer": "rate_limited" | "no_credits" | "server_error" | null}`."""
+    answer = body.get("answer") if isinstance(body, dict) else None
+    if answer is not None and answer not in TEAM_ANSWERS:
+        await xai_error(send, 400, f"answer must be null or one of {', '.join(TEAM_ANSWERS)}")
+        return
+    state.team_answer = answer
+    await send_json(send, 200, {"answer": answer})
 
 
 def _number(value: Any, default: float) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.simulator.cache import PromptCache
 from service.simulator.store import ResponseStore
 from service.simulator.wire import Watch
 
@@ -24,6 +25,7 @@ class SimulatorConfig:
     openai_shapes: bool = False  # OpenAI's stream and usage shapes instead of xAI's
     key_status: str = "ok"  # what /v1/api-key reports at start: ok, blocked or disabled
     max_stored_responses: int = 10_000
+    team_answer: str | None = None  # every inference call answers so (faults.TEAM_ANSWERS)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Stats:
     responses_requests: int = 0
     image_requests: int = 0
     api_key_requests: int = 0
+    refused_requests: int = 0  # inference calls answered by `team_answer`
     streams_started: int = 0
     streams_completed: int = 0
     disconnects: int = 0
@@ -51,6 +54,8 @@ class State:
         self.key_status = config.key_status
         self.responses = ResponseStore(config.max_stored_responses)
         self.fault_counts: dict[str, int] = {}
+        self.team_answer = config.team_answer
+        self.prompt_cache = PromptCache()
 
     def reset(self) -> None:
         # Streams still running keep counting as active (and end on the new counters).
@@ -58,6 +63,8 @@ class State:
         self.key_status = self.config.key_status
         self.responses.clear()
         self.fault_counts.clear()
+        self.team_answer = self.config.team_answer
+        self.prompt_cache.clear()
 
     def stream_started(self) -> None:
         self.stats.streams_started += 1
