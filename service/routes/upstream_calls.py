@@ -96,6 +96,7 @@ async def _open(
         content,
         accept,
         extra,
+        ctx.conversation,
     )
     ctx.upstream = member.name
     return response, member

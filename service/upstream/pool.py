@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class UpstreamPool:
         self._specs: tuple[UpstreamSpec, ...] | None = None
         self._transport = shared_transport(settings)
         self._started = False
+        self._turn = 0
 
     def start(self) -> None:
         """Build the members and start their pollers (call inside the running loop)."""
@@ -95,12 +97,32 @@ class UpstreamPool:
         self._sync()
         return next(iter(self.members.values()))
 
-    def select(self, tenant: str | None, exclude: Sequence[Member] = ()) -> Member | None:
-        """The member with the fewest requests in flight among those `tenant` may use that are
-        not out of credits (and not in `exclude`); None if there is none."""
+    def select(
+        self,
+        tenant: str | None,
+        exclude: Sequence[Member] = (),
+        rotate: bool = True,
+        conversation: bytes | None = None,
+    ) -> Member | None:
+        """Among the members `tenant` may use that are not out of credits (nor in `exclude`):
+        a conversation's own (by rendezvous hashing of its id, so its every turn meets the
+        same prompt cache while that member serves), else the one with the fewest requests in
+        flight. None if there is none. `rotate`: this choice takes a turn among ties (a
+        request's first choice does, its fallbacks do not)."""
         now = self.clock()
+        members = self.allowed(tenant)
+        if conversation is not None:
+            usable = [m for m in members if m.out_until <= now and m not in exclude]
+            return max(
+                usable,
+                key=lambda m: zlib.crc32(m.name.encode(), zlib.crc32(conversation)),
+                default=None,
+            )
+        # Ties go round: requests one after another spread too, not only those in flight.
+        self._turn += rotate
+        start = self._turn % len(members) if members else 0
         best: Member | None = None
-        for member in self.allowed(tenant):
+        for member in members[start:] + members[:start]:
             if member.out_until > now or member in exclude:
                 continue
             if best is None or member.in_flight < best.in_flight:
@@ -213,25 +235,27 @@ async def open_in_pool(
     body: bytes | None = None,
     accept: bytes = JSON,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    conversation: bytes | None = None,
 ) -> tuple[httpx.Response, Member]:
     """Open the request on a member and return its 2xx response and the member, whose
     `in_flight` the caller gives back (`member.in_flight -= 1`) when the request ends.
 
     `pinned` names the member that must answer (a stored response lives there): no other is
-    tried. Raises UpstreamError as `open_upstream` does, or 503 `upstream_quota_exhausted`.
+    tried. `conversation` (its `x-grok-conv-id`) keeps a conversation on one member.
+    Raises UpstreamError as `open_upstream` does, or 503 `upstream_quota_exhausted`.
     """
     member = pool.named(pinned)
     if member is not None and member.out_until > pool.clock():
         raise quota_exhausted()
     if member is None:
-        member = pool.select(tenant)
+        member = pool.select(tenant, conversation=conversation)
         pinned = None
         if member is None:
             raise quota_exhausted()
     tried: list[Member] = []
     retry_left = pinned is None
     while True:
-        alternative = None if pinned else pool.select(tenant, exclude=[*tried, member])
+        alternative = None if pinned else pool.select(tenant, [*tried, member], rotate=False)
         # With another upstream to step to, the first answer decides: no retries in place.
         attempt = policy if alternative is None else dataclasses.replace(policy, retries=0)
         member.in_flight += 1
@@ -244,7 +268,7 @@ async def open_in_pool(
             tried.append(member)
             if error.kind == "out_of_credits":
                 pool.mark_out_of_credits(member, error.message)
-                nxt = None if pinned else pool.select(tenant, exclude=tried)
+                nxt = None if pinned else pool.select(tenant, tried, rotate=False)
                 if nxt is None:
                     raise quota_exhausted() from None
                 member = nxt
