@@ -472,25 +472,30 @@ def test_a_reload_follows_the_file_and_refuses_a_bad_reference(launch, fresh):
 # The docs' examples that need several upstreams
 
 
+def run_example(example, env: dict[str, str], cwd: Path) -> str:
+    if example.lang == "python":
+        command = [sys.executable, "-c", example.code]
+    else:
+        command = ["bash", "-c", example.code]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert done.returncode == 0, f"{example.name}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def test_the_upstreams_docs_examples_run_as_written(launch, fresh, tmp_path):
     gateway = launch()
-    examples = [
-        e
-        for e in examples_in("docs/upstreams.md")
-        if e.tested_by == "tests/integration/test_upstreams.py"
+    mine = "tests/integration/test_upstreams.py"
+    readyz, conversation, own_id = [
+        e for e in examples_in("docs/upstreams.md") if e.tested_by == mine
     ]
-    assert examples
     env = {**os.environ, "GATEWAY_URL": gateway.url, "GROK_GATEWAY_KEY": GAMMA}
-    outputs = []
-    for example in examples:
-        command = (
-            ["bash", "-c", example.code]
-            if example.lang != "python"
-            else [sys.executable, "-c", example.code]
-        )
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
-        )
-        assert done.returncode == 0, f"{example.name}:\n{done.stdout}\n{done.stderr}"
-        outputs.append(done.stdout)
-    return outputs
+    assert wait_for(lambda: "'us2': 'ok'" in run_example(readyz, env, tmp_path))
+    assert run_example(readyz, env, tmp_path).strip() == str({"us": "ok", "us2": "ok", "eu": "ok"})
+    first, second = run_example(conversation, env, tmp_path).splitlines()
+    assert first.startswith("turn 1: 0 of ")
+    assert second.startswith("turn 2: ") and not second.startswith("turn 2: 0 of")
+    answer = json.loads(run_example(own_id, env, tmp_path))
+    assert answer["object"] == "chat.completion"
+    seen = [stats(fresh[n])["last_request"] for n in ("us", "us2")]
+    ids = [r["headers"].get("x-grok-conv-id", "") for r in seen if r]
+    assert any(i.endswith("-ticket-4711") for i in ids)
