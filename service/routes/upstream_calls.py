@@ -21,6 +21,7 @@ from service.server.disconnect import ClientDisconnected, cancelled_on_disconnec
 from service.sse import Dialect, RelayResult, relay_sse
 from service.upstream.body import read_json_object
 from service.upstream.call import EVENT_STREAM, JSON
+from service.upstream.errors import UpstreamError
 from service.upstream.pool import Member, open_in_pool
 from service.usage.record import Usage, estimated_usage, parse_usage
 
@@ -86,18 +87,22 @@ async def _open(
     key = ctx.key
     tenant = key.tenant if key is not None else None
     extra = ((b"x-grok-conv-id", ctx.conversation),) if ctx.conversation else ()
-    response, member = await open_in_pool(
-        services.pool,
-        tenant,
-        ctx.pinned_upstream,
-        method,
-        path,
-        services.upstream_policy,
-        content,
-        accept,
-        extra,
-        ctx.conversation,
-    )
+    try:
+        response, member = await open_in_pool(
+            services.pool,
+            tenant,
+            ctx.pinned_upstream,
+            method,
+            path,
+            services.upstream_policy,
+            content,
+            accept,
+            extra,
+            ctx.conversation,
+        )
+    except UpstreamError as error:
+        ctx.upstream = error.upstream  # the access log names the one that failed
+        raise
     ctx.upstream = member.name
     return response, member
 

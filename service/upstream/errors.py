@@ -53,6 +53,7 @@ class UpstreamError(ApiError):
     def __init__(self, kind: str, status: int, message: str, **fields: Any) -> None:
         super().__init__(status, message, **fields)
         self.kind = kind
+        self.upstream: str | None = None  # the upstream that answered so (the pool says)
 
 
 def is_out_of_credits(status: int, message: str) -> bool:

@@ -265,7 +265,10 @@ async def open_in_pool(
             )
         except UpstreamError as error:
             member.in_flight -= 1
+            error.upstream = member.name
             tried.append(member)
+            if error.kind == "auth":
+                log.error("upstream %s rejected its key (%s)", member.name, member.spec.api_key_env)
             if error.kind == "out_of_credits":
                 pool.mark_out_of_credits(member, error.message)
                 nxt = None if pinned else pool.select(tenant, tried, rotate=False)

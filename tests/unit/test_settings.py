@@ -57,3 +57,10 @@ def test_relay_and_upstream_settings_have_their_documented_defaults():
 def test_bad_relay_and_upstream_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value}, demo=True)
+
+
+def test_cache_affinity_is_on_unless_turned_off():
+    assert Settings.from_env({}, demo=True).cache_affinity is True
+    assert Settings.from_env({"GATEWAY_CACHE_AFFINITY": "off"}, demo=True).cache_affinity is False
+    with pytest.raises(ConfigError, match="GATEWAY_CACHE_AFFINITY"):
+        Settings.from_env({"GATEWAY_CACHE_AFFINITY": "sometimes"}, demo=True)
