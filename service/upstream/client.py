@@ -1,4 +1,4 @@
-"""The one shared upstream HTTP client: httpx's API on aiohttp's transport.
+"""The upstream HTTP client: httpx's API on aiohttp's transport, one per upstream.
 
 httpx's own transport relayed an order of magnitude fewer concurrent streams than httpx over
 aiohttp's (docs/performance.md), so the transport is aiohttp's. Its connection limit is raised
@@ -6,8 +6,9 @@ to match thousands of concurrent streams (its default of 100 queues everything b
 
 Requests are built once per call as `httpx.Request` objects and handed to the transport
 directly, with no `httpx.AsyncClient`: its auth, redirect and cookie layers would cost CPU on
-every stream and do nothing for a fixed-credential, no-redirect, no-cookie upstream. Owned by
-the app lifespan: `Upstream(settings)` at start-up, `aclose()` on shutdown.
+every stream and do nothing for a fixed-credential, no-redirect, no-cookie upstream. The pool
+(`pool.py`, opened and closed by the app lifespan) makes one `Upstream` per upstream, all on
+one transport it owns; an `Upstream(settings)` alone owns its own.
 """
 
 from __future__ import annotations
