@@ -251,6 +251,15 @@ async def open_in_pool(
         member = pool.select(tenant, conversation=conversation)
         pinned = None
         if member is None:
+            if not pool.allowed(tenant):  # a key the file does not know (an API key's tenant)
+                raise UpstreamError(
+                    "no_upstream",
+                    503,
+                    "No upstream is configured for this key's tenant; the operator must add "
+                    "one to the default pool or to the tenant's upstreams.",
+                    code="upstream_unavailable",
+                    type="server_error",
+                )
             raise quota_exhausted()
     tried: list[Member] = []
     retry_left = pinned is None
