@@ -86,6 +86,8 @@ class UpstreamPool:
         """Build the members and start their pollers (call inside the running loop)."""
         self._started = True
         self._sync()
+        for member in self.members.values():
+            member.status.start()
 
     async def aclose(self) -> None:
         for member in self.members.values():

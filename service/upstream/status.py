@@ -1,8 +1,8 @@
 """Know the upstream: poll xAI's key-status endpoint, `GET {XAI_BASE_URL}/api-key`.
 
-At start and every UPSTREAM_STATUS_INTERVAL_SECONDS the gateway asks, with its upstream key,
-and keeps one short text for `/readyz` (`"upstream"`), the gauge `gateway_upstream_up` and
-one log line per change:
+At start and every UPSTREAM_STATUS_INTERVAL_SECONDS the gateway asks each upstream of its
+pool, with that upstream's key, and keeps one short text for `/readyz` (`"upstreams"`), the
+gauge `gateway_upstream_up{upstream}` and one log line per change:
 
 - `checking`: before the first answer;
 - `ok`: 200, the key and its team usable;
@@ -15,8 +15,8 @@ one log line per change:
 - `upstream error (HTTP <status> on /api-key)`: 429 or 5xx;
 - `unreachable`: no connection, or no answer within the timeout.
 
-It never fails readiness: every replica would leave the Service at once. Owned by the app
-lifespan: `start()` in the running loop, `aclose()` on shutdown; one task per process.
+It never fails readiness: every replica would leave the Service at once. Owned by the
+pool: `start()` in the running loop, `aclose()` on shutdown; one task per upstream.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class UpstreamStatus:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._task is None:  # once
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
         if self._task is not None:
