@@ -403,6 +403,35 @@ def test_cached_tokens_show_in_the_access_log_and_the_usage_ratio(launch, fresh)
     assert usage["cache_hit_ratio"] == round(cached / inputs, 4)
 
 
+def test_a_responses_conversation_is_billed_for_cached_input_on_its_second_turn(gw, fresh):
+    def respond(items) -> dict:
+        response = httpx.post(
+            f"{gw.url}/api/v1/responses",
+            json={"model": MODEL, "instructions": "Be brief.", "input": items, "store": False},
+            headers={"Authorization": f"Bearer {ACME}"},
+        )
+        assert response.status_code == 200
+        return response.json()["usage"]
+
+    first = respond("What is a mole in chemistry?")
+    second = respond(
+        [
+            {"role": "user", "content": "What is a mole in chemistry?"},
+            {"role": "assistant", "content": "A unit of amount."},
+            {"role": "user", "content": "Of what?"},
+        ]
+    )
+    assert stats(fresh["eu"])["last_request"]["headers"]["x-grok-conv-id"]
+    assert first["input_tokens_details"]["cached_tokens"] == 0
+    assert second["input_tokens_details"]["cached_tokens"] > 0
+
+
+def test_with_affinity_off_no_conversation_id_is_made_up(launch, fresh):
+    gateway = launch(GATEWAY_CACHE_AFFINITY="off")
+    assert chat(gateway, ACME).status_code == 200
+    assert "x-grok-conv-id" not in stats(fresh["eu"])["last_request"]["headers"]
+
+
 def test_a_malformed_conversation_id_is_400_and_spends_nothing(gw, fresh):
     response = chat(gw, BETA, headers={"x-grok-conv-id": "x" * 129})
     assert response.status_code == 400
