@@ -30,14 +30,13 @@ def create_limiter(
         return memory
     from service.limiter.failover import FailoverLimiter
     from service.limiter.redis_store import RedisLimiter
-    from service.redis.connection import connect
-    from service.redis.multiplexed import MultiplexedConnection
+    from service.redis.connection import connect, connect_shared
 
     redis = RedisLimiter(
         connect(redis_url, redis_timeout, pool_size),
         lease_seconds,
         key_prefix,
-        multiplexed=MultiplexedConnection.from_url(redis_url, redis_timeout),
+        multiplexed=connect_shared(redis_url, redis_timeout),
         timeout=redis_timeout,
         retention_days=retention_days,
     )

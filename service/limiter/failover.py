@@ -3,7 +3,9 @@
 `local`: count on this replica's memory, report it (readiness body, a gauge, one log line
 per transition), probe Redis every second and go back to it by itself. `closed`: refuse
 with 503 `rate_limiter_unavailable` until Redis answers again. While Redis is known down,
-requests don't wait on it: only the probe does.
+requests don't wait on it: only the probe does. A Redis that answers but refuses writes
+(out of memory under `noeviction`, a demoted master during a Sentinel or Cluster failover)
+counts as down the same way, and the 503 says which.
 
 Spend holds: Redis reports each key's and tenant's spend at every admission and release,
 and memory counts on from what it last reported (`MemoryLimiter.saw_spend`), so a budget
@@ -22,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+
+from redis.exceptions import OutOfMemoryError
 
 from service.limiter.base import Decision, LimiterUnavailable, UsageSnapshot
 from service.limiter.memory_store import MemoryLimiter
@@ -42,6 +46,7 @@ class FailoverLimiter:
         redis.spend_seen = memory.saw_spend  # a spent budget stays spent through an outage
         self.failure_mode = failure_mode
         self.down = False
+        self.cause = "is unreachable"  # what the 503 says while down
         self._probe: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -79,7 +84,7 @@ class FailoverLimiter:
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
-            raise LimiterUnavailable("redis unreachable")
+            raise LimiterUnavailable(self.cause)
         return self.memory.admit_now(policy, owned, hold)
 
     async def release(self, policy: LimitPolicy, decision: Decision, charge: Charge) -> None:
@@ -104,7 +109,7 @@ class FailoverLimiter:
             except STORE_ERRORS as exc:
                 self._went_down(exc)
         if self.failure_mode == "closed":
-            raise LimiterUnavailable("redis unreachable")
+            raise LimiterUnavailable(self.cause)
         return self.memory.snapshot_now(policy)
 
     def _went_down(self, exc: BaseException) -> None:
@@ -112,6 +117,8 @@ class FailoverLimiter:
         if self.down:
             return
         self.down = True
+        out_of_memory = isinstance(exc, OutOfMemoryError)
+        self.cause = "is out of memory and refuses writes" if out_of_memory else "is unreachable"
         LIMITER_FALLBACK.set(1 if self.failure_mode == "local" else 0)
         then = (
             "counting on this replica's memory"

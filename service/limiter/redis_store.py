@@ -31,7 +31,8 @@ counted and its lease goes. A given-up admission is never released (the request 
 or served from memory under a decision of its own), so the two cannot collide.
 
 Admit, release and cancel go over the process's multiplexed connection when there is one
-(`redis/multiplexed.py`), else through redis-py's scripts; the rest uses redis-py.
+(`redis/multiplexed.py`; a Cluster's, routed by the tenant's slot: `redis/cluster.py`), else
+through redis-py's scripts; the rest uses redis-py.
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.limiter.base import (
@@ -66,7 +74,7 @@ from service.limiter.policy import LimitPolicy
 from service.limiter.scripts import ADMIT, CANCEL, MARKER_MS, REFRESH, RELEASE, SNAPSHOT
 from service.observability.metrics import LIMITER_REPLAY_DROPPED, LIMITER_REPLAY_PENDING
 from service.redis.clock import RedisClock
-from service.redis.multiplexed import MultiplexedConnection, MultiplexedScript, RedisPyScript, bulk
+from service.redis.multiplexed import MultiplexedScript, RedisPyScript, Shared, bulk
 from service.usage.ledger import MODELS_PER_DAY, NO_MODEL, OTHER_MODEL, ledger_model
 from service.usage.record import MEASURE_CAP, Charge, Totals
 
@@ -76,6 +84,9 @@ log = logging.getLogger("service.limiter")
 SpendSeen = Callable[[Plan, Sequence[int], int], None]
 
 STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# Error replies that say the server cannot write now (out of memory, a demoted master, a
+# Cluster between masters): the releases they refused are kept for the next replay.
+PASSING_REFUSALS = (OutOfMemoryError, ReadOnlyError, ClusterDownError, TryAgainError)
 
 # A script must start this much before the caller's timeout, so that its reply still has
 # time to arrive: past the deadline it does nothing.
@@ -93,6 +104,7 @@ class _Compiled:
 
     plan: Plan
     head: bytes  # the key count, the one key (the tenant's hash tag) as RESP bulk strings
+    key: bytes  # that key: a Cluster routes the call by its slot
     record: bytes  # the policy as a record, a RESP bulk string
 
 
@@ -124,7 +136,7 @@ class RedisLimiter:
         redis: Redis,
         lease_seconds: float = 30.0,
         prefix: str = "gw",
-        multiplexed: MultiplexedConnection | None = None,
+        multiplexed: Shared | None = None,
         timeout: float = 1.0,
         clock: RedisClock | None = None,
         replay_limit: int = _REPLAY_LIMIT,
@@ -210,8 +222,9 @@ class RedisLimiter:
             if len(self._plans) >= PLANS_CACHED:
                 self._plans.clear()
             plan = build_plan(policy, self.prefix)
-            head = bulk(b"1") + bulk(plan.names.tag.encode())
-            compiled = self._plans[policy] = _Compiled(plan, head, bulk(self._record(plan)))
+            key = plan.names.tag.encode()
+            head = bulk(b"1") + bulk(key)
+            compiled = self._plans[policy] = _Compiled(plan, head, key, bulk(self._record(plan)))
         return compiled
 
     def _record(self, plan: Plan) -> bytes:
@@ -357,7 +370,8 @@ class RedisLimiter:
             )
             failure: BaseException | None = None
             for call, result in zip(calls, results, strict=True):
-                if isinstance(result, ResponseError):  # would fail forever: say so, go on
+                if isinstance(result, ResponseError) and not isinstance(result, PASSING_REFUSALS):
+                    # would fail forever: say so, go on
                     log.error("dropped %d releases Redis refuses to run: %s", len(call), result)
                 elif isinstance(result, BaseException):
                     for pending in call:
@@ -396,7 +410,8 @@ class RedisLimiter:
 
     async def usage_snapshot(self, policy: LimitPolicy) -> UsageSnapshot:
         compiled = self._compiled(policy)
-        reply = await self._snapshot.send_packed(4, compiled.head + bulk(b"0") + compiled.record)
+        body = compiled.head + bulk(b"0") + compiled.record
+        reply = await self._snapshot.send_packed(4, body, compiled.key)
         if reply[1] == 0:
             raise ReadsExceeded(reply[2] / 1000)
         now_ms, _, live, requests, tokens, spent, *sums = reply
@@ -440,7 +455,7 @@ class RedisLimiter:
         sent = self.clock.local_ms()
         deadline = b"%d" % self.clock.deadline_ms(self._budget)
         body = compiled.head + bulk(deadline) + compiled.record + bulk(record)
-        return script.send_packed(5, body), sent
+        return script.send_packed(5, body, compiled.key), sent
 
     async def _replied(
         self, script: Any, compiled: _Compiled, record: bytes, reply: Awaitable, sent: int

@@ -41,11 +41,9 @@ class RateLimitMiddleware:
         hold = _estimate(ctx) if policy.spend or policy.tenant_spend else 0
         try:
             decision = await self.limiter.admit(policy, ctx.owned, hold)
-        except LimiterUnavailable:
+        except LimiterUnavailable as exc:
             ctx.reason = "rate_limiter_unavailable"
-            await limiter_unavailable(
-                "The rate limiter's store is unreachable; retry shortly."
-            ).send(send)
+            await limiter_unavailable(f"The rate limiter's store {exc}; retry shortly.").send(send)
             return
         if decision.reason == "not_found":
             ctx.reason = "not_found"

@@ -14,6 +14,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
+from service.redis.cluster import MultiplexedCluster
+from service.redis.multiplexed import MultiplexedConnection, Shared
+
 
 def connect(url: str, timeout: float = 1.0, pool_size: int = 32) -> Redis:
     """A client for `redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`.
@@ -34,15 +37,41 @@ def connect(url: str, timeout: float = 1.0, pool_size: int = 32) -> Redis:
         plain = url.replace("redis+cluster://", "redis://", 1)
         return RedisCluster.from_url(plain, max_connections=pool_size, **common)  # type: ignore[return-value]
     if parts.scheme == "redis+sentinel":
-        hosts = []
-        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = netloc.partition(":")
-            hosts.append((host, int(port or 26379)))
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("redis+sentinel:// needs the service name: .../service_name[/db]")
-        password = unquote(parts.password) if parts.password else None
+        hosts, service, db, password = _sentinel_url(url)
         sentinel = Sentinel(hosts, sentinel_kwargs=common, password=password, **common)
-        db = int(path[1]) if len(path) > 1 else 0
-        return sentinel.master_for(path[0], db=db, max_connections=pool_size)
+        return sentinel.master_for(service, db=db, max_connections=pool_size)
     raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+
+
+def connect_shared(url: str, timeout: float = 1.0) -> Shared | None:
+    """The process's multiplexed connection for the limiter's scripts: to the one server, to
+    the master the sentinels name now, or to every master of a Cluster; None for `rediss://`
+    (TLS stays on redis-py)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "redis+cluster":
+        return MultiplexedCluster.from_url(url, timeout)
+    if scheme == "redis+sentinel":
+        hosts, service, db, password = _sentinel_url(url)
+        common = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sentinel = Sentinel(hosts, sentinel_kwargs=common)
+        return MultiplexedConnection(
+            password=password,
+            db=db,
+            timeout=timeout,
+            locate=lambda: sentinel.discover_master(service),
+        )
+    return MultiplexedConnection.from_url(url, timeout)
+
+
+def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """(sentinels, service name, db, the master's password) of a `redis+sentinel://` URL."""
+    parts = urlsplit(url)
+    hosts = []
+    for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = netloc.partition(":")
+        hosts.append((host, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("redis+sentinel:// needs the service name: .../service_name[/db]")
+    password = unquote(parts.password) if parts.password else None
+    return hosts, path[0], int(path[1]) if len(path) > 1 else 0, password

@@ -7,8 +7,9 @@ waits behind the others' client CPU. On this connection a command is one buffere
 one future resolved by hiredis's parser, and replies come back as Redis answers (the figures:
 `python -m bench.admissions`, docs/performance.md).
 
-It serves the limiter's two scripts for `redis://` and `unix://` URLs; TLS, Sentinel and
-Cluster, the lease refresh and the health probe stay on redis-py.
+It serves the limiter's scripts for `redis://`, `unix://` and, following the master the
+sentinels name, `redis+sentinel://` URLs (`redis/cluster.py` routes it over a Cluster's
+masters); TLS, the lease refresh and the health probe stay on redis-py.
 """
 
 from __future__ import annotations
@@ -16,15 +17,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
-from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | int | bytes
+# Error replies told apart as redis-py tells them (its message is kept whole): a write
+# refused for memory, or by a demoted master, is a state of the server, not of the call.
+_REPLY_ERRORS: dict[str, type[ResponseError]] = {"OOM": OutOfMemoryError, "READONLY": ReadOnlyError}
+# Where the master is now (a Sentinel set's): asked again at every (re)connection.
+Locate = Callable[[], Awaitable[tuple[str, int]]]
 
 
 def pack_command(*args: Arg) -> bytes:
@@ -127,7 +139,8 @@ class _Protocol(asyncio.Protocol):
             if future.done():  # its caller timed out or was cancelled
                 continue
             if isinstance(reply, ResponseError):
-                future.set_exception(reply)
+                kind = _REPLY_ERRORS.get(str(reply).split(" ", 1)[0])
+                future.set_exception(kind(str(reply)) if kind is not None else reply)
             else:
                 future.set_result(reply)
 
@@ -158,10 +171,14 @@ class MultiplexedConnection:
         password: str | None = None,
         db: int = 0,
         timeout: float = 1.0,
+        locate: Locate | None = None,
     ) -> None:
         self.host, self.port, self.path = host, port, path
         self.username, self.password, self.db = username, password, db
         self.timeout = timeout
+        # With `locate`, the address comes from it, and a server that is not a master (a
+        # demoted one, back as a replica) is refused at the handshake.
+        self.locate = locate
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
 
@@ -187,8 +204,9 @@ class MultiplexedConnection:
         """Send one command; the awaitable gives its reply (or fails after `timeout`)."""
         return self.send(pack_command(*args))
 
-    def send(self, packed: bytes) -> Awaitable[Any]:
-        """Send one command already packed in RESP; the awaitable gives its reply.
+    def send(self, packed: bytes, key: bytes | None = None) -> Awaitable[Any]:
+        """Send one command already packed in RESP; the awaitable gives its reply. `key`
+        (one of its keys) routes it on a Cluster; one server ignores it.
 
         Connected, the command goes out at once (commands keep the order of these calls) and
         the awaitable is the reply's future itself: no coroutine frames per command.
@@ -201,6 +219,9 @@ class MultiplexedConnection:
     async def _connect_and_send(self, packed: bytes) -> Any:
         protocol = await self._connect()
         return await protocol.send(packed)
+
+    async def remap(self) -> None:
+        """Nothing to map on one server (a Cluster's connection routes by slot)."""
 
     async def aclose(self) -> None:
         """Close the connection; commands waiting on it fail, the next one reconnects."""
@@ -219,6 +240,8 @@ class MultiplexedConnection:
 
             try:
                 async with asyncio.timeout(self.timeout):
+                    if self.locate is not None:
+                        self.host, self.port = await self.locate()
                     if self.path is not None:
                         _, protocol = await loop.create_unix_connection(factory, self.path)
                     else:
@@ -240,9 +263,15 @@ class MultiplexedConnection:
             commands.append(pack_command("AUTH", *auth))
         if self.db:
             commands.append(pack_command("SELECT", self.db))
+        if self.locate is not None:
+            commands.append(pack_command("ROLE"))
         try:
-            for reply in [protocol.send(command) for command in commands]:
-                await reply
+            replies = [await reply for reply in [protocol.send(command) for command in commands]]
+            if self.locate is not None and replies[-1][0] != b"master":
+                protocol.transport.close()  # type: ignore[union-attr]
+                raise ConnectionError(
+                    f"{self.host}:{self.port} is no longer the master (a failover is under way)"
+                )
         except ResponseError as exc:
             protocol.transport.close()  # type: ignore[union-attr]
             if "AUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
@@ -253,10 +282,23 @@ class MultiplexedConnection:
             raise
 
 
+class Shared(Protocol):
+    """What the limiter's scripts are sent over: one MultiplexedConnection, or a Cluster's
+    (`redis/cluster.py`)."""
+
+    def send(self, packed: bytes, key: bytes | None = None) -> Awaitable[Any]: ...
+
+    def execute(self, *args: Arg) -> Awaitable[Any]: ...
+
+    async def remap(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class MultiplexedScript:
     """A Lua script called by digest on a multiplexed connection (loaded again on NOSCRIPT)."""
 
-    def __init__(self, connection: MultiplexedConnection, script: str) -> None:
+    def __init__(self, connection: Shared, script: str) -> None:
         self.connection = connection
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
@@ -264,24 +306,40 @@ class MultiplexedScript:
         self._eval = bulks("EVAL", script)
 
     def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
-        return self.send_packed(1 + len(keys) + len(args), bulks(len(keys), *keys, *args))
+        first = keys[0].encode() if keys else None
+        return self.send_packed(1 + len(keys) + len(args), bulks(len(keys), *keys, *args), first)
 
-    def send_packed(self, count: int, body: bytes) -> Awaitable[Any]:
+    def send_packed(self, count: int, body: bytes, key: bytes | None = None) -> Awaitable[Any]:
         """Call it with `body`, the RESP bulk strings (`count` of them) of its key count, its
-        keys and its arguments (parts fixed for a key's policy are packed once, not per call).
-        The command is written now (when connected); the awaitable gives the reply."""
-        return self._loaded(
-            self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._evalsha, body)), count, body
-        )
+        keys and its arguments (parts fixed for a key's policy are packed once, not per call);
+        `key`, its first key, routes it on a Cluster. The command is written now (when
+        connected); the awaitable gives the reply."""
+        packed = b"*%d\r\n%s%s" % (count + 2, self._evalsha, body)
+        return self._loaded(self.connection.send(packed, key), count, body, key)
 
-    async def _loaded(self, reply: Awaitable[Any], count: int, body: bytes) -> Any:
-        try:
-            return await reply
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            # A restarted or flushed Redis: EVAL runs the script and caches it again.
-            return await self.connection.send(b"*%d\r\n%s%s" % (count + 2, self._eval, body))
+    async def _loaded(self, reply: Awaitable[Any], count: int, body: bytes, key: Any) -> Any:
+        moved = False
+        while True:
+            try:
+                return await reply
+            except ResponseError as exc:
+                text = str(exc)
+                if text.startswith("MOVED") and not moved:
+                    # A Cluster moved the slot (a failover, a resharding); the call did not
+                    # run: map the slots again and send it where the slot is now.
+                    moved = True
+                    await self.connection.remap()
+                    reply = self.connection.send(
+                        b"*%d\r\n%s%s" % (count + 2, self._evalsha, body), key
+                    )
+                elif text.startswith("NOSCRIPT"):
+                    # A restarted, flushed or newly promoted Redis: EVAL runs the script
+                    # and caches it again.
+                    return await self.connection.send(
+                        b"*%d\r\n%s%s" % (count + 2, self._eval, body), key
+                    )
+                else:
+                    raise
 
 
 class RedisPyScript:
@@ -293,8 +351,8 @@ class RedisPyScript:
     def __call__(self, keys: list[str], args: list[int | str]) -> Awaitable[Any]:
         return self.script(keys, args)
 
-    async def send_packed(self, count: int, body: bytes) -> Any:
-        """As MultiplexedScript's, but sent when awaited."""
+    async def send_packed(self, count: int, body: bytes, key: bytes | None = None) -> Any:
+        """As MultiplexedScript's, but sent when awaited (redis-py routes by the keys)."""
         reader = hiredis.Reader()
         reader.feed(b"*%d\r\n%s" % (count, body))
         items = reader.gets()  # the key count, the keys, the arguments

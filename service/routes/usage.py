@@ -45,10 +45,10 @@ class KeyUsage:
                 headers=[(b"retry-after", b"%d" % max(1, math.ceil(exc.retry_after)))],
             ).send(send)
             return
-        except LimiterUnavailable:
+        except LimiterUnavailable as exc:
             ctx.reason = "rate_limiter_unavailable"
             await limiter_unavailable(
-                "The limiter's store is unreachable, so usage cannot be read; retry shortly."
+                f"The limiter's store {exc}, so usage cannot be read; retry shortly."
             ).send(send)
             return
         await send_json(send, 200, json_bytes(usage_doc(ctx.key.id, ctx.key.tenant, snapshot)))

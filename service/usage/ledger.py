@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service.redis.keys import NO_TENANT, ledger_pattern, parse_ledger_name
@@ -121,7 +122,8 @@ class MemoryLedger:
 
 class RedisLedger:
     """The ledger in Redis. Its rows' names are found with SCAN (operator reads, rare; on a
-    Cluster, node by node) and only the names are held; the rows are then read a day at a
+    Cluster, every master's keys in turn: each holds its own tenants') and only the names
+    are held; the rows are then read a day at a
     time, in pipelined pages, so a long export holds one day's rows, not all of them.
     Owns its client: `aclose` closes it."""
 
@@ -169,7 +171,7 @@ class RedisLedger:
         self, tenant: str | None, key: str | None
     ) -> AsyncIterator[tuple[str, tuple[date, str, str]]]:
         pattern = ledger_pattern(self.prefix, tenant, key)
-        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+        async for raw in self._scan(pattern):
             name = raw.decode() if isinstance(raw, bytes) else raw
             where = parse_ledger_name(self.prefix, name)
             if (
@@ -178,6 +180,17 @@ class RedisLedger:
                 and (key is None or where[2] == key)
             ):
                 yield name, where
+
+    async def _scan(self, pattern: str) -> AsyncIterator[bytes | str]:
+        """Every key matching `pattern`: of the one server, or of each Cluster master."""
+        if not isinstance(self.redis, RedisCluster):
+            async for name in self.redis.scan_iter(match=pattern, count=1000):
+                yield name
+            return
+        await self.redis.initialize()  # the masters, known once the client has mapped them
+        for master in self.redis.get_primaries():
+            async for name in self.redis.scan_iter(match=pattern, count=1000, target_nodes=master):
+                yield name
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -47,9 +47,9 @@ def count_round_trips(limiter: RedisLimiter) -> list[str]:
         return call
 
     def counting_packed(original):
-        def send(packed: bytes):
+        def send(packed: bytes, *key):
             sent.append(packed.split(b"\r\n")[2].decode())  # the command's name
-            return original(packed)
+            return original(packed, *key)
 
         return send
 
