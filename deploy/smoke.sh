@@ -14,7 +14,8 @@
 #             /healthz, /readyz, one stream to [DONE], SIGTERM -> exit 0
 # 6. compose  compose.yaml as shipped: all services healthy, the README's curl through nginx,
 #             N+10 requests in one window for the demo key's N/minute -> exactly N x 200 and
-#             10 x 429, answered by both replicas; SIGTERM -> the gateways exit 0
+#             10 x 429, answered by both replicas; redis SIGKILLed and started again on its
+#             volume keeps the month's usage; SIGTERM -> the gateways exit 0
 # Everything it starts (its containers, its compose project's networks and volumes, dockerd
 # if it started it) is removed on exit; images are kept as the next run's cache.
 set -Eeuo pipefail
@@ -421,6 +422,27 @@ read -r ok2 limited2 <<<"${answered[gateway-2]}"
 ((ok1 > 0 && ok2 > 0 && limited1 > 0 && limited2 > 0)) \
   || die "one replica answered all the 200s or all the 429s: gateway-1 $ok1/$limited1, gateway-2 $ok2/$limited2"
 log "$total requests for $limit/minute: $ok x 200, $limited x 429; gateway-1 $ok1 x 200 + $limited1 x 429, gateway-2 $ok2 x 200 + $limited2 x 429 (+ the README's request)"
+
+# Redis SIGKILLed and started again on its volume: the month's count survives (append-only,
+# fsynced every second). In `local` mode the replicas serve meanwhile and find Redis again.
+month_requests() {
+  curl -s --max-time 5 "$lb/api/v1/usage" -H "Authorization: Bearer $COMPOSE_KEY" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["usage"]["key"]["month"]["requests"])' 2>/dev/null || true
+}
+before=$(month_requests)
+[[ $before == "$limit" ]] || die "usage says $before requests this month before the restart, not $limit"
+sleep 1.5 # appendfsync everysec
+dc kill -s SIGKILL redis >/dev/null 2>&1 || die "docker compose kill redis"
+dc up -d --wait --wait-timeout 60 redis >"$WORK/redis-up.log" 2>&1 \
+  || { tail -10 "$WORK/redis-up.log" >&2; die "redis did not come back healthy"; }
+after=""
+for _ in $(seq 60); do
+  after=$(month_requests)
+  [[ $after == "$before" ]] && break
+  sleep 0.5
+done
+[[ $after == "$before" ]] || die "after a SIGKILL of redis, usage says $after requests this month, not $before"
+log "redis SIGKILLed and restarted on its volume: the month's $after requests kept"
 
 # Graceful stop: SIGTERM, and both gateways and the simulator exit 0 within their grace.
 t=$SECONDS

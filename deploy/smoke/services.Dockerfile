@@ -10,14 +10,16 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 
 # Like the official redis image: `redis-server ARGS` without a config file runs with
-# protected mode off (the compose network is the boundary) as the redis user.
+# protected mode off (the compose network is the boundary) as the redis user, in /data
+# (owned by it, so a named volume mounted there starts owned by it too).
 FROM services AS redis
 RUN printf '%s\n' '#!/bin/sh' \
       'if [ "${1:-}" = redis-server ]; then shift; set -- redis-server --protected-mode no "$@"; fi' \
       'exec setpriv --reuid=redis --regid=redis --init-groups "$@"' \
       > /usr/local/bin/redis-entrypoint \
- && chmod 755 /usr/local/bin/redis-entrypoint
-WORKDIR /var/lib/redis
+ && chmod 755 /usr/local/bin/redis-entrypoint \
+ && mkdir -p /data && chown redis:redis /data
+WORKDIR /data
 EXPOSE 6379
 ENTRYPOINT ["/usr/local/bin/redis-entrypoint"]
 CMD ["redis-server"]

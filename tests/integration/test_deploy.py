@@ -21,6 +21,7 @@ import yaml
 
 from service.settings import Settings
 from tests.support.processes import REPO
+from tests.support.topologies import AOF
 
 K8S_VERSION = "1.32"
 
@@ -136,6 +137,58 @@ def test_only_gateway_pods_reach_redis(manifests):
     assert "grok-gateway-redis:6379" in config["REDIS_URL"]
 
 
+def redis_options(args: list[str]) -> dict[str, str]:
+    """`redis-server --name value ...` arguments as a dict (without the binary's name)."""
+    args = [a for a in args if a != "redis-server"]
+    assert all(a.startswith("--") for a in args[::2]), args
+    return {name[2:]: value for name, value in zip(args[::2], args[1::2], strict=True)}
+
+
+def test_redis_money_settings_are_the_ones_the_persistence_test_runs():
+    """tests/integration/test_redis_persistence.py kills and restarts a Redis with AOF:
+    the shipped files must run that configuration."""
+    tested = redis_options(list(AOF))
+    assert tested == {
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "maxmemory-policy": "noeviction",
+    }
+
+
+def test_k8s_redis_is_append_only_on_a_volume_claim_and_never_evicts(manifests):
+    redis = manifests[("StatefulSet", "grok-gateway-redis")]["spec"]
+    options = redis_options(container(manifests, "StatefulSet", "grok-gateway-redis")["args"])
+    assert redis_options(list(AOF)).items() <= options.items()
+    assert re.fullmatch(r"\d+mb", options["maxmemory"])
+    (claim,) = redis["volumeClaimTemplates"]
+    mount = next(
+        m
+        for m in container(manifests, "StatefulSet", "grok-gateway-redis")["volumeMounts"]
+        if m["name"] == claim["metadata"]["name"]
+    )
+    assert mount["mountPath"] == options["dir"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert redis["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    pod = redis["template"]["spec"]
+    assert not any(v.get("emptyDir") for v in pod.get("volumes", []))
+
+
+def test_k8s_redis_has_probes_and_memory_above_its_maxmemory(manifests):
+    redis = container(manifests, "StatefulSet", "grok-gateway-redis")
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(redis)
+    assert "PONG" in " ".join(redis["readinessProbe"]["exec"]["command"])
+    maxmemory = int(redis_options(redis["args"])["maxmemory"].removesuffix("mb"))
+    limit = redis["resources"]["limits"]["memory"]
+    mebibytes = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    assert mebibytes >= 2 * maxmemory  # the rewrite's fork copies pages as they change
+
+
+def test_k8s_redis_talks_to_nothing(manifests):
+    policy = manifests[("NetworkPolicy", "grok-gateway-redis")]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["egress"] == []
+
+
 # --- compose ----------------------------------------------------------------------------
 
 
@@ -222,6 +275,23 @@ def test_compose_demo_key_file_matches_its_documented_secret(compose):
     text = (REPO / source).read_text()
     secret = re.search(r"The demo key is:\s+(\S+)", text).group(1)
     assert hashlib.sha256(secret.encode()).hexdigest() in text
+
+
+def test_compose_redis_is_append_only_on_a_named_volume_and_never_evicts(compose):
+    redis = compose["services"]["redis"]
+    options = redis_options(redis["command"])
+    assert redis_options(list(AOF)).items() <= options.items()
+    assert re.fullmatch(r"\d+mb", options["maxmemory"])
+    (volume,) = redis["volumes"]
+    name, path = volume.split(":")[:2]
+    assert path == options["dir"] and name in compose["volumes"]
+
+
+def test_the_smoke_redis_image_owns_the_volume_path():
+    """A named volume starts as the image's directory: the stand-in's /data is redis's."""
+    text = (REPO / "deploy/smoke/services.Dockerfile").read_text()
+    redis_stage = text[text.index("AS redis") :]
+    assert "chown redis:redis /data" in redis_stage and "WORKDIR /data" in redis_stage
 
 
 # --- Dockerfile -------------------------------------------------------------------------
