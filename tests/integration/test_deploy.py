@@ -139,9 +139,14 @@ def test_only_gateway_pods_reach_redis(manifests):
 
 def redis_options(args: list[str]) -> dict[str, str]:
     """`redis-server --name value ...` arguments as a dict (without the binary's name)."""
-    args = [a for a in args if a != "redis-server"]
-    assert all(a.startswith("--") for a in args[::2]), args
-    return {name[2:]: value for name, value in zip(args[::2], args[1::2], strict=True)}
+    options: dict[str, list[str]] = {}
+    values: list[str] = []
+    for arg in args[1:] if args[0] == "redis-server" else args:
+        if arg.startswith("--"):
+            values = options.setdefault(arg[2:], [])
+        else:
+            values.append(arg)
+    return {name: " ".join(values) for name, values in options.items()}
 
 
 def test_redis_money_settings_are_the_ones_the_persistence_test_runs():
@@ -292,6 +297,67 @@ def test_the_smoke_redis_image_owns_the_volume_path():
     text = (REPO / "deploy/smoke/services.Dockerfile").read_text()
     redis_stage = text[text.index("AS redis") :]
     assert "chown redis:redis /data" in redis_stage and "WORKDIR /data" in redis_stage
+
+
+# --- docs/redis.md: the Sentinel and Cluster recipes -------------------------------------
+
+
+def redis_recipes() -> dict[str, dict]:
+    """docs/redis.md's ```yaml blocks, by the file name on their first line (`# name`)."""
+    text = (REPO / "docs/redis.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S)
+    return {block.splitlines()[0].removeprefix("# "): yaml.safe_load(block) for block in blocks}
+
+
+def test_redis_doc_has_a_compose_and_a_kubernetes_recipe_per_topology():
+    assert set(redis_recipes()) == {
+        "compose.sentinel.yaml",
+        "redis-sentinel.yaml",
+        "compose.cluster.yaml",
+        "redis-cluster.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("recipe", "scheme"),
+    [("compose.sentinel.yaml", "redis+sentinel"), ("compose.cluster.yaml", "redis+cluster")],
+)
+def test_compose_recipes_persist_every_server_and_point_both_gateways_at_it(
+    compose, recipe, scheme
+):
+    from service.redis.connection import connect_shared
+
+    override = redis_recipes()[recipe]
+    servers = {
+        name: service
+        for name, service in override["services"].items()
+        if service.get("command", [""])[0] == "redis-server"
+    }
+    assert len(servers) == (1 if scheme == "redis+sentinel" else 6)
+    for service in servers.values():
+        options = redis_options(service["command"])
+        assert redis_options(list(AOF)).items() <= options.items()
+        (volume,) = service["volumes"]
+        assert volume.split(":")[1] == options["dir"]
+        assert volume.split(":")[0] in override["volumes"]
+    for name in ("gateway-1", "gateway-2"):
+        env = {**compose["services"][name]["environment"]}
+        env.update(override["services"][name]["environment"])
+        settings = Settings.from_env(env)
+        assert settings.redis_url.startswith(f"{scheme}://")
+        assert connect_shared(settings.redis_url) is not None  # a URL the gateway routes
+
+
+@pytest.mark.parametrize(
+    ("recipe", "config"),
+    [("redis-sentinel.yaml", "commonConfiguration"), ("redis-cluster.yaml", "redis")],
+)
+def test_kubernetes_recipes_persist_and_never_evict(recipe, config):
+    values = redis_recipes()[recipe]
+    text = values[config] if isinstance(values[config], str) else values[config]["configmap"]
+    lines = set(text.splitlines())
+    assert {"appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"} <= lines
+    assert any(line.startswith("maxmemory ") for line in lines)
 
 
 # --- Dockerfile -------------------------------------------------------------------------
