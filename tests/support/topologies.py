@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis as redis_py
 
 from tests.support.processes import free_port, redis_server_binary
@@ -376,6 +375,8 @@ def names_on(port: int, pattern: str) -> list[str]:
 
 def need_redis_tools() -> None:
     """Skip a test without redis-server and redis-cli, except under CI=true (a failure)."""
+    import pytest  # here: the benchmark (`bench.admissions`) uses this module without pytest
+
     try:
         require_redis_tools()
     except RuntimeError as exc:
