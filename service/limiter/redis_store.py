@@ -161,7 +161,9 @@ class RedisLimiter:
 
         self._admit, self._release = script(ADMIT), script(RELEASE)
         self._cancel, self._snapshot = script(CANCEL), script(SNAPSHOT)
-        self._refresh = redis.register_script(REFRESH)
+        # Lease renewals: on the shared connection when there is one (redis-py's scripts in
+        # a Cluster's pipeline are never loaded, so they would fail there with NOSCRIPT).
+        self._refresh = script(REFRESH)
         self._plans: dict[LimitPolicy, _Compiled] = {}
         # What this process renews every lease/3: lease id -> concurrency set, and admission
         # id -> the holds' due set (sets kept `keep_ms` after the last renewal).
@@ -494,14 +496,23 @@ class RedisLimiter:
             if not by_set:
                 continue
             try:
-                # One round trip for all of this process's leases and holds: a call per set.
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for (zset, keep_ms), ids in by_set.items():
-                        args = [self.lease_ms, keep_ms, *ids]
-                        await self._refresh(keys=[zset], args=args, client=pipe)
-                    await pipe.execute()
+                await self._renew(by_set)
             except Exception as exc:  # the leases expire by themselves if this keeps failing
                 log.warning("could not refresh concurrency leases of %d keys: %s", len(by_set), exc)
+
+    async def _renew(self, by_set: dict[tuple[str, int], list[str]]) -> None:
+        """One round trip for all of this process's leases and holds, a call per set: written
+        together on the shared connection (one per master on a Cluster), else pipelined."""
+        calls = [
+            ([zset], [self.lease_ms, keep_ms, *ids]) for (zset, keep_ms), ids in by_set.items()
+        ]
+        if isinstance(self._refresh, MultiplexedScript):
+            await asyncio.gather(*(self._refresh(keys, args) for keys, args in calls))
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._refresh.script(keys=keys, args=args, client=pipe)
+            await pipe.execute()
 
 
 def _release_record(pending: _Pending, replay: bool) -> dict[str, Any]:

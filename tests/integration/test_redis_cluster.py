@@ -47,6 +47,7 @@ def cluster(simulator, tmp_path_factory):
         key_entry("acme-2", "gk-cl-acme-2", tenant="acme"),
         key_entry("globex", "gk-cl-globex", tenant="globex"),
         key_entry("load", "gk-cl-load", extra="concurrent = 8"),
+        key_entry("long", "gk-cl-long", tenant="long", extra="concurrent = 1"),
         *(key_entry(t, f"gk-cl-{t}", tenant=t) for t in SPREAD),
     ]
     (workdir / "keys.toml").write_text(
@@ -128,6 +129,15 @@ async def test_the_admin_export_holds_every_masters_tenants(cluster):
         if any(names_on(master.port, f"gw:{{t:{t}}}:led:*") for t in SPREAD)
     }
     assert len(holding) == 3  # 12 tenants' ledger rows sit on all three masters
+
+
+async def test_a_stream_longer_than_its_lease_keeps_its_slot(cluster):
+    """The gateway renews its leases on each tenant's master: past one lease, the only slot
+    of a key is still taken."""
+    holder = asyncio.ensure_future(fire(cluster.urls[:1], "gk-cl-long", 1, chunks=60, delay_ms=100))
+    await asyncio.sleep(LEASE_SECONDS * 1.5)
+    assert codes(await fire(cluster.urls[1:], "gk-cl-long", 1)) == {"concurrency_limit_exceeded": 1}
+    assert codes(await holder) == {200: 1}
 
 
 async def test_a_killed_master_is_replaced_under_load_with_no_5xx(cluster):
