@@ -59,11 +59,11 @@ def full(simulator, tmp_path_factory):
         assert chat(gateways["local"].url, LOCAL).status_code == 200
         client = redis_py.Redis(port=redis.port)
         filled = fill(client, 0, 1_000_000)
-        # The refused command's own read buffer counted until it was refused: what is stored
-        # may sit just under the limit. A limit a megabyte under it leaves Redis refusing
-        # every write, as a full one does.
+        # The refused command's own read buffer counted until it was refused, and Redis
+        # frees idle clients' buffers later: what is stored may sit just under the limit
+        # then. A limit half of it leaves Redis refusing every write, as a full one does.
         used = int(client.info("memory")["used_memory"])
-        client.config_set("maxmemory", used - 1_000_000)
+        client.config_set("maxmemory", used // 2)
         yield {"gateways": gateways, "client": client, "filled": filled}
         client.close()
     finally:
