@@ -25,6 +25,18 @@ from service.redis.multiplexed import Arg, MultiplexedConnection, pack_command
 Address = tuple[str, int]
 
 
+def cluster_url(url: str) -> tuple[list[Address], str | None, str | None]:
+    """(seed nodes, username, password) of `redis+cluster://[user:password@]host:port[,...]`."""
+    parts = urlsplit(url)
+    seeds = []
+    for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+        seeds.append((host or "localhost", int(port or 6379)))
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return seeds, username, password
+
+
 @functools.lru_cache(maxsize=65536)
 def _slot(key: bytes) -> int:
     return key_slot(key)
@@ -51,13 +63,7 @@ class MultiplexedCluster:
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> MultiplexedCluster:
         """For `redis+cluster://[user:password@]host:port[,host:port...][/0]`."""
-        parts = urlsplit(url)
-        seeds = []
-        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
-            seeds.append((host or "localhost", int(port or 6379)))
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
+        seeds, username, password = cluster_url(url)
         return cls(seeds, username=username, password=password, timeout=timeout)
 
     def send(self, packed: bytes, key: bytes | None = None) -> Awaitable[Any]:

@@ -11,17 +11,18 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-from service.redis.cluster import MultiplexedCluster
+from service.redis.cluster import MultiplexedCluster, cluster_url
 from service.redis.multiplexed import MultiplexedConnection, Shared
 
 
 def connect(url: str, timeout: float = 1.0, pool_size: int = 32) -> Redis:
     """A client for `redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`.
 
-    Sentinel: `redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]`.
+    Sentinel: `redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]`;
+    Cluster: `redis+cluster://[:password@]host:port[,host:port...]` (any of its nodes).
     Raises ValueError for anything else.
     """
     parts = urlsplit(url)
@@ -34,8 +35,14 @@ def connect(url: str, timeout: float = 1.0, pool_size: int = 32) -> Redis:
         )
         return Redis(connection_pool=pool)
     if parts.scheme == "redis+cluster":
-        plain = url.replace("redis+cluster://", "redis://", 1)
-        return RedisCluster.from_url(plain, max_connections=pool_size, **common)  # type: ignore[return-value]
+        seeds, username, password = cluster_url(url)
+        return RedisCluster(  # type: ignore[return-value]
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            username=username,
+            password=password,
+            max_connections=pool_size,
+            **common,
+        )
     if parts.scheme == "redis+sentinel":
         hosts, service, db, password = _sentinel_url(url)
         sentinel = Sentinel(hosts, sentinel_kwargs=common, password=password, **common)

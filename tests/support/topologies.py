@@ -251,7 +251,8 @@ class ClusterSet:
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        return f"redis+cluster://{seeds}/0"  # two seeds: either answers
 
     def seeds(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
