@@ -105,6 +105,23 @@ def test_a_stored_response_is_its_tenants_on_either_gateway(cluster):
     assert theirs.status_code == 404
 
 
+async def test_a_key_issued_on_one_gateway_admits_on_the_other(cluster):
+    """The admin API's key store (its own hash tag, one slot) works on a Cluster."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        issued = await client.post(
+            f"{cluster.urls[0]}/admin/v1/keys",
+            json={"id": "issued", "tenant": "acme", "requests": "5/hour"},
+            headers=auth(ADMIN),
+        )
+    assert issued.status_code == 201, issued.text
+    secret = issued.json()["secret"]
+
+    async def admitted_on_the_other() -> bool:
+        return codes(await fire(cluster.urls[1:], secret, 1)) == {200: 1}
+
+    assert await eventually(admitted_on_the_other, 5)
+
+
 async def test_the_admin_export_holds_every_masters_tenants(cluster):
     for tenant in SPREAD:
         assert codes(await fire(cluster.urls, f"gk-cl-{tenant}", 2)) == {200: 2}

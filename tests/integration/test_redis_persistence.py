@@ -1,7 +1,8 @@
 """A Redis run as shipped (append-only, fsync every second) SIGKILLed under traffic and
 started again on its files keeps what was written more than a second before: ledger rows,
-spend, stored-response ownership. Two real gateways serve throughout (`local` mode) and
-answer no 5xx."""
+spend, stored-response ownership, API-issued keys and their audit. Two real gateways serve
+throughout (`local` mode) and answer no 5xx; a third, started after the restart, knows only
+what Redis kept."""
 
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ def restarted(simulator, tmp_path_factory):
         try:
             before = _settle(urls)
             time.sleep(1.2)  # appendfsync everysec: on disk now
-            yield before | asyncio.run(_kill_and_restart(redis, urls)) | {"urls": urls}
+            after = asyncio.run(_kill_and_restart(redis, urls))
+            # A gateway that never saw the writes: its keys come from Redis alone.
+            gateways += start_gateways(env, 1)
+            yield before | after | {"urls": urls, "fresh": gateways[-1].url}
         finally:
             for gateway in gateways:
                 gateway.stop()
@@ -85,6 +89,13 @@ def _settle(urls: list[str]) -> dict:
         timeout=30,
     )
     assert created.status_code == 200, created.text
+    issued = httpx.post(
+        f"{urls[1]}/admin/v1/keys",
+        json={"id": "issued", "tenant": "kept", "requests": "50/hour"},
+        headers=auth(ADMIN),
+        timeout=10,
+    )
+    assert issued.status_code == 201, issued.text
     deadline = time.monotonic() + 10
     while sum(r["requests"] for r in ledger(urls[1], tenant="kept")) != 7:
         assert time.monotonic() < deadline, "the ledger did not show tenant kept's requests"
@@ -93,6 +104,7 @@ def _settle(urls: list[str]) -> dict:
         "ledger": ledger(urls[0], tenant="kept"),
         "usage": usage(urls[0], KEPT),
         "response": created.json()["id"],
+        "issued": issued.json()["secret"],
     }
 
 
@@ -134,3 +146,17 @@ def test_the_load_through_the_kill_saw_no_5xx_and_its_settled_part_is_in_the_led
     settled = sum(1 for a in answers if a.at < restarted["killed"] - 1.0)
     counted = sum(r["requests"] for r in ledger(restarted["urls"][0], tenant="busy"))
     assert settled > 0 and counted >= settled
+
+
+def test_an_api_issued_key_is_kept(restarted):
+    key = httpx.get(f"{restarted['fresh']}/admin/v1/keys/issued", headers=auth(ADMIN), timeout=10)
+    assert key.status_code == 200
+    assert (key.json()["tenant"], key.json()["requests"]) == ("kept", "50/hour")
+    assert codes(asyncio.run(fire([restarted["fresh"]], restarted["issued"], 1))) == {200: 1}
+
+
+def test_the_audit_of_its_issue_is_kept(restarted):
+    audit = httpx.get(f"{restarted['fresh']}/admin/v1/audit", headers=auth(ADMIN), timeout=10)
+    assert audit.status_code == 200
+    records = audit.json()["data"]
+    assert [(r["action"], r["target"]) for r in records] == [("key.create", "issued")]
