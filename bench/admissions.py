@@ -63,6 +63,7 @@ def topology(name: str, workdir: Path) -> Iterator[str]:
             yield redis.url
     elif name == "sentinel":
         with sentinel_set(workdir / "sentinel") as group:
+            group.wait_ready()
             yield group.url
     else:
         with redis_cluster(workdir / "cluster") as group:

@@ -116,7 +116,7 @@ async def _kill_and_restart(redis, urls: list[str]) -> dict:
     killed = time.monotonic()
     await asyncio.sleep(0.5)
     await asyncio.to_thread(redis.start)
-    await asyncio.sleep(2.5)  # the gateways find it again and replay what they kept
+    await asyncio.sleep(1.5)  # the load goes on through the gateways finding it again
     return {"answers": await load.stop(), "killed": killed}
 
 

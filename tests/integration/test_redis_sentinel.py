@@ -79,6 +79,7 @@ async def test_two_keys_share_their_tenants_limit_exactly(sentinels, mode):
 
 
 async def test_a_killed_master_is_replaced_under_streaming_load(sentinels):
+    await asyncio.to_thread(sentinels.wait_ready)
     loads = {
         mode: StreamingLoad(sentinels.urls[mode], f"gk-se-load-{mode}", workers=6).start()
         for mode in MODES

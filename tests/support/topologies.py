@@ -164,6 +164,15 @@ class SentinelSet:
         reply = command(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", SERVICE)
         return int(reply.splitlines()[1])
 
+    def wait_ready(self) -> None:
+        """Until every sentinel knows the replica and the two other sentinels."""
+
+        def agreed() -> bool:
+            lines = [info(s.port, "sentinel").get("master0", "") for s in self.sentinels]
+            return all("slaves=1" in line and "sentinels=3" in line for line in lines)
+
+        _until(agreed, 20, "the sentinels did not find each other and the replica")
+
     def node(self, port: int) -> Node:
         return next(n for n in (self.master, self.replica) if n.port == port)
 
@@ -199,8 +208,9 @@ class SentinelSet:
 
 @contextlib.contextmanager
 def sentinel_set(workdir: Path) -> Iterator[SentinelSet]:
-    """A master, its replica and three sentinels that agree (quorum 2) to replace it a
-    second after it stops answering."""
+    """A master, its replica and three sentinels (quorum 2) that replace it a second after it
+    stops answering, once they have found each other: `wait_ready()` (seconds: they meet
+    through the master, every 2 s), before a test that needs a failover."""
     require_redis_tools()
     master_port, replica_port = free_port(), free_port()
     master = Node(master_port, workdir / "master", server_args(master_port, *AOF))
@@ -234,12 +244,6 @@ def sentinel_set(workdir: Path) -> Iterator[SentinelSet]:
         )
         for sentinel in sentinels:
             sentinel.start()
-
-        def agreed() -> bool:
-            lines = [info(s.port, "sentinel").get("master0", "") for s in sentinels]
-            return all("slaves=1" in line and "sentinels=3" in line for line in lines)
-
-        _until(agreed, 20, "the sentinels did not find each other and the replica")
         yield group
     finally:
         group.stop()
