@@ -13,7 +13,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # Dependencies (and the build backend) first, in a layer of their own: a code change reuses it.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
-print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" > /tmp/req.txt \
+print('\n'.join(p['build-system']['requires'] + p['project']['dependencies'] \
++ p['project']['optional-dependencies']['otel']))" > /tmp/req.txt \
  && pip install -r /tmp/req.txt
 COPY README.md ./
 COPY service ./service

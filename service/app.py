@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,6 +51,9 @@ from service.settings import Settings
 from service.sse import StreamSet
 from service.upstream.pool import UpstreamPool
 from service.usage.ledger import MemoryLedger
+
+if TYPE_CHECKING:
+    from service.observability.tracing import Tracing
 
 log = logging.getLogger("service")
 
@@ -158,6 +162,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         ImageGeneration(services),
         functools.partial(validation.image_generation, default_model=settings.default_image_model),
     )
+    tracing = _tracing(settings)
     routes = [
         JsonRoute(
             "/api/v1/chat/completions",
@@ -206,13 +211,20 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     ]
     # No redirects: Starlette's would send clients to the host their Host header names.
     router = Router(
-        routes=routes, redirect_slashes=False, default=_not_found, lifespan=_lifespan(services)
+        routes=routes,
+        redirect_slashes=False,
+        default=_not_found,
+        lifespan=_lifespan(services, tracing),
     )
+    inner: ASGIApp = WithoutTrailingSlash(FixedPaths(router))
+    if tracing is not None:
+        inner = tracing.scope(inner)
     app = ObserveMiddleware(
-        WithoutTrailingSlash(FixedPaths(router)),
+        inner,
         services.lifecycle,
         services.inflight,
         log_prompts=settings.log_prompts,
+        tracing=tracing,
     )
     app.services = services  # type: ignore[attr-defined]  # for the server's drain hook and tests
     app.router = router  # type: ignore[attr-defined]  # its lifespan, for in-process tests
@@ -238,7 +250,16 @@ def create_app_from_env() -> ASGIApp:
     return create_app(settings, load_registry(settings.keys_file))
 
 
-def _lifespan(services: Services):
+def _tracing(settings: Settings) -> Tracing | None:
+    """OpenTelemetry when an OTLP endpoint is set; without one its SDK is never imported."""
+    if not (settings.otel_traces or settings.otel_metrics):
+        return None
+    from service.observability.tracing import Tracing
+
+    return Tracing(traces=settings.otel_traces, metrics=settings.otel_metrics)
+
+
+def _lifespan(services: Services, tracing: Tracing | None = None):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
         settings = services.settings
@@ -265,6 +286,8 @@ def _lifespan(services: Services):
             await services.limiter.aclose()
             await services.ledger.aclose()
             await services.pool.aclose()
+            if tracing is not None:
+                tracing.shutdown()
 
     return lifespan
 

@@ -58,6 +58,9 @@ class Settings:
     log_prompts: bool = False
     cache_affinity: bool = True  # derive x-grok-conv-id when a client sends none
     usage_retention_days: int = 400
+    # OpenTelemetry export (service/observability/tracing.py): on when an OTLP endpoint is set.
+    otel_traces: bool = False
+    otel_metrics: bool = False
     demo: bool = False
 
     @classmethod
@@ -122,6 +125,8 @@ class Settings:
             usage_retention_days=r.get(
                 "USAGE_RETENTION_DAYS", _positive_int, d.usage_retention_days
             ),
+            otel_traces=_otel_signal(env, "TRACES"),
+            otel_metrics=_otel_signal(env, "METRICS"),
             demo=demo,
         )
         if not demo:
@@ -227,6 +232,35 @@ def _http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return raw.rstrip("/")
+
+
+def _otel_signal(env: Mapping[str, str], signal: str) -> bool:
+    """Whether OpenTelemetry exports `signal` (TRACES or METRICS): an OTLP endpoint is set
+    for it (OTEL_EXPORTER_OTLP_ENDPOINT or its own), unless OTEL_SDK_DISABLED=true or
+    OTEL_<signal>_EXPORTER=none. The SDK reads the other OTEL_* variables itself."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    endpoints = (f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    endpoint = next((name for name in endpoints if env.get(name, "").strip()), None)
+    if endpoint is None:
+        return False
+    exporter = env.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() or "otlp"
+    if exporter == "none":
+        return False
+    if exporter != "otlp":
+        raise ConfigError(f"OTEL_{signal}_EXPORTER={exporter!r}: the gateway exports otlp or none")
+    url = env[endpoint].strip()
+    try:
+        _http_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{endpoint}={url!r}: {exc}") from None
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(name, "").strip()
+        if protocol and protocol != "http/protobuf":
+            raise ConfigError(
+                f"{name}={protocol!r}: the gateway exports OTLP over http/protobuf only"
+            )
+    return True
 
 
 def _redis_url(raw: str) -> str:

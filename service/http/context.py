@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from service.registry.keys import AdminKey, ApiKey
     from service.registry.models import ModelCatalog
+    from service.sse.dialects import Dialect
     from service.usage.prices import PriceTable
     from service.usage.record import Usage
 
@@ -42,6 +43,12 @@ class RequestContext:
     status: int = 0
     ttfb: float | None = None  # seconds to the first body byte
     stream_fallback: bool = False
+    # For tracing (service/observability/tracing.py), read only when it is on: the upstream's
+    # parsed JSON answer or the relayed stream's dialect (the answer's id and model), and
+    # the request's TraceRecord (its upstream attempts).
+    answer: dict[str, Any] | None = None
+    stream_dialect: Dialect | None = None
+    trace: Any = None
     # Headers every response of this request carries (rate-limit state, fallback flag);
     # appended to http.response.start by the observe middleware.
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -12,7 +12,7 @@ import logging
 import random
 import re
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,9 @@ from service.server.disconnect import ClientDisconnected
 from service.server.inflight import InFlight
 from service.server.lifecycle import Lifecycle
 from service.usage.record import ticks_to_usd
+
+if TYPE_CHECKING:
+    from service.observability.tracing import Tracing
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger("service")
@@ -42,12 +45,18 @@ def _request_id(scope: Scope) -> str:
 
 class ObserveMiddleware:
     def __init__(
-        self, app: ASGIApp, lifecycle: Lifecycle, inflight: InFlight, log_prompts: bool = False
+        self,
+        app: ASGIApp,
+        lifecycle: Lifecycle,
+        inflight: InFlight,
+        log_prompts: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.inflight = inflight
         self.log_prompts = log_prompts
+        self.tracing = tracing  # OpenTelemetry, when an OTLP endpoint is set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,6 +120,8 @@ class ObserveMiddleware:
         if ctx.ttfb is not None:
             metrics.TTFB.observe(ctx.ttfb)
         metrics.DURATION.observe(duration)
+        if self.tracing is not None:  # the span and GenAI metrics, from what the log says
+            self.tracing.record(scope, ctx, status, duration)
         if not access_log.isEnabledFor(logging.INFO):
             return
         usage = ctx.usage

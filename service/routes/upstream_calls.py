@@ -70,6 +70,7 @@ async def call_json(
         if member is not None:
             member.in_flight -= 1
     ctx.usage = parse_usage(doc.get("usage")) or Usage()
+    ctx.answer = doc
     return raw
 
 
@@ -137,6 +138,7 @@ async def call_stream(
     finally:
         member.in_flight -= 1
     ctx.usage = result.usage or estimated_usage(ctx.body_size, result.events)
+    ctx.stream_dialect = dialect
     if result.disconnected:
         ctx.reason = "client_disconnected"
     return result

@@ -55,6 +55,11 @@ class Dialect(Protocol):
         """The event that ends a stream after a failure."""
         ...
 
+    def identity(self) -> tuple[Any, Any]:
+        """The answer's id and model, as the upstream named them (parsed once, after the
+        stream, for tracing only)."""
+        ...
+
 
 def _last_usage(out: bytes, start: int, end: int) -> int:
     """Where the last `"usage"` key with a value other than null sits in out[start:end], or -1
@@ -189,6 +194,10 @@ class ChatDialect:
     def error_event(self, message: str) -> bytes:
         return sse_error_event(message)
 
+    def identity(self) -> tuple[Any, Any]:
+        doc = self._usage.document()  # the last chunk with usage: it names both
+        return (doc.get("id"), doc.get("model")) if doc is not None else (None, None)
+
 
 class ResponsesDialect:
     """Responses API: `event: response.*` events relayed untouched, ending in
@@ -207,6 +216,7 @@ class ResponsesDialect:
 
     def __init__(self) -> None:
         self.response_id: str | None = None
+        self.response_model: Any = None  # as `response.created` names it
         self._usage = _UsageTracker()
 
     def relayed(self, out: bytes) -> bytes:
@@ -220,8 +230,14 @@ class ResponsesDialect:
         end = out.find(b"\n\n", start)
         doc = event_data(out[start:end])
         response = doc.get("response") if doc is not None else None
-        response_id = response.get("id") if isinstance(response, dict) else None
+        if not isinstance(response, dict):
+            return None
+        self.response_model = response.get("model")
+        response_id = response.get("id")
         return response_id if isinstance(response_id, str) and response_id else None
+
+    def identity(self) -> tuple[Any, Any]:
+        return self.response_id, self.response_model
 
     def usage(self) -> Usage | None:
         try:  # the last `usage` key: `response.usage` in the terminal event

@@ -1,0 +1,407 @@
+"""OpenTelemetry traces and metrics in the GenAI semantic conventions, exported over OTLP/HTTP.
+
+Imported only when an OTLP endpoint is set (`Settings.otel_traces` / `otel_metrics`): without
+one, the SDK is never loaded and a request pays one `if` in the observe middleware.
+
+Spans are made after the fact, from the same request context the access log is written from
+and at the same point (`ObserveMiddleware._record`), with the request's real start and end
+times: one SERVER span per API request, named `"{gen_ai.operation.name} {model}"`, its parent
+the caller's W3C `traceparent` (through the SDK's propagators, `OTEL_PROPAGATORS`), and a
+CLIENT child span per upstream attempt, timed by `TracedUpstream`. No attribute holds a prompt,
+a completion or a key: only names, counts, statuses and the cost.
+
+The SDK reads the standard variables itself: `OTEL_SERVICE_NAME` (default here:
+`grok-gateway`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*` (endpoint, headers,
+timeout, compression, certificates), `OTEL_TRACES_SAMPLER*`, `OTEL_BSP_*`,
+`OTEL_METRIC_EXPORT_INTERVAL`. Owned by the app's lifespan: `Tracing.start()` at start-up,
+`shutdown()` (which flushes what is queued) at its end.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import Histogram
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import __version__
+from service.usage.record import ticks_to_usd
+
+if TYPE_CHECKING:
+    from service.http.context import RequestContext
+    from service.usage.record import Usage
+
+log = logging.getLogger("service")
+
+DEFAULT_SERVICE_NAME = "grok-gateway"
+PROVIDER = "x_ai"  # gen_ai.provider.name's well-known value for xAI
+
+# The GenAI conventions' advised buckets.
+_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                     40.96, 81.92)  # fmt: skip
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                 5.0, 7.5, 10.0)  # fmt: skip
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                  16777216, 67108864)  # fmt: skip
+
+# gen_ai.operation.name by (method, path below the API prefix); other API requests (model
+# lists, usage, stored responses, admin) get HTTP-style spans named "{method} {route}".
+_OPERATIONS = {
+    ("POST", "chat/completions"): "chat",
+    ("POST", "vision/analyze"): "chat",
+    ("POST", "responses"): "chat",
+    ("POST", "images/generate"): "generate_content",
+    ("POST", "images/generations"): "generate_content",
+}
+_API_PREFIXES = ("/api/v1/", "/v1/")
+
+
+@dataclass(slots=True)
+class UpstreamAttempt:
+    """One upstream HTTP request, as the CLIENT span tells it."""
+
+    method: str
+    url: httpx.URL
+    started_ns: int
+    ended_ns: int = 0  # 0 until the response is closed (or failed)
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """What tracing keeps of one request beyond its RequestContext: its upstream attempts."""
+
+    attempts: list[UpstreamAttempt] = field(default_factory=list)
+
+
+_CURRENT: contextvars.ContextVar[TraceRecord | None] = contextvars.ContextVar(
+    "gateway_trace", default=None
+)
+
+
+class _HeaderGetter(Getter[Scope]):
+    """The propagators' view of an ASGI scope's headers (names are lower-case bytes)."""
+
+    def get(self, carrier: Scope, key: str) -> list[str] | None:
+        name = key.lower().encode()
+        values = [v.decode("latin-1") for k, v in carrier.get("headers", ()) if k == name]
+        return values or None
+
+    def keys(self, carrier: Scope) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier.get("headers", ())]
+
+
+_GETTER = _HeaderGetter()
+
+
+def operation_of(method: str, path: str) -> str | None:
+    """The request's gen_ai.operation.name, or None for a request that generates nothing."""
+    for prefix in _API_PREFIXES:
+        if path.startswith(prefix):
+            return _OPERATIONS.get((method, path[len(prefix) :].rstrip("/")))
+    return None
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or scope["path"]
+
+
+def _wall_ns(perf: float, now_perf: float, now_ns: int) -> int:
+    """A perf_counter() reading as Unix-epoch nanoseconds."""
+    return now_ns - int((now_perf - perf) * 1e9)
+
+
+class Tracing:
+    """The SDK's providers and the gateway's instruments; records one request at a time."""
+
+    def __init__(self, traces: bool, metrics: bool) -> None:
+        resource = Resource.create({"service.version": __version__})
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+        self.tracer_provider: TracerProvider | None = None
+        self.meter_provider: MeterProvider | None = None
+        self._tracer: trace.Tracer | None = None
+        self._duration: Histogram | None = None
+        self._ttft: Histogram | None = None
+        self._tokens: Histogram | None = None
+        if traces:
+            self.tracer_provider = TracerProvider(resource=resource)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            self._tracer = self.tracer_provider.get_tracer("grok-gateway", __version__)
+        if metrics:
+            reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            meter = self.meter_provider.get_meter("grok-gateway", __version__)
+            self._duration = meter.create_histogram(
+                "gen_ai.server.request.duration",
+                unit="s",
+                description="Generative AI server request duration",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            )
+            self._ttft = meter.create_histogram(
+                "gen_ai.server.time_to_first_token",
+                unit="s",
+                description="Time to generate the first token, for successful responses",
+                explicit_bucket_boundaries_advisory=_TTFT_BUCKETS,
+            )
+            self._tokens = meter.create_histogram(
+                "gen_ai.client.token.usage",
+                unit="{token}",
+                description="Input and output tokens used",
+                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            )
+
+    def scope(self, app: ASGIApp) -> ASGIApp:
+        """Wrap the app inside the observe middleware: each API request gets a TraceRecord
+        that the upstream calls it makes (`TracedUpstream`) add their attempts to."""
+        return _TraceScope(app)
+
+    def upstream(self, upstream: Any) -> Any:
+        """The upstream client, its attempts timed for CLIENT spans (only with traces on)."""
+        return TracedUpstream(upstream) if self._tracer is not None else upstream
+
+    def record(self, scope: Scope, ctx: RequestContext, status: int, duration: float) -> None:
+        """Export what the access log says of this request: its span and its measures."""
+        try:
+            self._record(scope, ctx, status, duration)
+        except Exception:  # telemetry never fails a request, nor floods the log per request
+            log.debug("could not record the request's telemetry", exc_info=True)
+
+    def _record(self, scope: Scope, ctx: RequestContext, status: int, duration: float) -> None:
+        method = scope["method"]
+        operation = operation_of(method, scope["path"])
+        response_id, response_model = _answer_identity(ctx)
+        attributes: dict[str, Any] = {}
+        if operation is not None:
+            attributes["gen_ai.operation.name"] = operation
+            attributes["gen_ai.provider.name"] = PROVIDER
+            if ctx.model:
+                attributes["gen_ai.request.model"] = ctx.model
+            if response_model:
+                attributes["gen_ai.response.model"] = response_model
+        error_type = None
+        if status >= 400:
+            error_type = ctx.reason or str(status)
+            attributes["error.type"] = error_type
+        if self._duration is not None and operation is not None:
+            self._measure(attributes, ctx, status, duration)
+        if self._tracer is None:
+            return
+        usage = ctx.usage
+        if operation is not None:
+            if response_id:
+                attributes["gen_ai.response.id"] = response_id
+            if usage is not None:
+                attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+                attributes["gen_ai.usage.output_tokens"] = _output_tokens(usage)
+                if usage.estimated:  # no usage arrived: the gateway's estimate, as charged
+                    attributes["gateway.usage_estimated"] = True
+            name = f"{operation} {ctx.model}" if ctx.model else operation
+        else:
+            name = f"{method} {_route_of(scope)}"
+        attributes["http.request.method"] = method
+        attributes["http.route"] = _route_of(scope)
+        attributes["http.response.status_code"] = status
+        attributes["gateway.request_id"] = ctx.request_id
+        key = ctx.key
+        if key is not None:
+            attributes["gateway.key_id"] = key.id
+            if key.tenant is not None:
+                attributes["gateway.tenant"] = key.tenant
+        elif ctx.admin is not None:
+            attributes["gateway.key_id"] = ctx.admin.id
+        if ctx.cost_ticks is not None:
+            attributes["gateway.cost_usd"] = ticks_to_usd(ctx.cost_ticks)
+        if ctx.reason is not None:
+            attributes["gateway.refusal_reason"] = ctx.reason
+        if ctx.stream:
+            attributes["gateway.stream"] = True
+
+        now_perf, now_ns = perf_counter(), time.time_ns()
+        parent = propagate.extract(scope, getter=_GETTER)
+        span = self._tracer.start_span(
+            name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=_wall_ns(ctx.started, now_perf, now_ns),
+        )
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        record = ctx.trace
+        if isinstance(record, TraceRecord):
+            within = trace.set_span_in_context(span, Context())
+            for attempt in record.attempts:
+                self._client_span(attempt, within, operation, ctx, now_ns)
+        span.end(end_time=now_ns)
+
+    def _client_span(
+        self,
+        attempt: UpstreamAttempt,
+        within: Context,
+        operation: str | None,
+        ctx: RequestContext,
+        now_ns: int,
+    ) -> None:
+        assert self._tracer is not None
+        url = attempt.url
+        attributes: dict[str, Any] = {
+            "http.request.method": attempt.method,
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "url.full": str(url.copy_with(query=None, fragment=None)),
+        }
+        model = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
+        if operation is not None:
+            attributes["gen_ai.operation.name"] = operation
+            attributes["gen_ai.provider.name"] = PROVIDER
+            if model:
+                attributes["gen_ai.request.model"] = model
+            name = f"{operation} {model}" if model else operation
+        else:
+            name = attempt.method
+        if attempt.status is not None:
+            attributes["http.response.status_code"] = attempt.status
+        failed = attempt.error is not None or (attempt.status or 0) >= 400
+        if failed:
+            attributes["error.type"] = attempt.error or str(attempt.status)
+        span = self._tracer.start_span(
+            name,
+            context=within,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=attempt.started_ns,
+        )
+        if failed:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=attempt.ended_ns or now_ns)
+
+    def _measure(
+        self, attributes: dict[str, Any], ctx: RequestContext, status: int, duration: float
+    ) -> None:
+        assert self._duration is not None and self._ttft is not None and self._tokens is not None
+        common = {
+            name: attributes[name]
+            for name in (
+                "gen_ai.operation.name",
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+                "gen_ai.response.model",
+                "error.type",
+            )
+            if name in attributes
+        }
+        self._duration.record(duration, common)
+        if status < 400 and ctx.ttfb is not None:
+            self._ttft.record(ctx.ttfb, common)
+        usage = ctx.usage
+        if usage is not None and not usage.estimated:
+            self._tokens.record(usage.input_tokens, {**common, "gen_ai.token.type": "input"})
+            self._tokens.record(_output_tokens(usage), {**common, "gen_ai.token.type": "output"})
+
+    def shutdown(self) -> None:
+        """Flush what is queued and stop the export threads."""
+        for provider in (self.tracer_provider, self.meter_provider):
+            if provider is not None:
+                try:
+                    provider.shutdown()
+                except Exception:
+                    log.warning("OpenTelemetry export did not shut down cleanly", exc_info=True)
+
+
+def _output_tokens(usage: Usage) -> int:
+    """Output as the conventions count it: reasoning included (the usage keeps it apart)."""
+    return usage.output_tokens + usage.reasoning_tokens
+
+
+def _answer_identity(ctx: RequestContext) -> tuple[str | None, str | None]:
+    """The upstream answer's id and model: from its JSON, or from the relayed stream."""
+    answer = ctx.answer
+    if isinstance(answer, dict):
+        response_id, model = answer.get("id"), answer.get("model")
+    elif ctx.stream_dialect is not None:
+        response_id, model = ctx.stream_dialect.identity()
+    else:
+        return None, None
+    return (
+        response_id if isinstance(response_id, str) else None,
+        model if isinstance(model, str) else None,
+    )
+
+
+class _TraceScope:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = scope["gateway"].trace = TraceRecord()
+        token = _CURRENT.set(record)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _CURRENT.reset(token)
+
+
+class TracedUpstream:
+    """The upstream client with each request of an API request noted as an UpstreamAttempt:
+    started when sent, ended when its response is closed (its body read or the stream cut)."""
+
+    def __init__(self, upstream: Any) -> None:
+        self._upstream = upstream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        record = _CURRENT.get()
+        if record is None:  # not within an API request: the key-status poll
+            return await self._upstream.send(request)
+        attempt = UpstreamAttempt(request.method, request.url, time.time_ns())
+        record.attempts.append(attempt)
+        try:
+            response = await self._upstream.send(request)
+        except BaseException as exc:
+            attempt.ended_ns = time.time_ns()
+            attempt.error = type(exc).__name__
+            raise
+        attempt.status = response.status_code
+        response.stream = _TimedStream(response.stream, attempt)
+        return response
+
+
+class _TimedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, attempt: UpstreamAttempt) -> None:
+        self._stream = stream
+        self._attempt = attempt
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self._attempt.ended_ns:
+            self._attempt.ended_ns = time.time_ns()
+        await self._stream.aclose()
