@@ -190,8 +190,49 @@ class Tracing:
     def _record(self, scope: Scope, ctx: RequestContext, status: int, duration: float) -> None:
         method = scope["method"]
         operation = operation_of(method, scope["path"])
-        response_id, response_model = _answer_identity(ctx)
-        attributes: dict[str, Any] = {}
+        response_id, response_model = _answer_identity(ctx) if status < 400 else (None, None)
+        if self._duration is not None and operation is not None:
+            self._measure(operation, response_model, ctx, status, duration)
+        if self._tracer is None:
+            return
+        now_perf, now_ns = perf_counter(), time.time_ns()
+        if operation is not None:
+            name = f"{operation} {ctx.model}" if ctx.model else operation
+        else:
+            name = f"{method} {_route_of(scope)}"
+        span = self._tracer.start_span(
+            name,
+            context=propagate.extract(scope, getter=_GETTER),
+            kind=SpanKind.SERVER,
+            start_time=_wall_ns(ctx.started, now_perf, now_ns),
+        )
+        if span.is_recording():  # the sampler kept it: only then are attributes made
+            span.set_attributes(
+                self._server_attributes(method, operation, response_id, response_model, ctx, status)
+            )
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            record = ctx.trace
+            if isinstance(record, TraceRecord) and record.attempts:
+                within = trace.set_span_in_context(span, Context())
+                for attempt in record.attempts:
+                    self._client_span(attempt, within, operation, ctx, now_ns)
+        span.end(end_time=now_ns)
+
+    @staticmethod
+    def _server_attributes(
+        method: str,
+        operation: str | None,
+        response_id: str | None,
+        response_model: str | None,
+        ctx: RequestContext,
+        status: int,
+    ) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "http.response.status_code": status,
+            "gateway.request_id": ctx.request_id,  # joins the span to the access-log line
+        }
         if operation is not None:
             attributes["gen_ai.operation.name"] = operation
             attributes["gen_ai.provider.name"] = PROVIDER
@@ -199,30 +240,16 @@ class Tracing:
                 attributes["gen_ai.request.model"] = ctx.model
             if response_model:
                 attributes["gen_ai.response.model"] = response_model
-        error_type = None
-        if status >= 400:
-            error_type = ctx.reason or str(status)
-            attributes["error.type"] = error_type
-        if self._duration is not None and operation is not None:
-            self._measure(attributes, ctx, status, duration)
-        if self._tracer is None:
-            return
-        usage = ctx.usage
-        if operation is not None:
             if response_id:
                 attributes["gen_ai.response.id"] = response_id
+            usage = ctx.usage
             if usage is not None:
                 attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
                 attributes["gen_ai.usage.output_tokens"] = _output_tokens(usage)
                 if usage.estimated:  # no usage arrived: the gateway's estimate, as charged
                     attributes["gateway.usage_estimated"] = True
-            name = f"{operation} {ctx.model}" if ctx.model else operation
-        else:
-            name = f"{method} {_route_of(scope)}"
-        attributes["http.request.method"] = method
-        attributes["http.route"] = _route_of(scope)
-        attributes["http.response.status_code"] = status
-        attributes["gateway.request_id"] = ctx.request_id
+        if status >= 400:
+            attributes["error.type"] = ctx.reason or str(status)
         key = ctx.key
         if key is not None:
             attributes["gateway.key_id"] = key.id
@@ -234,26 +261,7 @@ class Tracing:
             attributes["gateway.cost_usd"] = ticks_to_usd(ctx.cost_ticks)
         if ctx.reason is not None:
             attributes["gateway.refusal_reason"] = ctx.reason
-        if ctx.stream:
-            attributes["gateway.stream"] = True
-
-        now_perf, now_ns = perf_counter(), time.time_ns()
-        parent = propagate.extract(scope, getter=_GETTER)
-        span = self._tracer.start_span(
-            name,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            start_time=_wall_ns(ctx.started, now_perf, now_ns),
-        )
-        if status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
-        record = ctx.trace
-        if isinstance(record, TraceRecord):
-            within = trace.set_span_in_context(span, Context())
-            for attempt in record.attempts:
-                self._client_span(attempt, within, operation, ctx, now_ns)
-        span.end(end_time=now_ns)
+        return attributes
 
     def _client_span(
         self,
@@ -269,14 +277,14 @@ class Tracing:
             "http.request.method": attempt.method,
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
-            "url.full": str(url.copy_with(query=None, fragment=None)),
+            "url.full": str(url),  # the upstream base URL and a path: no query, no key
         }
-        model = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
         if operation is not None:
+            model = ctx.catalog.upstream_name(ctx.model) if ctx.catalog and ctx.model else ctx.model
             attributes["gen_ai.operation.name"] = operation
             attributes["gen_ai.provider.name"] = PROVIDER
             if model:
-                attributes["gen_ai.request.model"] = model
+                attributes["gen_ai.request.model"] = model  # as the upstream was asked
             name = f"{operation} {model}" if model else operation
         else:
             name = attempt.method
@@ -297,22 +305,28 @@ class Tracing:
         span.end(end_time=attempt.ended_ns or now_ns)
 
     def _measure(
-        self, attributes: dict[str, Any], ctx: RequestContext, status: int, duration: float
+        self,
+        operation: str,
+        response_model: str | None,
+        ctx: RequestContext,
+        status: int,
+        duration: float,
     ) -> None:
         assert self._duration is not None and self._ttft is not None and self._tokens is not None
-        common = {
-            name: attributes[name]
-            for name in (
-                "gen_ai.operation.name",
-                "gen_ai.provider.name",
-                "gen_ai.request.model",
-                "gen_ai.response.model",
-                "error.type",
-            )
-            if name in attributes
+        common: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": PROVIDER,
         }
+        if ctx.model:
+            common["gen_ai.request.model"] = ctx.model
+        if response_model:
+            common["gen_ai.response.model"] = response_model
+        if status >= 400:
+            common["error.type"] = ctx.reason or str(status)
+            self._duration.record(duration, common)
+            return
         self._duration.record(duration, common)
-        if status < 400 and ctx.ttfb is not None:
+        if ctx.ttfb is not None:
             self._ttft.record(ctx.ttfb, common)
         usage = ctx.usage
         if usage is not None and not usage.estimated:
@@ -393,13 +407,15 @@ class TracedUpstream:
 
 
 class _TimedStream(httpx.AsyncByteStream):
+    """The response's byte stream, its close timed; iterating it is the inner stream's own
+    iterator (no layer per chunk)."""
+
     def __init__(self, stream: Any, attempt: UpstreamAttempt) -> None:
         self._stream = stream
         self._attempt = attempt
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
 
     async def aclose(self) -> None:
         if not self._attempt.ended_ns:
