@@ -40,10 +40,12 @@ from service.registry.reload import RegistryHolder
 from service.registry.store import KeyStore, MemoryKeyStore, RedisKeyStore
 from service.routes.admin import AdminUsage, Audit, Key, Keys, RotateKey, Tenant, Tenants
 from service.routes.chat import ChatCompletions
+from service.routes.console import Console
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
 from service.routes.models import ListModels
 from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
+from service.routes.status import AdminStatus
 from service.routes.usage import KeyUsage
 from service.routes.vision import VisionAnalyze
 from service.server.inflight import InFlight
@@ -163,6 +165,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         functools.partial(validation.image_generation, default_model=settings.default_image_model),
     )
     tracing = _tracing(settings)
+    console = Console()
     routes = [
         JsonRoute(
             "/api/v1/chat/completions",
@@ -200,6 +203,10 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             "/admin/v1/tenants/{tenant}", admin(Tenant(services)), methods=["GET", "PUT", "DELETE"]
         ),
         JsonRoute("/admin/v1/audit", admin(Audit(services)), methods=["GET"]),
+        JsonRoute("/admin/v1/status", admin(AdminStatus(services)), methods=["GET"]),
+        # The web console's static files: no key (the page asks for one), not under /api.
+        JsonRoute("/console", console, methods=["GET", "HEAD"]),
+        JsonRoute("/console/{name}", console, methods=["GET", "HEAD"]),
         JsonRoute(
             "/api/v1/responses/{response_id}",
             api(StoredResponse(services), None, OwnedResponses),
