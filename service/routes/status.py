@@ -25,7 +25,9 @@ class AdminStatus:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         replica = await _readiness(self.services)
-        keys = self.services.registry.current.keys()
+        # One entry a key (a rotated key's two secrets are one key), sorted by id.
+        entries = self.services.registry.current.entries()
+        keys = sorted({key.id: key for key in entries}.values(), key=lambda key: key.id)
         tenants: dict[str, dict[str, Any]] = {}
         for key in keys:
             if key.tenant is not None and key.tenant not in tenants:

@@ -255,3 +255,63 @@ def test_the_page_asks_nothing_of_another_host(browser, site):
     urls = [r.url for session in sessions for r in session.requests]
     assert len(urls) >= 8
     assert all(url.startswith(site.gateway.url + "/") for url in urls), urls
+
+
+def _keys_api(site: Site) -> bool:
+    response = httpx.get(
+        f"{site.gateway.url}/admin/v1/keys", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    return response.status_code == 200
+
+
+def _models(site: Site, secret: str) -> int:
+    response = httpx.get(
+        f"{site.gateway.url}/api/v1/models", headers={"Authorization": f"Bearer {secret}"}
+    )
+    return response.status_code
+
+
+def test_an_operator_creates_rotates_disables_and_deletes_a_key(browser, site):
+    if not _keys_api(site):
+        pytest.skip("this gateway has no admin keys API (SPEC 10) to manage keys through")
+    session = open_console(browser, site, ADMIN, ready=".chart rect.bar")
+    page = session.page
+    form = page.locator("form.create")
+    form.locator("input[name=tenant]").fill("initech")
+    form.locator("input[name=id]").fill("initech-ci")
+    form.locator("input[name=requests]").fill("60/minute")
+    form.locator("input[name=spend]").fill("2/day")
+    form.locator("button[type=submit]").click()
+    secret = page.locator(".secret-panel input.secret").input_value()
+    assert secret and _models(site, secret) == 200  # the new key works at once
+    screenshot(session, "operator-new-key.png")
+    page.click(".secret-panel button:text('Done')")
+    page.wait_for_selector(".secret-panel", state="detached")
+    assert secret not in page.content()  # shown once, then gone from the page
+    row = page.locator("tr[data-key='initech-ci']")
+    assert "initech" in row.text_content()
+
+    row.locator("button:text('Rotate')").click()
+    rotated = page.locator(".secret-panel input.secret").input_value()
+    assert rotated and rotated != secret and _models(site, rotated) == 200
+    page.click(".secret-panel button:text('Done')")
+
+    row.locator("button:text('Disable')").click()
+    page.wait_for_selector("tr[data-key='initech-ci'] .pill.disabled")
+    assert _models(site, rotated) == 401
+    row.locator("button:text('Enable')").click()
+    page.wait_for_selector("tr[data-key='initech-ci'] .pill.active")
+    assert _models(site, rotated) == 200
+
+    row.locator("button:text('Delete')").click()
+    row.locator("button:text('Really delete?')").click()
+    page.wait_for_selector("tr[data-key='initech-ci']", state="detached")
+    assert _models(site, rotated) == 401
+    assert session.dialogs == []
+
+
+def test_keys_from_the_key_file_cannot_be_changed_from_the_console(browser, site):
+    session = open_console(browser, site, ADMIN, ready=".chart rect.bar")
+    row = session.page.locator("tr[data-key='acme-prod']")
+    assert "edit the key file" in row.text_content()
+    assert row.locator("button").count() == 0
