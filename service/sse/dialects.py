@@ -31,6 +31,11 @@ _DECODER = json.JSONDecoder()
 # event before [DONE] and carries a non-null usage).
 _EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\]')
 _CHOICES = b'"choices":'
+# A top-level string member of a chunk, as xAI writes it (compact, no escapes in ids or names).
+_STRING_MEMBER = {
+    name: re.compile(rb'[{,]"%s":"([A-Za-z0-9._:/-]{1,256})"' % name.encode())
+    for name in ("id", "model")
+}
 _USAGE_OBJECT = b":{"
 
 
@@ -131,6 +136,14 @@ class _UsageTracker:
         rest = text[text.index(":") + 1 :]
         return _DECODER.raw_decode(rest, len(rest) - len(rest.lstrip()))[0]
 
+    def head(self, size: int = 512) -> bytes:
+        """The first `size` bytes of the remembered event (b"" if none): where a chunk names
+        its id and model."""
+        if self._pos < 0:
+            return b""
+        start = _event_start(self._batch, self._pos)
+        return self._batch[start : min(start + size, self._pos)]
+
     def document(self) -> dict[str, Any] | None:
         """The JSON data of the remembered event (None if there is none, or it is malformed)."""
         if self._pos < 0:
@@ -195,8 +208,10 @@ class ChatDialect:
         return sse_error_event(message)
 
     def identity(self) -> tuple[Any, Any]:
-        doc = self._usage.document()  # the last chunk with usage: it names both
-        return (doc.get("id"), doc.get("model")) if doc is not None else (None, None)
+        # The last chunk with usage names both, before its usage: looked up, not parsed whole.
+        head = self._usage.head()
+        found = [_STRING_MEMBER[name].search(head) for name in ("id", "model")]
+        return tuple(m.group(1).decode("utf-8", "replace") if m else None for m in found)
 
 
 class ResponsesDialect:
