@@ -444,11 +444,13 @@ async function act(call, done) {
 function secretPanel() {
   const doc = state.secret;
   const input = el('input', { type: 'text', readonly: true, class: 'mono secret', value: String(doc.secret), 'aria-label': 'New secret' });
-  return el('div', { class: 'secret-panel', role: 'status' },
+  const panel = el('div', { class: 'secret-panel', role: 'status' },
     el('strong', {}, 'New secret for ', el('span', { class: 'mono' }, doc.id), ': copy it now, it will not be shown again.'),
     el('div', { class: 'secret-row' }, input,
       el('button', { type: 'button', onclick: () => { input.select(); navigator.clipboard && navigator.clipboard.writeText(input.value); } }, 'Copy'),
       el('button', { type: 'button', class: 'primary', onclick: () => { state.secret = null; state.notice = null; refresh(); } }, 'Done')));
+  setTimeout(() => panel.scrollIntoView({ block: 'center' }), 0);  // the form may be far below
+  return panel;
 }
 
 function createForm() {
