@@ -1,7 +1,7 @@
 """OpenTelemetry traces and metrics in the GenAI semantic conventions, exported over OTLP/HTTP.
 
 Imported only when an OTLP endpoint is set (`Settings.otel_traces` / `otel_metrics`): without
-one, the SDK is never loaded and a request pays one `if` in the observe middleware.
+one, the gateway never imports it and a request pays one `if` in the observe middleware.
 
 Spans are made after the fact, from the same request context the access log is written from
 and at the same point (`ObserveMiddleware._record`), with the request's real start and end
@@ -13,8 +13,8 @@ a completion or a key: only names, counts, statuses and the cost.
 The SDK reads the standard variables itself: `OTEL_SERVICE_NAME` (default here:
 `grok-gateway`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*` (endpoint, headers,
 timeout, compression, certificates), `OTEL_TRACES_SAMPLER*`, `OTEL_BSP_*`,
-`OTEL_METRIC_EXPORT_INTERVAL`. Owned by the app's lifespan: `Tracing.start()` at start-up,
-`shutdown()` (which flushes what is queued) at its end.
+`OTEL_METRIC_EXPORT_INTERVAL`. Made by `service.app.create_app` (its export threads start
+then); the app's lifespan calls `shutdown()` at its end, which flushes what is queued.
 """
 
 from __future__ import annotations
