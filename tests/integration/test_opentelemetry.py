@@ -69,9 +69,11 @@ def server_span(receiver: OtlpReceiver, request_id: str) -> Span:
 
 
 def children(receiver: OtlpReceiver, parent: Span) -> list[Span]:
-    return receiver.wait_for(
-        lambda r: [s for s in r.spans if s.parent_span_id == parent.span_id], timeout=5
-    )
+    return receiver.wait_for(lambda r: _children(r, parent), timeout=5)
+
+
+def _children(receiver: OtlpReceiver, parent: Span) -> list[Span]:
+    return [s for s in receiver.spans if s.parent_span_id == parent.span_id]
 
 
 def last_point(receiver: OtlpReceiver, metric: str, **attributes: str):
@@ -129,6 +131,32 @@ def test_the_upstream_call_is_a_client_child_span(traced, receiver, simulator):
     assert child.attributes["server.port"] == simulator.port
     assert child.attributes["gen_ai.provider.name"] == "x_ai"
     assert parent.start_ns <= child.start_ns <= child.end_ns <= parent.end_ns
+
+
+def test_each_upstream_attempt_is_its_own_client_span(traced, receiver):
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "sim": {"fault": "status", "status": 503, "fault_times": 1, "key": "otel-retry-1"},
+    }
+    response = httpx.post(
+        f"{traced.url}/api/v1/chat/completions",
+        json=body,
+        headers={**AUTH, "X-Request-ID": "otel-retry-1"},
+        timeout=15,
+    )
+    assert response.status_code == 200  # retried once (UPSTREAM_RETRIES=1), then answered
+    parent = server_span(receiver, "otel-retry-1")
+    attempts = sorted(
+        receiver.wait_for(lambda r: len(_children(r, parent)) == 2 and _children(r, parent)),
+        key=lambda span: span.start_ns,
+    )
+    assert [a.attributes["http.response.status_code"] for a in attempts] == [503, 200]
+    assert attempts[0].attributes["error.type"] == "503"
+    assert attempts[0].status_code == 2  # error
+    assert "error.type" not in attempts[1].attributes
+    assert attempts[0].end_ns <= attempts[1].start_ns
+    assert parent.attributes["http.response.status_code"] == 200
 
 
 def test_an_incoming_traceparent_becomes_the_parent(traced, receiver):

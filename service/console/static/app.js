@@ -150,6 +150,7 @@ async function start(key) {
 }
 
 async function refresh() {
+  if (state.notice && !state.secret && Date.now() - state.notice.at > 10000) state.notice = null;
   try {
     if (state.role === 'operator') await renderOperator();
     else if (state.role === 'tenant') await renderTenant();
@@ -432,11 +433,11 @@ function keyActions(k) {
 async function act(call, done) {
   const result = await call;
   if (!result.ok) {
-    state.notice = { kind: 'error', text: result.message };
+    state.notice = { kind: 'error', text: result.message, at: Date.now() };
   } else {
     const outcome = done(result.doc);
     state.secret = outcome.secret || null;
-    state.notice = { kind: 'ok', text: outcome.text };
+    state.notice = { kind: 'ok', text: outcome.text, at: Date.now() };
   }
   await refresh();
 }
