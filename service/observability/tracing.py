@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ log = logging.getLogger("service")
 
 DEFAULT_SERVICE_NAME = "grok-gateway"
 PROVIDER = "x_ai"  # gen_ai.provider.name's well-known value for xAI
+SHUTDOWN_SECONDS = 5.0  # longest wait at shutdown for the last exports
 
 # The GenAI conventions' advised buckets.
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -145,12 +147,16 @@ class Tracing:
         self._ttft: Histogram | None = None
         self._tokens: Histogram | None = None
         if traces:
-            self.tracer_provider = TracerProvider(resource=resource)
+            # Not at exit: `shutdown()` does it, bounded (the SDK's own hook would wait on a
+            # collector that is down).
+            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             self._tracer = self.tracer_provider.get_tracer("grok-gateway", __version__)
         if metrics:
             reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            self.meter_provider = MeterProvider(
+                resource=resource, metric_readers=[reader], shutdown_on_exit=False
+            )
             meter = self.meter_provider.get_meter("grok-gateway", __version__)
             self._duration = meter.create_histogram(
                 "gen_ai.server.request.duration",
@@ -333,14 +339,33 @@ class Tracing:
             self._tokens.record(usage.input_tokens, {**common, "gen_ai.token.type": "input"})
             self._tokens.record(_output_tokens(usage), {**common, "gen_ai.token.type": "output"})
 
-    def shutdown(self) -> None:
-        """Flush what is queued and stop the export threads."""
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()
-                except Exception:
-                    log.warning("OpenTelemetry export did not shut down cleanly", exc_info=True)
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Send what is queued and stop the export threads, both signals at once, waiting
+        `timeout` seconds at most: a collector that is down must not hold up the exit (the
+        exporter retries for its own timeout, per signal)."""
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        threads = [
+            threading.Thread(target=_shut, args=(p,), name="otel-shutdown", daemon=True)
+            for p in providers
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            log.warning(
+                "OpenTelemetry: the collector took more than %gs at shutdown; "
+                "the spans and metrics still queued are dropped",
+                timeout,
+            )
+
+
+def _shut(provider: TracerProvider | MeterProvider) -> None:
+    try:
+        provider.shutdown()
+    except Exception:
+        log.warning("OpenTelemetry export did not shut down cleanly", exc_info=True)
 
 
 def _output_tokens(usage: Usage) -> int:

@@ -272,6 +272,31 @@ def test_without_an_endpoint_no_exporter_or_tracer_is_imported(simulator, tmp_pa
         assert module not in imported
 
 
+def test_a_collector_that_is_down_fails_no_request_and_holds_up_shutdown_5_s_at_most(
+    simulator, tmp_path
+):
+    import time
+
+    from tests.support.processes import free_port
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(keys_toml(key_entry("plain", MAIN_SECRET)))
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    gw = start_gateway(
+        gateway_env(
+            simulator, str(keys), OTEL_EXPORTER_OTLP_ENDPOINT=nobody, OTEL_BSP_SCHEDULE_DELAY="50"
+        )
+    )
+    try:
+        assert [chat(gw, f"otel-down-{i}", stream=True).status_code for i in range(3)] == [200] * 3
+    finally:
+        started = time.monotonic()
+        assert gw.stop(timeout=30) == 0
+        took = time.monotonic() - started
+    assert took < 5 + 3  # the bounded wait, and the process's own exit
+    assert "the spans and metrics still queued are dropped" in gw.output
+
+
 def test_an_unsupported_otlp_protocol_stops_start_up_with_one_line(simulator, tmp_path):
     import subprocess
     import sys
