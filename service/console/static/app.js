@@ -360,6 +360,13 @@ function usageCells(used) {
   ];
 }
 
+function budgetLines(budgets) {
+  const lines = [['requests', budgets.requests], ['tokens', budgets.tokens], ['spend', budgets.spend]]
+    .filter(([, list]) => list && list.length)
+    .map(([label, list]) => el('span', { class: 'budget-line' }, el('span', { class: 'muted small' }, label + ' '), budgetText(list)));
+  return lines.length ? el('span', { class: 'budget-text' }, lines) : el('span', { class: 'muted small' }, 'none of its own');
+}
+
 function tenantTable(tenants, byTenant) {
   const names = new Set([...tenants.map((t) => t.id), ...Object.keys(byTenant)]);
   const known = Object.fromEntries(tenants.map((t) => [t.id, t]));
@@ -368,8 +375,7 @@ function tenantTable(tenants, byTenant) {
     const used = byTenant[name] || { today: EMPTY, month: EMPTY };
     return el('tr', {},
       cell(el('span', { class: 'name' }, name)),
-      cell(el('span', { class: 'budget-text' }, [budgetText(budgets.requests), budgetText(budgets.tokens), budgetText(budgets.spend)]
-        .map((text, i) => el('span', { class: 'budget-line' }, el('span', { class: 'muted small' }, ['requests ', 'tokens ', 'spend '][i]), text)))),
+      cell(budgetLines(budgets)),
       cell(budgetMeters(budgets, used)),
       ...usageCells(used));
   });
