@@ -258,7 +258,7 @@ def create_app_from_env() -> ASGIApp:
 
 
 def _tracing(settings: Settings) -> Tracing | None:
-    """OpenTelemetry when an OTLP endpoint is set; without one its SDK is never imported."""
+    """OpenTelemetry when an OTLP endpoint is set; without one the gateway never imports it."""
     if not (settings.otel_traces or settings.otel_metrics):
         return None
     from service.observability.tracing import Tracing

@@ -2,7 +2,8 @@
 
 This replica's readiness (the `/readyz` body: limiter, upstream status, streams in flight on
 it) and the budgets in force for every key and tenant, with the key file's `[defaults]`
-applied, as rate strings. Behind the admin-key check; spends nothing, reads no Redis.
+applied: each window's limit, length and text, each spend limit's USD and period. Behind the
+admin-key check; spends nothing, reads no Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from service.deps import Services
 from service.http.asgi import send_json
 from service.limiter.policy import LimitPolicy, SpendLimit, Window
 from service.routes.health import Readyz
+from service.usage.record import TICKS_PER_USD
 from service.usage.report import json_bytes
 
 
@@ -81,7 +83,7 @@ def _budgets(
         "requests": [_window(w) for w in requests],
         "tokens": [_window(w) for w in tokens],
         "spend": [
-            {"usd": limit.ticks / 10_000_000_000, "period": limit.period, "text": limit.text}
+            {"usd": limit.ticks / TICKS_PER_USD, "period": limit.period, "text": limit.text}
             for limit in spend
         ],
     }

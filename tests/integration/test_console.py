@@ -166,6 +166,34 @@ def test_the_page_holds_no_inline_script_and_names_no_other_host(site):
         )
 
 
+def test_the_admin_status_names_every_budget_in_force_and_the_replica(site):
+    response = httpx.get(
+        f"{site.gateway.url}/admin/v1/status", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["replica"]["upstream"] == "ok" and doc["replica"]["limiter"] == "redis"
+    assert doc["replica"]["active_streams"] == 0
+    keys = {key["id"]: key for key in doc["keys"]}
+    assert set(keys) == {"acme-prod", "globex-web"}
+    acme = keys["acme-prod"]
+    assert [w["limit"] for w in acme["requests"]] == [1000, 100000]  # from [defaults]
+    assert [(s["usd"], s["period"]) for s in acme["spend"]] == [(1.0, "day"), (20.0, "month")]
+    tenants = {tenant["id"]: tenant for tenant in doc["tenants"]}
+    assert [(s["usd"], s["period"]) for s in tenants["acme"]["spend"]] == [
+        (5.0, "day"),
+        (50.0, "month"),
+    ]
+    assert tenants["globex"]["spend"] == []
+
+
+@pytest.mark.parametrize("secret", [ACME, None])
+def test_the_admin_status_is_for_admin_keys_only(site, secret):
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    response = httpx.get(f"{site.gateway.url}/admin/v1/status", headers=headers)
+    assert response.status_code == 401
+
+
 def test_an_unknown_console_file_is_a_404(site):
     response = httpx.get(f"{site.gateway.url}/console/secrets.txt")
     assert response.status_code == 404
