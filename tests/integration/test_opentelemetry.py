@@ -200,6 +200,26 @@ def test_a_refused_request_names_its_reason_and_calls_no_upstream(traced, receiv
     assert children(receiver, span) == []
 
 
+def test_a_streamed_responses_api_call_is_chat_with_the_created_response_id(traced, receiver):
+    response = httpx.post(
+        f"{traced.url}/api/v1/responses",
+        json={"model": MODEL, "input": PROMPT, "stream": True},
+        headers={**AUTH, "X-Request-ID": "otel-responses-1"},
+        timeout=15,
+    )
+    assert response.status_code == 200
+    created = next(
+        json.loads(event.split("data: ", 1)[1])
+        for event in response.text.split("\n\n")
+        if event.startswith("event: response.created")
+    )["response"]
+    span = server_span(receiver, "otel-responses-1")
+    assert span.name == f"chat {MODEL}"
+    assert span.attributes["gen_ai.response.id"] == created["id"]
+    assert span.attributes["gen_ai.response.model"] == created["model"]
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
+
+
 def test_an_image_request_is_generate_content(traced, receiver):
     response = httpx.post(
         f"{traced.url}/api/v1/images/generations",
