@@ -364,6 +364,9 @@ function budgetLines(budgets) {
   const lines = [['requests', budgets.requests], ['tokens', budgets.tokens], ['spend', budgets.spend]]
     .filter(([, list]) => list && list.length)
     .map(([label, list]) => el('span', { class: 'budget-line' }, el('span', { class: 'muted small' }, label + ' '), budgetText(list)));
+  if (budgets.concurrent) {
+    lines.push(el('span', { class: 'budget-line' }, el('span', { class: 'muted small' }, 'concurrent '), count(budgets.concurrent)));
+  }
   return lines.length ? el('span', { class: 'budget-text' }, lines) : el('span', { class: 'muted small' }, 'none of its own');
 }
 
@@ -405,12 +408,13 @@ function keyTable(statusKeys, apiKeys, byKey) {
       cell(el('span', { class: 'name' }, k.tenant === null || k.tenant === undefined ? '—' : k.tenant)),
       cell(el('span', { class: 'pill ' + status }, status), false),
       cell(el('span', { class: 'muted small' }, k.source)),
+      cell(k.budgets ? budgetLines(budgets) : el('span', { class: 'muted small' }, '—')),
       cell(budgetMeters(budgets, used)),
       ...usageCells(used),
       cell(apiKeys && k.api ? keyActions(k) : el('span', { class: 'muted small' }, k.source === 'file' ? 'edit the key file' : '')));
   });
   return table([{ label: 'Key' }, { label: 'Tenant' }, { label: 'Status' }, { label: 'Source' },
-    { label: 'Used of budget' }, { label: 'Today', num: true }, { label: 'This month', num: true }, { label: '' }],
+    { label: 'Budgets' }, { label: 'Used of budget' }, { label: 'Today', num: true }, { label: 'This month', num: true }, { label: '' }],
   rows, 'No keys.');
 }
 
