@@ -23,6 +23,7 @@ import contextvars
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -137,9 +138,14 @@ class Tracing:
     """The SDK's providers and the gateway's instruments; records one request at a time."""
 
     def __init__(self, traces: bool, metrics: bool) -> None:
-        resource = Resource.create({"service.version": __version__})
+        resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+        # Ours only where those say nothing: a name, this version, and an id per process, so
+        # replicas and workers are told apart.
+        defaults = {"service.version": __version__, "service.instance.id": str(uuid.uuid4())}
+        missing = {k: v for k, v in defaults.items() if k not in resource.attributes}
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-            resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+            missing[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+        resource = resource.merge(Resource(missing))
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
         self._tracer: trace.Tracer | None = None

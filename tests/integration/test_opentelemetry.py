@@ -115,6 +115,7 @@ def test_a_streamed_chat_has_one_server_span_with_the_genai_attributes(traced, r
     assert "gateway.refusal_reason" not in attributes
     assert span.resource["service.name"] == "grok-gateway"
     assert span.resource["deployment.environment.name"] == "test"
+    assert span.resource["service.version"] and span.resource["service.instance.id"]
 
 
 def test_the_upstream_call_is_a_client_child_span(traced, receiver, simulator):
