@@ -51,6 +51,7 @@ from service.routes.vision import VisionAnalyze
 from service.server.inflight import InFlight
 from service.settings import Settings
 from service.sse import StreamSet
+from service.upstream.client import shared_transport
 from service.upstream.pool import UpstreamPool
 from service.usage.ledger import MemoryLedger
 
@@ -270,7 +271,10 @@ def _lifespan(services: Services, tracing: Tracing | None = None):
     @contextlib.asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
         settings = services.settings
-        services.pool = UpstreamPool(settings, services.registry)
+        transport = None
+        if tracing is not None:  # every upstream request timed for its CLIENT span
+            transport = tracing.transport(shared_transport(settings))
+        services.pool = UpstreamPool(settings, services.registry, transport=transport)
         services.pool.start()
         await services.limiter.start()
         services.registry.start()

@@ -7,7 +7,7 @@ Spans are made after the fact, from the same request context the access log is w
 and at the same point (`ObserveMiddleware._record`), with the request's real start and end
 times: one SERVER span per API request, named `"{gen_ai.operation.name} {model}"`, its parent
 the caller's W3C `traceparent` (through the SDK's propagators, `OTEL_PROPAGATORS`), and a
-CLIENT child span per upstream attempt, timed by `TracedUpstream`. No attribute holds a prompt,
+CLIENT child span per upstream attempt, timed by `TracedTransport`. No attribute holds a prompt,
 a completion or a key: only names, counts, statuses and the cost.
 
 The SDK reads the standard variables itself: `OTEL_SERVICE_NAME` (default here:
@@ -188,9 +188,10 @@ class Tracing:
         that the upstream calls it makes (`TracedUpstream`) add their attempts to."""
         return _TraceScope(app)
 
-    def upstream(self, upstream: Any) -> Any:
-        """The upstream client, its attempts timed for CLIENT spans (only with traces on)."""
-        return TracedUpstream(upstream) if self._tracer is not None else upstream
+    def transport(self, transport: Any) -> Any:
+        """The upstreams' shared transport, each request through it timed for a CLIENT span
+        (only with traces on)."""
+        return TracedTransport(transport) if self._tracer is not None else transport
 
     def record(self, scope: Scope, ctx: RequestContext, status: int, duration: float) -> None:
         """Export what the access log says of this request: its span and its measures."""
@@ -273,6 +274,8 @@ class Tracing:
             attributes["gateway.cost_usd"] = ticks_to_usd(ctx.cost_ticks)
         if ctx.reason is not None:
             attributes["gateway.refusal_reason"] = ctx.reason
+        if ctx.upstream is not None:
+            attributes["gateway.upstream"] = ctx.upstream  # the pool member that answered
         return attributes
 
     def _client_span(
@@ -410,24 +413,22 @@ class _TraceScope:
             _CURRENT.reset(token)
 
 
-class TracedUpstream:
-    """The upstream client with each request of an API request noted as an UpstreamAttempt:
-    started when sent, ended when its response is closed (its body read or the stream cut)."""
+class TracedTransport(httpx.AsyncBaseTransport):
+    """The upstreams' transport with each request of an API request noted as an
+    UpstreamAttempt: started when sent, ended when its response is closed (its body read or
+    the stream cut). Requests outside one (the key-status polls) pass untouched."""
 
-    def __init__(self, upstream: Any) -> None:
-        self._upstream = upstream
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._upstream, name)
-
-    async def send(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         record = _CURRENT.get()
-        if record is None:  # not within an API request: the key-status poll
-            return await self._upstream.send(request)
+        if record is None:
+            return await self._transport.handle_async_request(request)
         attempt = UpstreamAttempt(request.method, request.url, time.time_ns())
         record.attempts.append(attempt)
         try:
-            response = await self._upstream.send(request)
+            response = await self._transport.handle_async_request(request)
         except BaseException as exc:
             attempt.ended_ns = time.time_ns()
             attempt.error = type(exc).__name__
@@ -435,6 +436,9 @@ class TracedUpstream:
         attempt.status = response.status_code
         response.stream = _TimedStream(response.stream, attempt)
         return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 class _TimedStream(httpx.AsyncByteStream):

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from service.observability.metrics import UPSTREAM_UP
 from service.registry.reload import RegistryHolder
@@ -72,13 +73,15 @@ class UpstreamPool:
         settings: Settings,
         registry: RegistryHolder,
         clock: Callable[[], float] = time.monotonic,
+        transport: AiohttpTransport | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock
         self.members: dict[str, Member] = {}
         self._specs: tuple[UpstreamSpec, ...] | None = None
-        self._transport = shared_transport(settings)
+        # Given (wrapped for tracing, say) or made here; the pool closes it either way.
+        self._transport = transport or shared_transport(settings)
         self._started = False
         self._turn = 0
 

@@ -113,6 +113,7 @@ def test_a_streamed_chat_has_one_server_span_with_the_genai_attributes(traced, r
     assert attributes["gateway.key_id"] == "otel-key"
     assert attributes["gateway.cost_usd"] == pytest.approx(access["cost_usd"])
     assert "gateway.refusal_reason" not in attributes
+    assert attributes["gateway.upstream"] == "default"  # the pool member that answered
     assert span.resource["service.name"] == "grok-gateway"
     assert span.resource["deployment.environment.name"] == "test"
     assert span.resource["service.version"] and span.resource["service.instance.id"]
