@@ -185,7 +185,7 @@ class Tracing:
 
     def scope(self, app: ASGIApp) -> ASGIApp:
         """Wrap the app inside the observe middleware: each API request gets a TraceRecord
-        that the upstream calls it makes (`TracedUpstream`) add their attempts to."""
+        that the upstream calls it makes (`TracedTransport`) add their attempts to."""
         return _TraceScope(app)
 
     def transport(self, transport: Any) -> Any:
