@@ -11,6 +11,7 @@ it in fewer reads than at full speed: compare targets and versions, not with CPU
 
 Usage: python -m bench.instructions [--streams 1000] [--warm-up 300] [--api chat|responses]
        [--targets floor-raw,floor-starlette,gateway-memory,gateway-redis]
+       [--stream-usage openai|passthrough]  (the gateways' GATEWAY_STREAM_USAGE)
 """
 
 from __future__ import annotations
@@ -51,13 +52,17 @@ def counted(
     raise RuntimeError(f"callgrind wrote no dump for {target.name}")
 
 
-def _start(name: str, workdir: Path, simulator: Proc, redis: Proc, wrap: list[str]) -> Proc:
+def _start(
+    name: str, workdir: Path, simulator: Proc, redis: Proc, wrap: list[str], stream_usage: str
+) -> Proc:
     if name == "floor-raw":
         return start_floor(workdir, simulator, raw=True, wrap=wrap)
     if name == "floor-starlette":
         return start_floor(workdir, simulator, wrap=wrap)
     store = redis.url if name == "gateway-redis" else None
-    return start_gateway(workdir, simulator, store, name=name, wrap=wrap)
+    return start_gateway(
+        workdir, simulator, store, name=name, wrap=wrap, GATEWAY_STREAM_USAGE=stream_usage
+    )
 
 
 def _summary(dump: Path) -> int | None:
@@ -74,6 +79,7 @@ def main() -> int:
     parser.add_argument("--warm-up", type=int, default=300, help="streams before counting")
     parser.add_argument("--api", choices=("chat", "responses"), default="chat")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
+    parser.add_argument("--stream-usage", choices=("openai", "passthrough"), default="openai")
     args = parser.parse_args()
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGETS]
@@ -91,7 +97,7 @@ def main() -> int:
         for name in names:
             out_file = workdir / f"{name}.callgrind"
             wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
-            target = _start(name, workdir, simulator, redis, wrap)
+            target = _start(name, workdir, simulator, redis, wrap, args.stream_usage)
             procs.append(target)
             counts[name], lost = counted(target, out_file, args.streams, args.api, args.warm_up)
             failed += lost

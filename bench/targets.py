@@ -205,7 +205,10 @@ def start_gateway(
     wrap: Sequence[str] = (),
     **extra_env: str,
 ) -> Proc:
-    """A gateway (`python -m service`) on `simulator`; its URL is the root (no path)."""
+    """A gateway (`python -m service`) on `simulator`; its URL is the root (no path).
+
+    GATEWAY_STREAM_USAGE is left at its default unless `extra_env` sets it: the xAI-shaped
+    scenarios measure the relay that cuts `usage` out of every chunk, as users run it."""
     port = port or free_port()
     env = _env(
         XAI_API_KEY="bench-upstream-key",

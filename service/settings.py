@@ -40,6 +40,7 @@ class Settings:
     body_timeout: float = 15.0
     lease_seconds: float = 30.0
     vision_fallback: str = "json"
+    stream_usage: str = "openai"  # `passthrough`: xAI's usage-on-every-chunk, byte for byte
     connect_timeout: float = 5.0
     first_byte_timeout: float = 60.0
     idle_timeout: float = 120.0
@@ -93,6 +94,7 @@ class Settings:
             body_timeout=r.get("GATEWAY_BODY_TIMEOUT_SECONDS", _positive_float, d.body_timeout),
             lease_seconds=r.get("CONCURRENCY_LEASE_SECONDS", _positive_float, d.lease_seconds),
             vision_fallback=r.get("VISION_STREAM_FALLBACK", _choice("json", "sse"), "json"),
+            stream_usage=r.get("GATEWAY_STREAM_USAGE", _choice("openai", "passthrough"), "openai"),
             connect_timeout=r.get("UPSTREAM_CONNECT_TIMEOUT", _positive_float, d.connect_timeout),
             first_byte_timeout=r.get(
                 "UPSTREAM_FIRST_BYTE_TIMEOUT", _positive_float, d.first_byte_timeout

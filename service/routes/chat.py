@@ -44,12 +44,15 @@ class ChatCompletions(UpstreamRoute):
         self, ctx: RequestContext, body: dict[str, Any], receive: Receive, send: Send
     ) -> None:
         options = body.get("stream_options") or {}
-        # Always ask for usage, to charge token budgets; the relay drops the trailing usage
-        # chunk if the client did not ask for it.
+        # Always ask for usage, to charge token budgets; the relay delivers it the OpenAI way
+        # (or xAI's, GATEWAY_STREAM_USAGE=passthrough) and only when the client asked.
         upstream_body = with_upstream_model(
             ctx, {**body, "stream_options": {**options, "include_usage": True}}
         )
-        dialect = ChatDialect(client_wants_usage=options.get("include_usage") is True)
+        dialect = ChatDialect(
+            client_wants_usage=options.get("include_usage") is True,
+            passthrough=self.services.settings.stream_usage == "passthrough",
+        )
         await call_stream(self.services, ctx, receive, send, CHAT_PATH, upstream_body, dialect)
 
 

@@ -7,7 +7,7 @@ event. Each says how the end is recognised, where usage sits, and what the error
 
 Usage costs no JSON per chunk: xAI puts the running `usage` on every chunk, so a dialect only
 remembers where the last one was and parses that one value when the stream ends (the last
-total counts, never a sum).
+total counts, never a sum); the chat dialect cuts it out of each chunk as bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from service.http import json_codec
 from service.http.errors import sse_error_event
+from service.sse.usage_cut import cut_usage
 from service.usage.record import Usage, parse_usage
 
 log = logging.getLogger("service.sse")
@@ -37,6 +38,7 @@ _STRING_MEMBER = {
     for name in ("id", "model")
 }
 _USAGE_OBJECT = b":{"
+_CHUNK_HEAD = ("id", "object", "created", "model", "system_fingerprint")
 
 
 class Dialect(Protocol):
@@ -159,9 +161,12 @@ class _UsageTracker:
 class ChatDialect:
     """Chat Completions: `data: {chunk}` events, then `data: [DONE]`; the seed's error event.
 
-    `client_wants_usage` False: the gateway asked the upstream for usage on the client's
-    behalf, so the trailing usage-only chunk (`"choices": []`, right before [DONE]) is
-    dropped; every other chunk passes byte for byte, `usage` or not.
+    Default (OpenAI's contract): the `usage` member is cut out of every chunk (`usage_cut`),
+    the upstream's trailing usage-only chunk (`"choices": []`, right before [DONE]) is taken
+    out, and when the client asked for usage it goes back in, right before [DONE], carrying
+    the last running total (built from the last usage-bearing chunk if the upstream sent none).
+    `passthrough`: every chunk passes byte for byte, `usage` or not; only the trailing
+    usage-only chunk the gateway asked for on the client's behalf is dropped.
     """
 
     fast_prefix = b"data: {"
@@ -169,11 +174,14 @@ class ChatDialect:
     fast_lines = 1
     terminals = (b"data: [DONE]",)
 
-    def __init__(self, client_wants_usage: bool) -> None:
-        self.drop_usage_chunk = not client_wants_usage
+    def __init__(self, client_wants_usage: bool, *, passthrough: bool = False) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.passthrough = passthrough
+        self.drop_usage_chunk = not client_wants_usage or not passthrough
         self.response_id: str | None = None
         self._usage = _UsageTracker()
         self._held: bytes | None = None  # a usage-only chunk that ended a batch: [DONE] next?
+        self._trailer: bytes | None = None  # the upstream's trailing usage-only chunk
 
     def relayed(self, out: bytes) -> bytes:
         has_usage = self._usage.see(out)
@@ -181,10 +189,21 @@ class ChatDialect:
             return out
         if self._held is not None:
             held, self._held = self._held, None
-            if not out.startswith(DONE):
+            if out.startswith(DONE):
+                self._trailer = held
+            else:
                 out = held + out  # not the trailing one after all: relay it
-        if not has_usage:
-            return out
+                has_usage = True
+        if has_usage:
+            out = self._without_usage_chunk(out)
+            if not self.passthrough:
+                out = cut_usage(out)
+        if self.client_wants_usage and out.endswith(DONE):
+            out = out[: -len(DONE)] + self._final_usage_chunk() + DONE
+        return out
+
+    def _without_usage_chunk(self, out: bytes) -> bytes:
+        """`out` without a trailing usage-only chunk (held if the batch ends with it)."""
         # The chunk to drop is the last event before [DONE] (which ends a batch when it is in
         # it): only that one event is looked at.
         end = len(out) - len(DONE) if out.endswith(DONE) else len(out)
@@ -195,7 +214,22 @@ class ChatDialect:
             return out
         if end == len(out):
             self._held = out[start:]  # the batch ends here: is [DONE] next?
+        else:
+            self._trailer = out[start:end]
         return out[:start] + out[end:]
+
+    def _final_usage_chunk(self) -> bytes:
+        """The usage-only chunk for a client that asked: the upstream's own, or one built once
+        from the last chunk that carried usage (one parse per stream); empty if none did."""
+        if self._trailer is not None:
+            return self._trailer
+        doc = self._usage.document()
+        if doc is None or not isinstance(doc.get("usage"), dict):
+            return b""
+        chunk = {k: doc[k] for k in _CHUNK_HEAD if k in doc}
+        chunk["choices"] = []
+        chunk["usage"] = doc["usage"]
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def usage(self) -> Usage | None:
         try:

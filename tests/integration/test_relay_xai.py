@@ -1,5 +1,6 @@
-"""xAI's stream shapes through a real gateway: bytes untouched, usage charged once, cost
-logged, Responses events, and model names the upstream has changed (aliases, defaults)."""
+"""xAI's stream shapes through a real gateway: usage the OpenAI way (or bytes untouched in
+passthrough mode), usage charged once, cost logged, Responses events, and model names the
+upstream has changed (aliases, defaults)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,7 @@ def hostile():
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def gateway(hostile, tmp_path_factory):
+def start_relay_gateway(hostile, tmp_path_factory, **env: str):
     """A gateway on the hostile upstream; the key has a token budget to watch charges."""
     keys = tmp_path_factory.mktemp("relay") / "keys.toml"
     budget = f'requests = "100000/hour"\ntokens = "{TOKEN_BUDGET}/hour"'
@@ -57,8 +57,23 @@ def gateway(hostile, tmp_path_factory):
         "XAI_BASE_URL": f"{hostile.url}/v1",
         "GATEWAY_KEYS_FILE": str(keys),
         "GATEWAY_DRAIN_DELAY_SECONDS": "0",
+        **env,
     }
-    proc = start_gateway(env)
+    return start_gateway(env)
+
+
+@pytest.fixture(scope="module")
+def gateway(hostile, tmp_path_factory):
+    """Usage the OpenAI way (the default)."""
+    proc = start_relay_gateway(hostile, tmp_path_factory)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def passthrough(hostile, tmp_path_factory):
+    """GATEWAY_STREAM_USAGE=passthrough: xAI's chunks byte for byte."""
+    proc = start_relay_gateway(hostile, tmp_path_factory, GATEWAY_STREAM_USAGE="passthrough")
     yield proc
     proc.stop()
 
@@ -91,39 +106,81 @@ def without_usage_chunk(events: list[bytes]) -> bytes:
     return b"".join(e for e in events if b'"choices":[]' not in e.replace(b" ", b""))
 
 
-# --- bytes ---------------------------------------------------------------------------------
+def openai_way(events: list[bytes], usage_chunk: bool = False) -> bytes:
+    """xAI's events as OpenAI's contract has them: no `usage` on content chunks (the rest of
+    each chunk as it was), the trailing usage-only chunk only if `usage_chunk`."""
+    out = []
+    for event in events:
+        if b'"choices":[]' in event.replace(b" ", b""):
+            out += [event] if usage_chunk else []
+        elif event.startswith(b"data: {"):
+            doc = json.loads(event[6:])
+            doc.pop("usage", None)
+            out.append(b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n")
+        else:
+            out.append(event)
+    return b"".join(out)
 
 
-def test_xai_chunks_reach_a_client_that_asked_for_usage_byte_for_byte(gateway):
-    response = stream(gateway, {"case": "xai", "chunks": 8}, stream_options={"include_usage": True})
-    assert response.status_code == 200
-    assert response.content == b"".join(xai_events(8))
+# --- bytes, the OpenAI way (the default) ------------------------------------------------------
 
 
-def test_only_the_trailing_usage_chunk_is_dropped_when_the_client_did_not_ask(gateway):
+def test_content_chunks_lose_their_usage_and_keep_every_other_byte(gateway):
     response = stream(gateway, {"case": "xai", "chunks": 8, "delay_ms": 5})
-    events = xai_events(8)
-    assert response.content == without_usage_chunk(events)
-    assert response.content.count(b'"usage":{') == 8  # every content chunk keeps its usage
+    assert response.status_code == 200
+    assert response.content == openai_way(xai_events(8))
+
+
+def test_a_client_that_asked_gets_the_upstreams_usage_only_chunk_last(gateway):
+    response = stream(gateway, {"case": "xai", "chunks": 8}, stream_options={"include_usage": True})
+    assert response.content == openai_way(xai_events(8), usage_chunk=True)
 
 
 def test_the_usage_only_chunk_is_recognised_in_any_json_spacing(gateway):
     response = stream(gateway, {"case": "xai", "chunks": 3, "spaced": True})
     events = xai_events(3, spaced=True)
     assert b'"choices" :  [ ]' in events[-2]
-    assert response.content == without_usage_chunk(events)
+    assert response.content == openai_way(events)
 
 
-def test_a_stream_without_a_trailing_usage_chunk_passes_whole(gateway):
-    response = stream(gateway, {"case": "xai", "chunks": 4, "usage_chunk": False})
-    assert response.content == b"".join(xai_events(4, usage_chunk=False))
+def test_a_usage_only_chunk_is_made_when_the_upstream_sent_none_and_the_client_asked(gateway):
+    body = {"case": "xai", "chunks": 4, "usage_chunk": False}
+    response = stream(gateway, body, stream_options={"include_usage": True})
+    events = response.content.split(b"\n\n")
+    assert b"".join(e + b"\n\n" for e in events[:-3]) == openai_way(xai_events(4, False)[:-1])
+    last = json.loads(events[-3][6:])
+    assert last["choices"] == [] and last["usage"]["total_tokens"] == PROMPT_TOKENS + 4
 
 
 @pytest.mark.parametrize("line_end", ["crlf", "cr"])
 def test_events_with_crlf_or_cr_line_ends_are_relayed_as_lf_events(gateway, line_end):
     # 5-byte writes: a CR and its LF arrive in separate reads.
     response = stream(gateway, {"case": "xai", "chunks": 4, "line_end": line_end, "piece": 5})
-    assert response.content == without_usage_chunk(xai_events(4))
+    assert response.content == openai_way(xai_events(4))
+
+
+# --- bytes, GATEWAY_STREAM_USAGE=passthrough ---------------------------------------------------
+
+
+def test_passthrough_relays_xai_chunks_to_a_client_that_asked_for_usage_byte_for_byte(
+    passthrough,
+):
+    body = {"case": "xai", "chunks": 8}
+    response = stream(passthrough, body, stream_options={"include_usage": True})
+    assert response.status_code == 200
+    assert response.content == b"".join(xai_events(8))
+
+
+def test_passthrough_drops_only_the_usage_chunk_the_gateway_asked_for(passthrough):
+    response = stream(passthrough, {"case": "xai", "chunks": 8, "delay_ms": 5})
+    events = xai_events(8)
+    assert response.content == without_usage_chunk(events)
+    assert response.content.count(b'"usage":{') == 8  # every content chunk keeps its usage
+
+
+def test_passthrough_relays_a_stream_without_a_trailing_usage_chunk_whole(passthrough):
+    response = stream(passthrough, {"case": "xai", "chunks": 4, "usage_chunk": False})
+    assert response.content == b"".join(xai_events(4, usage_chunk=False))
 
 
 def test_the_seed_loop_reads_an_xai_stream_through_the_sdk(gateway):
@@ -162,7 +219,7 @@ def test_the_upstream_cost_of_a_stream_is_in_the_access_log(gateway):
 
 def test_an_openai_shaped_stream_is_charged_from_its_trailing_usage_chunk(gateway):
     response = stream(gateway, {"case": "openai", "chunks": 5}, request_id="openai-shape-1")
-    assert response.content == without_usage_chunk(openai_events(5))
+    assert response.content == openai_way(openai_events(5))
     line = access_line(gateway, "openai-shape-1")
     assert line["tokens"] == 7 + 5 and line.get("cost_unknown") is True
 

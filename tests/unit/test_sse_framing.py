@@ -161,30 +161,31 @@ def test_comments_and_other_sse_fields_are_well_formed():
 # --- chat: usage without a JSON round trip per chunk ---------------------------------------
 
 
-def test_usage_bearing_chunks_pass_byte_for_byte_and_only_the_trailing_usage_chunk_goes():
+def test_passthrough_relays_usage_bearing_chunks_byte_for_byte_without_the_trailing_one():
     events = xai_events(4)
     usage_chunk = events[-2]
-    sent = relayed(ChatDialect(client_wants_usage=False), [b"".join(events)])
+    sent = relayed(ChatDialect(client_wants_usage=False, passthrough=True), [b"".join(events)])
     assert sent == b"".join(e for e in events if e is not usage_chunk)
 
 
 def test_a_usage_chunk_ending_one_read_is_dropped_when_done_follows_in_the_next():
     events = xai_events(2)
     reads = [b"".join(events[:-1]), events[-1]]  # ... usage chunk | [DONE]
-    sent = relayed(ChatDialect(client_wants_usage=False), reads)
+    sent = relayed(ChatDialect(client_wants_usage=False, passthrough=True), reads)
     assert sent == events[0] + events[1] + events[-1]
 
 
 def test_a_usage_only_chunk_that_is_not_the_last_one_is_relayed():
     events = xai_events(2)
     usage_only, content = events[-2], events[0]
-    sent = relayed(ChatDialect(client_wants_usage=False), [usage_only, content + events[-1]])
+    dialect = ChatDialect(client_wants_usage=False, passthrough=True)
+    sent = relayed(dialect, [usage_only, content + events[-1]])
     assert sent == usage_only + content + events[-1]
 
 
-def test_the_usage_chunk_stays_when_the_client_asked_for_it():
+def test_passthrough_keeps_the_usage_chunk_when_the_client_asked_for_it():
     stream = b"".join(xai_events(3))
-    assert relayed(ChatDialect(client_wants_usage=True), [stream]) == stream
+    assert relayed(ChatDialect(client_wants_usage=True, passthrough=True), [stream]) == stream
 
 
 def test_usage_is_the_last_running_total_not_a_sum():
