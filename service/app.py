@@ -4,7 +4,7 @@
     └─ Router (fixed paths found by one dict lookup)
        ├─ /healthz /readyz /metrics                           no key
        ├─ /api/v1/...  Auth → Body (size, JSON, validation) → [Owned, Affinity] → RateLimit
-       │               → route → upstream pool
+       │               → route → upstream pool (also served as /v1/..., OpenAI's base path)
        ├─ /api/v1/usage  Auth → route                         reads budgets, spends none
        └─ /admin/v1/...  Auth (admin keys only) → route       no tenant budgets
           (usage, keys, tenants, audit: routes/admin/; keys live in registry/store.py)
@@ -43,7 +43,7 @@ from service.routes.chat import ChatCompletions
 from service.routes.console import Console
 from service.routes.health import Healthz, Metrics, Readyz
 from service.routes.images import ImageGeneration
-from service.routes.models import ListModels
+from service.routes.models import AllowedModel, ListModels, RetrieveModel
 from service.routes.responses import CreateResponse, OwnedResponses, StoredResponse
 from service.routes.status import AdminStatus
 from service.routes.usage import KeyUsage
@@ -90,6 +90,23 @@ class WithoutTrailingSlash:
             raw = scope.get("raw_path")
             if raw:
                 scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
+class OpenAIBasePath:
+    """Serve `/v1/...` as `/api/v1/...`, for tools that assume OpenAI's base path: one prefix
+    test per request, no second route table (the access log keeps the path as sent)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if path.startswith("/v1/") or path == "/v1":
+            scope = {**scope, "path": "/api" + path}
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = b"/api" + raw
         await self.app(scope, receive, send)
 
 
@@ -142,8 +159,11 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         guard: Callable[[ASGIApp], ASGIApp] | None = None,
         *,
         limited: bool = True,
+        cost_free: bool = False,
     ) -> ASGIApp:
-        app = RateLimitMiddleware(route, services.limiter) if limited else route
+        app = (
+            RateLimitMiddleware(route, services.limiter, cost_free=cost_free) if limited else route
+        )
         if guard is not None:  # sees the validated request before the limiter admits it
             app = guard(app)
         if validate is not None:
@@ -191,6 +211,11 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             methods=["POST"],
         ),
         JsonRoute("/api/v1/models", api(ListModels(services), None), methods=["GET"]),
+        JsonRoute(
+            "/api/v1/models/{model_id:path}",
+            api(RetrieveModel(services), None, AllowedModel),
+            methods=["GET"],
+        ),
         # Spends nothing and must answer when the key's budgets are spent: no limiter.
         JsonRoute("/api/v1/usage", api(KeyUsage(services), None, limited=False), methods=["GET"]),
         JsonRoute("/admin/v1/usage", admin(AdminUsage(services)), methods=["GET"]),
@@ -210,7 +235,8 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         JsonRoute("/console/{name}", console, methods=["GET", "HEAD"]),
         JsonRoute(
             "/api/v1/responses/{response_id}",
-            api(StoredResponse(services), None, OwnedResponses),
+            # Costs nothing upstream: a tenant out of money still reaches its data.
+            api(StoredResponse(services), None, OwnedResponses, cost_free=True),
             methods=["GET", "DELETE"],
         ),
         JsonRoute("/healthz", Healthz(), methods=["GET", "HEAD"]),
@@ -224,7 +250,7 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         default=_not_found,
         lifespan=_lifespan(services, tracing),
     )
-    inner: ASGIApp = WithoutTrailingSlash(FixedPaths(router))
+    inner: ASGIApp = OpenAIBasePath(WithoutTrailingSlash(FixedPaths(router)))
     if tracing is not None:
         inner = tracing.scope(inner)
     app = ObserveMiddleware(

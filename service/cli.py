@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 from typing import TYPE_CHECKING
@@ -82,23 +83,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(demo: bool) -> int:
     from service.observability.logging import configure_logging
+    from service.server.serve import bind_listener
 
     settings = Settings.from_env(demo=demo)
     configure_logging(settings.log_level)
     if demo:
-        return _run_demo(settings)
+        return _run_demo(settings, bind_listener(settings))
     registry = load_registry(settings.keys_file)
+    sock = bind_listener(settings)
     if settings.redis_url is None:
         log.warning(
             "REDIS_URL is not set: limits are counted in memory, per replica. "
             "Run one replica only, or set REDIS_URL."
         )
     if settings.workers > 1:
-        return _serve_workers(settings)
-    return _serve_one(settings, registry)
+        return _serve_workers(settings, sock)
+    return _serve_one(settings, registry, sock)
 
 
-def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
+def _serve_one(settings: Settings, registry: KeyRegistry, sock: socket.socket) -> int:
     import uvloop
 
     from service.app import create_app
@@ -108,11 +111,11 @@ def _serve_one(settings: Settings, registry: KeyRegistry) -> int:
     app = create_app(settings, registry)  # validates REDIS_URL etc. before listening
     config = uvicorn_config(app, settings)
     server = GatewayServer(config, LIFECYCLE, settings.drain_delay)
-    uvloop.run(server.serve())
+    uvloop.run(server.serve(sockets=[sock]))
     return 0 if server.started else 1
 
 
-def _serve_workers(settings: Settings) -> int:
+def _serve_workers(settings: Settings, sock: socket.socket) -> int:
     from service.server.serve import run_workers, uvicorn_config
 
     # prometheus-client aggregates the workers' series through files in this directory.
@@ -121,16 +124,16 @@ def _serve_workers(settings: Settings) -> int:
     config = uvicorn_config("service.app:create_app_from_env", settings)
     config.factory = True
     config.workers = settings.workers
-    run_workers(config)
+    run_workers(config, sock)
     return 0
 
 
-def _run_demo(settings: Settings) -> int:
+def _run_demo(settings: Settings, sock: socket.socket) -> int:
     import uvloop
 
     from service.demo import run_demo
 
-    return uvloop.run(run_demo(settings))
+    return uvloop.run(run_demo(settings, sock))
 
 
 DEFAULT_NEW_KEY_REQUESTS = "60/minute"

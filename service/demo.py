@@ -1,7 +1,9 @@
 """`python -m service --demo`: the gateway on the built-in simulator, no key, no Redis.
 
 Both servers run in one event loop: the simulator on a free loopback port, the gateway on
-GATEWAY_HOST:GATEWAY_PORT with in-memory limits and one demo key printed at start.
+GATEWAY_HOST:GATEWAY_PORT (bound by the caller before anything is printed) with in-memory
+limits and one demo key printed at start: GATEWAY_DEMO_KEY if set, so an exported key keeps
+working across restarts, else a new one.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ sha256 = "{digest}"
 """
 
 
-async def run_demo(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+async def run_demo(settings: Settings, sock: socket.socket) -> int:
+    """Serve on `sock` until SIGTERM/SIGINT; returns the exit code."""
     sim_port = _free_port()
     simulator = uvicorn.Server(
         uvicorn.Config(
@@ -55,7 +57,7 @@ async def run_demo(settings: Settings) -> int:
     simulator.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     sim_task = asyncio.create_task(simulator.serve())
 
-    secret = new_key_secret()
+    secret = settings.demo_key or new_key_secret()
     registry = parse_registry(DEMO_LIMITS.format(digest=hash_key(secret)).encode(), "demo")
     settings = dataclasses.replace(
         settings,
@@ -68,10 +70,11 @@ async def run_demo(settings: Settings) -> int:
     config = uvicorn_config(app, settings)
     gateway = GatewayServer(config, LIFECYCLE, drain_delay=0)
     base = f"http://localhost:{settings.port}/api/v1"
+    origin = "GATEWAY_DEMO_KEY" if settings.demo_key else "new; set GATEWAY_DEMO_KEY to keep one"
     print(
         "\n  grok-gateway demo: simulated upstream, in-memory limits (120 requests/minute)\n"
         f"  base URL : {base}\n"
-        f"  demo key : {secret}\n\n"
+        f"  demo key : {secret}  ({origin})\n\n"
         f"  export GROK_GATEWAY_KEY={secret}\n"
         f'  curl -N {base}/chat/completions -H "Authorization: Bearer $GROK_GATEWAY_KEY" '
         "-H 'Content-Type: application/json' \\\n"
@@ -80,7 +83,7 @@ async def run_demo(settings: Settings) -> int:
         flush=True,
     )
     try:
-        await gateway.serve()
+        await gateway.serve(sockets=[sock])
     finally:
         simulator.should_exit = True
         await sim_task

@@ -63,6 +63,7 @@ class Settings:
     otel_traces: bool = False
     otel_metrics: bool = False
     demo: bool = False
+    demo_key: str = ""  # GATEWAY_DEMO_KEY: the demo's key, kept across restarts; "" = a new one
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, demo: bool = False) -> Settings:
@@ -130,6 +131,7 @@ class Settings:
             otel_traces=_otel_signal(env, "TRACES"),
             otel_metrics=_otel_signal(env, "METRICS"),
             demo=demo,
+            demo_key=r.get("GATEWAY_DEMO_KEY", _demo_key, ""),
         )
         if not demo:
             if not settings.xai_api_key:
@@ -208,6 +210,12 @@ def _non_negative_float(raw: str) -> float:
 def _model_name(raw: str) -> str:
     if any(c.isspace() for c in raw) or len(raw) > 256:
         raise ValueError("must be a model name (no spaces)")
+    return raw
+
+
+def _demo_key(raw: str) -> str:
+    if len(raw) < 8 or len(raw) > 256 or not raw.isascii() or any(c.isspace() for c in raw):
+        raise ValueError("must be 8 to 256 printable ASCII characters, no spaces")
     return raw
 
 

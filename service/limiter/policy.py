@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import functools
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 
 import limits
@@ -50,6 +51,13 @@ class LimitPolicy:
 
     def __hash__(self) -> int:
         return self._hash
+
+
+@functools.lru_cache(maxsize=4096)
+def without_cost_budgets(policy: LimitPolicy) -> LimitPolicy:
+    """`policy` with its request and concurrency limits only: for requests that cost nothing
+    upstream (a tenant's stored responses), which spent token or spend budgets must not stop."""
+    return replace(policy, tokens=(), spend=(), tenant_tokens=(), tenant_spend=())
 
 
 def parse_rates(text: str) -> tuple[Window, ...]:

@@ -17,6 +17,7 @@ from service.http.context import RequestContext
 from service.http.errors import ApiError, limiter_unavailable, response_not_found
 from service.limiter import rate_limit_headers
 from service.limiter.base import Decision, Limiter, LimiterUnavailable
+from service.limiter.policy import without_cost_budgets
 from service.usage.charge import charge_for, count_usage
 from service.usage.cost import estimate_ticks
 from service.usage.prices import estimate_price
@@ -31,13 +32,20 @@ _MESSAGES = {
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+    """`cost_free`: the route costs nothing upstream (reading or deleting a stored response):
+    it spends one request unit and a concurrency slot, and spent token or spend budgets do
+    not refuse it."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter, *, cost_free: bool = False) -> None:
         self.app = app
         self.limiter = limiter
+        self.cost_free = cost_free
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope["gateway"]
         policy = ctx.key.policy
+        if self.cost_free:
+            policy = without_cost_budgets(policy)
         hold = _estimate(ctx) if policy.spend or policy.tenant_spend else 0
         try:
             decision = await self.limiter.admit(policy, ctx.owned, hold)

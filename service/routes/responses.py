@@ -26,6 +26,7 @@ from service.http.errors import ApiError, bad_request, response_not_found
 from service.routes.base import UpstreamRoute
 from service.routes.upstream_calls import call_json, call_stream, with_upstream_model
 from service.sse import ResponsesDialect
+from service.usage.record import Usage
 
 RESPONSES_PATH = "responses"
 # xAI's ids are a prefix (`resp_`, `msg_`, ...) and hex or a UUID; nothing else can be one.
@@ -139,6 +140,7 @@ class StoredResponse(_ResponsesRoute):
         response_id = scope["path_params"]["response_id"]
         path = f"{RESPONSES_PATH}/{response_id}"
         raw = await call_json(self.services, ctx, receive, method, path, None)
+        ctx.usage = Usage()  # the stored response's usage was charged when it was made
         if method == "DELETE":
             ctx.deleted_response = response_id
         await send_json(send, 200, raw)

@@ -11,6 +11,7 @@ of them public API: see the pin in pyproject.toml and tests/unit/test_uvicorn_in
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -23,7 +24,7 @@ from uvicorn.supervisors import multiprocess
 from service.server.http_limits import GatewayConfig, HeadLimits, default_max_connections
 from service.server.lifecycle import LIFECYCLE, Lifecycle
 from service.server.runtime import settle_after_startup
-from service.settings import Settings
+from service.settings import ConfigError, Settings
 
 log = logging.getLogger("service")
 
@@ -61,6 +62,30 @@ class GatewayServer(uvicorn.Server):
         if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+def bind_listener(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything is printed or started (uvicorn serves on
+    it): a port in use stops start-up with one line naming it, not after a banner and a key.
+    Raises ConfigError."""
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} is already in use on {host} (another gateway or demo?); "
+                "stop it, or set GATEWAY_PORT to a free port"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); check GATEWAY_HOST and GATEWAY_PORT"
+        ) from None
+    sock.set_inheritable(True)  # worker processes serve on it too
+    return sock
 
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
@@ -102,8 +127,7 @@ class GatewayProcess(multiprocess.Process):
         return self._server
 
 
-def run_workers(config: uvicorn.Config) -> None:
+def run_workers(config: uvicorn.Config, sock: socket.socket) -> None:
     """Serve with `config.workers` processes sharing one socket (uvicorn's supervisor)."""
     multiprocess.Process = GatewayProcess  # type: ignore[misc]  # the supervisor's factory
-    sock = config.bind_socket()
     multiprocess.Multiprocess(config, sockets=[sock]).run()

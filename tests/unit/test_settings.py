@@ -64,3 +64,17 @@ def test_cache_affinity_is_on_unless_turned_off():
     assert Settings.from_env({"GATEWAY_CACHE_AFFINITY": "off"}, demo=True).cache_affinity is False
     with pytest.raises(ConfigError, match="GATEWAY_CACHE_AFFINITY"):
         Settings.from_env({"GATEWAY_CACHE_AFFINITY": "sometimes"}, demo=True)
+
+
+def test_stream_usage_is_the_openai_way_unless_set_to_passthrough():
+    assert Settings.from_env({}, demo=True).stream_usage == "openai"
+    env = {"GATEWAY_STREAM_USAGE": "passthrough"}
+    assert Settings.from_env(env, demo=True).stream_usage == "passthrough"
+    with pytest.raises(ConfigError, match="GATEWAY_STREAM_USAGE"):
+        Settings.from_env({"GATEWAY_STREAM_USAGE": "sum"}, demo=True)
+
+
+def test_the_demo_key_is_taken_from_gateway_demo_key():
+    assert Settings.from_env({}, demo=True).demo_key == ""
+    env = {"GATEWAY_DEMO_KEY": "gk-my-demo-key"}
+    assert Settings.from_env(env, demo=True).demo_key == "gk-my-demo-key"
