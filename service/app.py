@@ -32,6 +32,7 @@ from service.limiter import create_ledger, create_limiter
 from service.middleware.affinity import ConversationAffinity
 from service.middleware.auth import AuthMiddleware
 from service.middleware.body import BodyMiddleware
+from service.middleware.misconfigured import RefuseWhileMisconfigured
 from service.middleware.observe import ObserveMiddleware
 from service.middleware.ratelimit import RateLimitMiddleware
 from service.registry.follow import StoreFollower
@@ -161,9 +162,10 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
         limited: bool = True,
         cost_free: bool = False,
     ) -> ASGIApp:
-        app = (
-            RateLimitMiddleware(route, services.limiter, cost_free=cost_free) if limited else route
-        )
+        app = route
+        if limited:
+            app = RateLimitMiddleware(route, services.limiter, cost_free=cost_free)
+            app = RefuseWhileMisconfigured(app, services)  # a wrong XAI_BASE_URL spends nothing
         if guard is not None:  # sees the validated request before the limiter admits it
             app = guard(app)
         if validate is not None:

@@ -152,6 +152,11 @@ def _keys(argv: list[str]) -> int:
         help=f"the key's own request limit (default {DEFAULT_NEW_KEY_REQUESTS})",
     )
     new.add_argument(
+        "--spend",
+        metavar="USD",
+        help='the key\'s own spend budget in USD, e.g. "25/day;500/month" (default: none)',
+    )
+    new.add_argument(
         "--admin", action="store_true", help="an admin key for /admin/v1 (no tenant, no limits)"
     )
     digest = sub.add_parser("digest", help="print the sha256 entry for an existing secret")
@@ -165,8 +170,11 @@ def _keys(argv: list[str]) -> int:
     if args.command == "digest":
         print(hash_key(args.secret))
         return 0
-    if args.admin and (args.tenant or args.requests != DEFAULT_NEW_KEY_REQUESTS):
-        print("grok-gateway keys: an admin key has no --tenant and no --requests", file=sys.stderr)
+    if args.admin and (args.tenant or args.spend or args.requests != DEFAULT_NEW_KEY_REQUESTS):
+        print(
+            "grok-gateway keys: an admin key has no --tenant, --requests or --spend",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
         # Validate the entry the same way the registry will.
@@ -175,7 +183,7 @@ def _keys(argv: list[str]) -> int:
             entry = _admin_entry(args.id, hash_key(secret))
         else:
             secret = new_key_secret()
-            entry = _toml_entry(args.id, args.tenant, hash_key(secret), args.requests)
+            entry = _toml_entry(args.id, args.tenant, hash_key(secret), args.requests, args.spend)
         parse_registry(entry.encode())
     except RegistryError as exc:
         print(f"grok-gateway keys: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
@@ -187,13 +195,17 @@ def _keys(argv: list[str]) -> int:
     return 0
 
 
-def _toml_entry(key_id: str, tenant: str | None, digest: str, requests: str) -> str:
+def _toml_entry(
+    key_id: str, tenant: str | None, digest: str, requests: str, spend: str | None = None
+) -> str:
     lines = ["[[keys]]", f'id = "{key_id}"']
     if tenant:
         lines.append(f'tenant = "{tenant}"')
     lines.append(f'sha256 = "{digest}"')
     # Always a request limit: a key without one at any level has no rate cap at all.
     lines.append(f"requests = {_toml_string(requests)}  # this key's own; overrides [defaults]")
+    if spend:
+        lines.append(f"spend = {_toml_string(spend)}  # USD per calendar day/month (UTC)")
     return "\n".join(lines) + "\n"
 
 

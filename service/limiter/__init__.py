@@ -30,7 +30,7 @@ def create_limiter(
         return memory
     from service.limiter.failover import FailoverLimiter
     from service.limiter.redis_store import RedisLimiter
-    from service.redis.connection import connect, connect_shared
+    from service.redis.connection import connect, connect_shared, redis_address
 
     redis = RedisLimiter(
         connect(redis_url, redis_timeout, pool_size),
@@ -40,7 +40,7 @@ def create_limiter(
         timeout=redis_timeout,
         retention_days=retention_days,
     )
-    return FailoverLimiter(redis, memory, failure_mode)
+    return FailoverLimiter(redis, memory, failure_mode, redis_address(redis_url))
 
 
 def create_ledger(

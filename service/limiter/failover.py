@@ -40,11 +40,14 @@ _PROBE_SECONDS = 1.0
 
 
 class FailoverLimiter:
-    def __init__(self, redis: RedisLimiter, memory: MemoryLimiter, failure_mode: str) -> None:
+    def __init__(
+        self, redis: RedisLimiter, memory: MemoryLimiter, failure_mode: str, where: str = "redis"
+    ) -> None:
         self.redis = redis
         self.memory = memory
         redis.spend_seen = memory.saw_spend  # a spent budget stays spent through an outage
         self.failure_mode = failure_mode
+        self.where = where  # host:port, for the operator reading the warning
         self.down = False
         self.cause = "is unreachable"  # what the 503 says while down
         self._probe: asyncio.Task[None] | None = None
@@ -125,7 +128,9 @@ class FailoverLimiter:
             if self.failure_mode == "local"
             else "refusing requests with 503"
         )
-        log.warning("redis unreachable (%s: %s): %s", type(exc).__name__, exc, then)
+        log.warning(
+            "redis unreachable at %s (%s: %s): %s", self.where, type(exc).__name__, exc, then
+        )
         self._probe = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:

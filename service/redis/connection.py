@@ -82,3 +82,18 @@ def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None
         raise ValueError("redis+sentinel:// needs the service name: .../service_name[/db]")
     password = unquote(parts.password) if parts.password else None
     return hosts, path[0], int(path[1]) if len(path) > 1 else 0, password
+def redis_address(url: str) -> str:
+    """Where `url` points, for log lines: host:port (every one listed), or the socket path;
+    never the password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    default = 26379 if parts.scheme == "redis+sentinel" else 6379
+    hosts = []
+    for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
+        host, colon, port = netloc.rpartition(":")
+        if not colon or "]" in port:  # no port, or the end of an IPv6 address
+            host, port = netloc, ""
+        hosts.append(f"{host}:{port or default}")
+    where = ",".join(hosts)
+    return f"sentinel {where}" if parts.scheme == "redis+sentinel" else where

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
 from service.observability.metrics import KEY_RELOADS
@@ -30,6 +31,8 @@ class RegistryHolder:
         self._path = Path(path) if path else None
         self._poll_seconds = poll_seconds
         self._last_raw: bytes | None = None
+        # Why the file on disk is not the registry in force (/readyz says so), or None.
+        self.reload_problem: str | None = None
         self._task: asyncio.Task[None] | None = None
         if self._path is not None:
             with contextlib.suppress(OSError):
@@ -53,6 +56,7 @@ class RegistryHolder:
             return self._refuse(reason, str(exc))
         self.view.set_file(registry)
         self.refresh()
+        self.reload_problem = None
         KEY_RELOADS.labels(result="ok").inc()
         log.info("key registry reloaded (%s): %d keys", reason, len(registry))
         return True
@@ -63,6 +67,11 @@ class RegistryHolder:
 
     def _refuse(self, reason: str, problem: str) -> bool:
         KEY_RELOADS.labels(result="error").inc()
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.reload_problem = (
+            f"the key file on disk failed to reload at {when} ({reason}); "
+            "the previous keys stay in force (the log says why)"
+        )
         log.error("key registry reload (%s) refused, keeping the old one: %s", reason, problem)
         return False
 

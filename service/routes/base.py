@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from service.deps import Services
 from service.http.context import RequestContext
 from service.http.errors import ApiError
+from service.upstream.errors import UpstreamMisconfigured
 
 
 class UpstreamRoute:
@@ -32,4 +33,6 @@ class UpstreamRoute:
     async def refuse(self, scope: Scope, ctx: RequestContext, error: ApiError, send: Send) -> None:
         """Send the error that ended `answer()`."""
         ctx.reason = ctx.reason or error.code
+        if isinstance(error, UpstreamMisconfigured) and self.services.upstream_status is not None:
+            self.services.upstream_status.note_no_route()
         await error.send(send)

@@ -43,6 +43,7 @@ class Readyz:
                 "upstream": _summary(upstreams),
                 "upstreams": upstreams,
                 "keys": len(services.registry.current),
+                "keys_file": services.registry.reload_problem or "ok",
                 "active_streams": len(services.streams),
             }
         await send_json(send, status, json.dumps(doc).encode())

@@ -1,8 +1,14 @@
-"""`python -m service.simulator --port 8081`: serve the simulated xAI API."""
+"""`python -m service.simulator --port 8081`: serve the simulated xAI API.
+
+It binds its port first, then prints where it listens and the XAI_BASE_URL that points a
+gateway at it; a port in use is one line and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 
 import uvicorn
 
@@ -10,7 +16,7 @@ from service.simulator.app import create_app
 from service.simulator.state import KEY_STATUSES, SimulatorConfig
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m service.simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
@@ -50,18 +56,37 @@ def main() -> None:
         max_stored_responses=args.max_stored_responses,
         team_answer=args.answer,
     )
-    uvicorn.run(
-        create_app(config),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level=args.log_level,
-        timeout_keep_alive=75,  # like real APIs; uvicorn's 5 s default races pooled clients
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(
+            f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    print(
+        f"simulated xAI API listening on http://{host}:{port}/v1\n"
+        f"point a gateway at it: XAI_BASE_URL=http://{host}:{port}/v1 XAI_API_KEY=any-key",
+        flush=True,
     )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level=args.log_level,
+            timeout_keep_alive=75,  # like real APIs; uvicorn's 5 s default races pooled clients
+        )
+    )
+    server.run(sockets=[sock])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -65,6 +65,23 @@ def is_out_of_credits(status: int, message: str) -> bool:
         return False
     lowered = message.lower()
     return "credits" in lowered or "spending limit" in lowered
+class UpstreamMisconfigured(ApiError):
+    """The upstream has no route for an API path: the gateway's XAI_BASE_URL is wrong (most
+    often without its `/v1`). The tenant can do nothing about it: 502, not the upstream's 404."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            502,
+            "The gateway is misconfigured: its upstream has no route for this API (does "
+            "XAI_BASE_URL end in /v1?). Tell the gateway's operator.",
+            code="upstream_error",
+            type="server_error",
+        )
+
+
+def _is_no_route(status: int, message: str) -> bool:
+    """xAI's (and the simulator's) answer to a path it does not serve."""
+    return status == 404 and message.startswith("No route for ")
 
 
 def _is_credential_error(status: int, message: str) -> bool:
@@ -100,6 +117,10 @@ def normalise_upstream_error(status: int, body: bytes, retry_after: str | None =
             code="upstream_auth_failed",
             type="server_error",
         )
+    if _is_no_route(status, message):
+        UPSTREAM_ERRORS.labels("misconfigured").inc()
+        log.error("upstream answered 404 %r: does XAI_BASE_URL end in /v1?", message)
+        return UpstreamMisconfigured()
     if status == 429:
         UPSTREAM_ERRORS.labels("rate_limited").inc()
         seconds = _retry_after_seconds(retry_after)

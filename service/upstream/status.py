@@ -55,6 +55,7 @@ class UpstreamStatus:
         self.timeout = timeout
         self.state = CHECKING
         self.on_change: Callable[[], None] | None = None  # the pool's gauge update
+        self._no_route = False  # an API call was answered "no route" since the state changed
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -83,9 +84,21 @@ class UpstreamStatus:
             return UNREACHABLE
         return state_of(response.status_code, body)
 
+    @property
+    def misconfigured(self) -> bool:
+        """Whether XAI_BASE_URL is known to be wrong: no key status (404) and no route for an
+        API call. Either alone is not enough: an OpenAI-compatible upstream has no /api-key."""
+        return self._no_route and self.state == NOT_XAI_404
+
+    def note_no_route(self) -> None:
+        """An API call was answered "no route for ...": requests are refused before admission
+        while the key status still says 404."""
+        self._no_route = True
+
     def _set(self, state: str) -> None:
         if state == self.state:
             return
+        self._no_route = False
         previous, self.state = self.state, state
         if self.on_change is not None:
             self.on_change()

@@ -309,9 +309,10 @@ def _csv_text(value: str) -> str:
 
 
 def to_table(lines: list[ReportLine], group_by: tuple[str, ...]) -> str:
-    """Aligned columns for a terminal, with a total line when there are several lines."""
+    """Aligned columns for a terminal, with a total line unless there is one line only (no
+    lines: a total of zeros, so an empty range reads as nothing used, not as a fault)."""
     rows = [[*map(_printable, line.group), *_shown(line.measures)] for line in lines]
-    if len(lines) > 1 and group_by:
+    if len(lines) != 1 and group_by:
         total = [sum(line.measures[i] for line in lines) for i in range(len(MEASURES))]
         rows.append(["total", *[""] * (len(group_by) - 1), *_shown(total)])
     header = [*group_by, *MEASURES]

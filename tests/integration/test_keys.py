@@ -53,6 +53,21 @@ def test_keys_new_takes_the_request_limit_to_print():
     assert [(w.limit, w.seconds) for w in key.policy.requests] == [(10, 1), (1000, 86400)]
 
 
+def test_keys_new_takes_a_spend_budget_to_print():
+    done = _keys_new("--id", "billed", "--spend", "25/day;500.5/month")
+    key = registry(done.stdout).lookup(done.stderr.split("tenant): ")[1].split()[0])
+    assert [(s.period, s.text) for s in key.policy.spend] == [
+        ("day", "25/day"),
+        ("month", "500.5/month"),
+    ]
+
+
+def test_keys_new_refuses_a_bad_spend_budget_in_one_line():
+    done = _keys_new("--id", "billed", "--spend", "lots")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "spend" in done.stderr
+
+
 def test_keys_new_admin_prints_an_admin_key_entry():
     done = _keys_new("--id", "ops", "--admin")
     assert done.returncode == 0
