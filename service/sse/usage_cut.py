@@ -5,7 +5,7 @@ clients that add usage up over chunks count it many times. `cut_usage` removes e
 top-level `"usage": value` member (and one comma next to it) and leaves every other byte as it
 came. It finds the member with a bytes search and measures only that member's value, and the
 bytes after it to the chunk's end (to tell a top-level member from a nested one): for xAI's
-compact chunks a handful of C-speed searches and counts, no JSON parse.
+compact chunks a handful of C-speed searches, counts and one `translate`, no JSON parse.
 
 The input is a batch of complete `data: {...}` events. A `"usage"` that is not a key of the
 chunk's top-level object (a nested one, one split over several `data:` lines, malformed JSON)
@@ -18,14 +18,12 @@ import re
 
 _KEY = b'"usage"'
 _SPACE = b" \t\r"
-_SPACES = (b" ", b"\t", b"\r")
-_EVENT_END = b"\n"
-# A run of bytes whose strings hold no brace, bracket, quote escape or line end: in it, braces
-# and brackets can be counted without reading strings (every xAI usage object is one).
-_PLAIN = re.compile(rb'(?:[^"\n]++|"[^"\\{}\[\]\n]*+")*+')
+_SPACE_CODES = frozenset(_SPACE)
+_COLON, _COMMA, _OPEN_BRACE, _OPEN_BRACKET = 0x3A, 0x2C, 0x7B, 0x5B
+# Every byte but quotes, backslashes, braces and brackets: deleted to see a value's skeleton.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"\\{}[]')
 # The precise path, for any other bytes: strings (escapes included), and structural bytes.
 _TOKEN = re.compile(rb'"(?:[^"\\\n]|\\[^\n])*"|[{}\[\]]')
-_COUNTED_LEVELS = 4  # deeper values are measured token by token
 _SCALAR = re.compile(rb'"(?:[^"\\\n]|\\[^\n])*"|[-+0-9.eE]+|true|false|null')
 
 
@@ -52,102 +50,116 @@ def cut_usage(out: bytes) -> bytes:
 def _member(out: bytes, key: int) -> tuple[int, int] | None:
     """The span to cut for the `"usage"` at `key` (the member and one comma), or None when it
     is no top-level member of its event's object."""
-    colon = _skip_space(out, key + len(_KEY))
-    if not out.startswith(b":", colon):
-        return None  # a string "usage", not a key
-    value = _skip_space(out, colon + 1)
-    line_end = out.find(_EVENT_END, value)
+    colon = key + len(_KEY)
+    if out[colon : colon + 2] == b":{":  # compact JSON, a usage object: every xAI chunk
+        value = colon + 1
+    else:
+        colon = _skip_space(out, colon)
+        if colon >= len(out) or out[colon] != _COLON:
+            return None  # a string "usage", not a key
+        value = _skip_space(out, colon + 1)
+    line_end = out.find(b"\n", value)
     if line_end < 0:
         line_end = len(out)
     elif not out.startswith(b"\n\n", line_end):
         return None  # not the event's last line: where its JSON ends is not known here
     value_end = _value_end(out, value, line_end)
-    if value_end is None or not _closes_top_level(out, value_end, line_end):
+    if value_end is None:
         return None
+    if key > 0 and out[key - 1] == _COMMA:  # compact JSON: every xAI chunk
+        return key - 1, value_end
     before = _skip_space_back(out, key)
-    if out[before - 1 : before] == b",":
+    if before > 0 and out[before - 1] == _COMMA:
         return before - 1, value_end  # `,"usage":{...}`: the comma before goes with it
-    if out[before - 1 : before] != b"{":
+    if before == 0 or out[before - 1] != _OPEN_BRACE:
         return None
     after = _skip_space(out, value_end)
-    if out.startswith(b",", after):
+    if after < len(out) and out[after] == _COMMA:
         return key, _skip_space(out, after + 1)  # the first member: the comma after goes
     return key, value_end  # the only member
 
 
 def _value_end(out: bytes, start: int, limit: int) -> int | None:
-    """Where the JSON value starting at `start` ends (within the line), or None."""
-    first = out[start : start + 1]
-    if first == b"{" or first == b"[":
-        return _container_end(out, start, limit)
-    match = _SCALAR.match(out, start, limit)
-    return match.end() if match is not None else None
+    """Where the member's value starting at `start` ends, or None unless the bytes after it
+    (to `limit`, the end of the line) close exactly one object, the event's JSON: for valid
+    JSON, so is the member one of the top-level object's.
+
+    Fast path: the skeleton of the rest of the line (one `translate`) holds every brace and
+    bracket outside strings, in order; the value's end is where its own braces balance."""
+    rest = out[start:limit]
+    if rest[-1:] != b"}" and not rest.rstrip(_SPACE).endswith(b"}"):
+        return None
+    skeleton = _skeleton(rest)
+    if skeleton is None:
+        return _scanned_end(out, start, limit)
+    if rest[0] in (_OPEN_BRACE, _OPEN_BRACKET):
+        depth = size = 0
+        for byte in skeleton:
+            size += 1
+            depth += 1 if byte in (_OPEN_BRACE, _OPEN_BRACKET) else -1
+            if depth == 0:
+                break
+        if depth:
+            return None
+        closer = skeleton[size - 1 : size]
+        # The value's last byte is the k-th such closer from its start (no string holds one).
+        end = start
+        for _ in range(skeleton.count(closer, 0, size)):
+            end = out.find(closer, end, limit) + 1
+    else:
+        match = _SCALAR.match(out, start, limit)
+        if match is None:
+            return None
+        end, size = match.end(), 0
+    tail = skeleton[size:]
+    opens = tail.count(b"{") + tail.count(b"[")
+    return end if len(tail) - 2 * opens == 1 else None  # one closing byte more than opening
 
 
-def _container_end(out: bytes, start: int, limit: int) -> int | None:
-    """The end of the object or array at `start`: closing bytes found by search, opening ones
-    counted, when no string in between holds a structural byte (a usage object nests two
-    levels); else token by token."""
-    opener, closer = out[start : start + 1], b"}" if out[start] == 0x7B else b"]"
-    close = start
-    for _ in range(_COUNTED_LEVELS):
-        close = out.find(closer, close + 1, limit)
-        if close < 0:
-            break
-        if out.count(opener, start, close) == out.count(closer, start, close + 1):
-            end = close + 1
-            if _PLAIN.fullmatch(out, start, end) is not None and _balanced_other(out, start, end):
-                return end
-            break
-    return _scan_end(out, start, limit)
+def _skeleton(text: bytes) -> bytes | None:
+    """The braces and brackets of `text` outside its strings, or None when a string holds a
+    structural byte or an escape (then only reading token by token can tell).
+
+    With the other bytes deleted, a string without such bytes leaves `""`; removing those
+    pairs left to right leaves a quote whenever a string left anything else."""
+    residue = text.translate(None, _NOT_STRUCTURE)
+    if b"\\" in residue:
+        return None
+    skeleton = residue.replace(b'""', b"")
+    return None if b'"' in skeleton else skeleton
 
 
-def _balanced_other(out: bytes, start: int, end: int) -> bool:
-    """Brackets inside an object (braces inside an array) balance too."""
-    if out[start] == 0x7B:
-        return out.count(b"[", start, end) == out.count(b"]", start, end)
-    return out.count(b"{", start, end) == out.count(b"}", start, end)
-
-
-def _scan_end(out: bytes, start: int, limit: int) -> int | None:
-    depth = 0
-    for token in _TOKEN.finditer(out, start, limit):
+def _scanned_end(out: bytes, start: int, limit: int) -> int | None:
+    """`_value_end` token by token: strings read whole, escapes and all."""
+    depth, end = 0, None
+    if out[start] not in (_OPEN_BRACE, _OPEN_BRACKET):
+        match = _SCALAR.match(out, start, limit)
+        if match is None:
+            return None
+        end = match.end()
+    for token in _TOKEN.finditer(out, end or start, limit):
         byte = token.group()
         if byte in (b"{", b"["):
             depth += 1
         elif byte in (b"}", b"]"):
             depth -= 1
-            if depth == 0:
-                return token.end()
+            if end is None and depth == 0:
+                end, depth = token.end(), 0
+                continue
+            if end is not None and depth < 0:
+                # The first unmatched closing byte after the value must end the line's JSON.
+                return end if out[token.end() : limit].strip(_SPACE) == b"" else None
     return None
 
 
-def _closes_top_level(out: bytes, start: int, limit: int) -> bool:
-    """Whether the bytes after a member close exactly one object, ending the event's JSON:
-    for valid JSON, so is the member one of the top-level object's."""
-    tail = out[start:limit].rstrip(_SPACE)
-    if not tail.endswith(b"}"):
-        return False
-    if _PLAIN.fullmatch(tail) is not None:
-        opens = tail.count(b"{") + tail.count(b"[")
-        return tail.count(b"}") + tail.count(b"]") - opens == 1
-    depth = 0
-    for token in _TOKEN.finditer(tail):
-        byte = token.group()
-        if byte in (b"{", b"["):
-            depth += 1
-        elif byte in (b"}", b"]"):
-            depth -= 1
-    return depth == -1
-
-
 def _skip_space(out: bytes, pos: int) -> int:
-    while out[pos : pos + 1] in _SPACES:  # compact JSON (every xAI chunk): no step taken
+    end = len(out)
+    while pos < end and out[pos] in _SPACE_CODES:  # compact JSON (every xAI chunk): no step
         pos += 1
     return pos
 
 
 def _skip_space_back(out: bytes, pos: int) -> int:
-    while pos > 0 and out[pos - 1 : pos] in _SPACES:
+    while pos > 0 and out[pos - 1] in _SPACE_CODES:
         pos -= 1
     return pos
