@@ -382,3 +382,51 @@ def test_cli_bad_parameter_names_the_option():
     done = cli("--from", "2026-02-01", "--to", "2026-01-01", redis_url=None)
     assert done.returncode == 2
     assert done.stderr.decode().startswith("grok-gateway usage: --from:")
+
+
+# --- the examples of docs/billing-and-usage.md that need an admin key and Redis --------------
+
+
+def billing_example(phrase: str):
+    from tests.support.doc_examples import examples_in
+
+    (example,) = [e for e in examples_in("docs/billing-and-usage.md") if phrase in e.code]
+    assert example.tested_by == "tests/integration/test_admin_usage.py"
+    return example
+
+
+def run_pasted(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "example.sh"
+    script.write_text(code)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_"))}
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", str(script)],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_docs_admin_csv_export_runs_as_pasted(cluster, tmp_path):
+    example = billing_example("ADMIN_KEY")
+    # The reader puts the admin key where the text says; the port is this run's replica's.
+    code = example.code.replace("gk-admin-...", ADMIN).replace(
+        "localhost:8000", f"localhost:{cluster.procs[0].port}"
+    )
+    done = run_pasted(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob("usage-*.csv")
+    header = written.read_text().splitlines()[0]
+    assert header == "tenant,model," + ",".join(MEASURES)
+
+
+def test_the_docs_usage_commands_run_as_pasted_with_the_gateways_redis_url(cluster, tmp_path):
+    example = billing_example("python -m service usage")
+    done = run_pasted(example.code, tmp_path, REDIS_URL=cluster.redis.url)
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob("usage-*.csv")
+    assert written.read_text().splitlines()[0] == "tenant,model," + ",".join(MEASURES)
+    table = done.stdout.splitlines()
+    assert table[0].split() == ["tenant", *MEASURES] and table[-1].split()[0] == "total"

@@ -452,3 +452,42 @@ def test_compose_demo_key_has_a_per_minute_rate_the_smoke_test_can_exhaust():
     (key,) = [k for k in doc["keys"] if k["id"] == "compose-demo"]
     rate = key.get("requests", doc["defaults"]["requests"])
     assert re.fullmatch(r"\s*\d+\s*/\s*(1\s*)?minute\s*", rate), rate
+
+
+# --- the docs' Docker, compose and Kubernetes examples ----------------------------------------
+# They need Docker or a cluster: deploy/smoke.sh runs the Docker and compose ones for real
+# (CI runs it after pytest); these tests tie each example to what the smoke test runs.
+
+
+def _deploy_examples() -> list:
+    from tests.support.doc_examples import examples_in
+
+    examples = examples_in("README.md") + examples_in("docs/deployment.md")
+    return [e for e in examples if e.tested_by == "tests/integration/test_deploy.py"]
+
+
+def test_every_compose_example_is_the_stack_the_smoke_test_runs_with_the_readme_curl():
+    smoke = (REPO / "deploy/smoke.sh").read_text()
+    compose = [e for e in _deploy_examples() if e.code.startswith("docker compose up")]
+    assert len(compose) == 2  # the README's and docs/deployment.md's
+    readme_curl = compose[0].code.split("\n", 1)[1]
+    for example in compose:
+        assert example.code.split("\n", 1)[1] == readme_curl  # the curl smoke.sh runs
+    assert "dc up" in smoke or "compose up" in smoke
+
+
+def test_the_docker_example_runs_the_image_as_the_smoke_test_does():
+    smoke = (REPO / "deploy/smoke.sh").read_text()
+    (docker,) = [e for e in _deploy_examples() if e.code.startswith("docker build")]
+    run = docker.code.splitlines()[1].split()
+    for flag in ("--read-only", "--cap-drop", "--tmpfs"):
+        assert flag in run and flag in smoke
+    assert run[-1] == "--demo"
+
+
+def test_the_kubectl_example_creates_the_secrets_the_deployment_mounts():
+    (kubectl,) = [e for e in _deploy_examples() if e.code.startswith("kubectl")]
+    deployment = (REPO / "deploy/k8s/deployment.yaml").read_text()
+    for secret in re.findall(r"create secret generic (\S+)", kubectl.code):
+        assert secret in deployment
+    assert "kubectl apply -k deploy/k8s" in kubectl.code

@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNABLE = {"bash", "sh", "python"}
-_FENCE = re.compile(r"^```(\w*)\s*$")
+_FENCE = re.compile(r"^( *)```(\w*)\s*$")  # indented too: a fence inside a list item
 _TESTED_BY = re.compile(r"^<!--\s*example-tested-by:\s*(\S+)\s*-->\s*$")
 
 
@@ -48,16 +48,17 @@ def examples_in(path: str | Path) -> list[Example]:
             i += 1
             continue
         start = i
+        indent = len(fence.group(1))
         body: list[str] = []
         i += 1
-        while i < len(lines) and not lines[i].startswith("```"):
-            body.append(lines[i])
+        while i < len(lines) and not lines[i].lstrip().startswith("```"):
+            body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i])
             i += 1
         i += 1  # the closing fence
-        lang = fence.group(1)
+        lang = fence.group(2)
         if lang not in RUNNABLE:
             continue
-        marker = _TESTED_BY.match(lines[start - 1]) if start else None
+        marker = _TESTED_BY.match(lines[start - 1].strip()) if start else None
         tested_by = marker.group(1) if marker else None
         found.append(Example(rel, start + 1, lang, "\n".join(body) + "\n", tested_by))
     return found
