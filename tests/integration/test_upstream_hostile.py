@@ -16,6 +16,7 @@ import httpx
 import psutil
 import pytest
 
+from service.sse.usage_cut import cut_usage
 from tests.support.hostile_upstream import start_hostile_upstream, xai_events
 from tests.support.keyfiles import MAIN_SECRET, key_entry, keys_toml
 from tests.support.processes import start_gateway
@@ -137,7 +138,7 @@ def test_a_300_mb_line_without_a_blank_line_ends_the_stream_at_the_event_cap(gat
 
 def test_a_finished_event_over_the_cap_is_not_relayed(gateway):
     response = post(gateway, {"case": "big_event", "size": 2 * 1024 * 1024})
-    first = xai_events(1, usage_chunk=False)[0]
+    first = cut_usage(xai_events(1, usage_chunk=False)[0])  # usage the OpenAI way
     assert response.content.startswith(first)
     assert len(response.content) < 4096  # the 2 MiB event never reaches the client
     assert "larger than 1048576 bytes" in error_event(response.content)
