@@ -34,7 +34,7 @@ def cut_usage(out: bytes) -> bytes:
     pos = out.find(_KEY)
     while pos >= 0:
         span = _member(out, pos)
-        if span is None:
+        if span is None or span[1] <= pos:  # (no cut ends before its key: a guard, not a case)
             pos = out.find(_KEY, pos + len(_KEY))
             continue
         start, end = span
@@ -61,7 +61,7 @@ def _member(out: bytes, key: int) -> tuple[int, int] | None:
     line_end = out.find(b"\n", value)
     if line_end < 0:
         line_end = len(out)
-    elif not out.startswith(b"\n\n", line_end):
+    elif out[line_end + 1 : line_end + 2] != b"\n":
         return None  # not the event's last line: where its JSON ends is not known here
     value_end = _value_end(out, value, line_end)
     if value_end is None:
@@ -101,6 +101,11 @@ def _value_end(out: bytes, start: int, limit: int) -> int | None:
                 break
         if depth:
             return None
+        tail = skeleton[size:]
+        if tail == b"}" and rest[0] == _OPEN_BRACE and rest[-1] == 0x7D:
+            # Every xAI chunk: no brace or bracket outside or inside strings after the value
+            # but the object's own `}`, so the value's last byte is the `}` before that one.
+            return out.rfind(b"}", start, limit - 1) + 1
         closer = skeleton[size - 1 : size]
         # The value's last byte is the k-th such closer from its start (no string holds one).
         end = start
@@ -110,8 +115,7 @@ def _value_end(out: bytes, start: int, limit: int) -> int | None:
         match = _SCALAR.match(out, start, limit)
         if match is None:
             return None
-        end, size = match.end(), 0
-    tail = skeleton[size:]
+        end, tail = match.end(), skeleton
     opens = tail.count(b"{") + tail.count(b"[")
     return end if len(tail) - 2 * opens == 1 else None  # one closing byte more than opening
 

@@ -121,6 +121,11 @@ def test_a_nested_usage_member_stays():
     assert cut_usage(event) == b'data: {"choices":[{"delta":{"usage":{"a":1}}}]}\n\n'
 
 
+def test_a_usage_array_or_scalar_last_is_cut_whole():
+    assert cut_usage(b'data: {"a":{},"usage":[1,{"b":2}]}\n\n') == b'data: {"a":{}}\n\n'
+    assert cut_usage(b'data: {"a":{},"usage":null}\n\n') == b'data: {"a":{}}\n\n'
+
+
 def test_a_usage_split_over_data_lines_is_left_as_it_came():
     event = b'data: {"choices": [], "usage": {"prompt_tokens": 3,\ndata: "x": 4}}\n\n'
     assert cut_usage(event) == event
