@@ -82,6 +82,8 @@ def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None
         raise ValueError("redis+sentinel:// needs the service name: .../service_name[/db]")
     password = unquote(parts.password) if parts.password else None
     return hosts, path[0], int(path[1]) if len(path) > 1 else 0, password
+
+
 def redis_address(url: str) -> str:
     """Where `url` points, for log lines: host:port (every one listed), or the socket path;
     never the password."""

@@ -65,6 +65,8 @@ def is_out_of_credits(status: int, message: str) -> bool:
         return False
     lowered = message.lower()
     return "credits" in lowered or "spending limit" in lowered
+
+
 class UpstreamMisconfigured(ApiError):
     """The upstream has no route for an API path: the gateway's XAI_BASE_URL is wrong (most
     often without its `/v1`). The tenant can do nothing about it: 502, not the upstream's 404."""
