@@ -5,6 +5,7 @@ tokens, and the OpenAI SDK and LangChain see usage only when they ask for it."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import openai
@@ -18,12 +19,14 @@ CHUNKS = 21
 
 
 def chunks_of(url: str, key: str, **body) -> list[dict]:
+    """The chunks of one stream, on a conversation of its own: the simulator's prompt cache
+    (cache affinity) would otherwise bill a repeated prompt as cached input."""
     payload = {"model": MODEL, "messages": MESSAGES, "stream": True, "sim": {"chunks": CHUNKS}}
     payload.update(body)
     response = httpx.post(
         f"{url}/chat/completions",
         json=payload,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", "x-grok-conv-id": str(uuid.uuid4())},
         timeout=30,
     )
     assert response.status_code == 200, response.text
