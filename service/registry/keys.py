@@ -392,8 +392,22 @@ def _parse_key(
     if disabled:
         return None
     limits = {**defaults, **own}
-    shared = tenants.get(tenant, {}) if tenant else {}
-    policy = LimitPolicy(
+    policy = key_policy(key_id, tenant, limits, tenants.get(tenant, {}) if tenant else {})
+    return ApiKey(
+        id=key_id,
+        tenant=tenant,
+        digest=digest.lower(),
+        models=frozenset(models) if models is not None else None,
+        policy=policy,
+    )
+
+
+def key_policy(
+    key_id: str, tenant: str | None, limits: dict[str, Any], shared: dict[str, Any]
+) -> LimitPolicy:
+    """A key's policy from its parsed limits (defaults applied) and its tenant's (`shared`):
+    the one place a file key and an API key become limits."""
+    return LimitPolicy(
         key_id=key_id,
         tenant=tenant,
         requests=limits.get("requests", ()),
@@ -403,11 +417,4 @@ def _parse_key(
         spend=limits.get("spend", ()),
         tenant_tokens=shared.get("tokens", ()),
         tenant_spend=shared.get("spend", ()),
-    )
-    return ApiKey(
-        id=key_id,
-        tenant=tenant,
-        digest=digest.lower(),
-        models=frozenset(models) if models is not None else None,
-        policy=policy,
     )

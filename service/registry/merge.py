@@ -16,8 +16,8 @@ import functools
 import logging
 from typing import Any
 
-from service.limiter.policy import LimitPolicy, parse_rates, parse_spend
-from service.registry.keys import ApiKey, KeyRegistry
+from service.limiter.policy import parse_rates, parse_spend
+from service.registry.keys import ApiKey, KeyRegistry, key_policy
 from service.registry.records import KeyRecord, TenantRecord
 from service.registry.store import Snapshot
 
@@ -143,17 +143,7 @@ class MergedView:
         shared = declared.tenants.get(record.tenant)
         if shared is None:
             shared = self.api_tenant_limits(record.tenant) or {}
-        policy = LimitPolicy(
-            key_id=record.id,
-            tenant=record.tenant,
-            requests=limits.get("requests", ()),
-            tenant_requests=shared.get("requests", ()),
-            tokens=limits.get("tokens", ()),
-            concurrent=limits.get("concurrent"),
-            spend=limits.get("spend", ()),
-            tenant_tokens=shared.get("tokens", ()),
-            tenant_spend=shared.get("spend", ()),
-        )
+        policy = key_policy(record.id, record.tenant, limits, shared)
         key = ApiKey(
             id=record.id,
             tenant=record.tenant,
