@@ -11,6 +11,7 @@ from service.sse import ChatDialect, ResponsesDialect
 from service.sse.dialects import _EMPTY_CHOICES, _empty_choices, _event_start
 from service.sse.relay import Framer
 from tests.support.hostile_upstream import RESPONSE_ID, responses_events, xai_events
+from tests.support.relaying import relayed as relayed_by
 
 CAP = 1024
 
@@ -29,14 +30,7 @@ def feed_all(framer: Framer, reads: list[bytes]) -> tuple[bytes, int, bool, str 
 
 def relayed(dialect, reads: list[bytes]) -> bytes:
     """What the client gets: the framer's events as the dialect passes them on."""
-    framer = Framer(dialect, CAP * 64)
-    sent = b""
-    for data in reads:
-        out, _, done, _ = framer.feed(data)
-        sent += dialect.relayed(out) if out else b""
-        if done:
-            break
-    return sent
+    return relayed_by(dialect, reads, CAP * 64)
 
 
 # --- framing ------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.sse import ChatDialect
-from service.sse.relay import Framer
 from service.sse.usage_cut import cut_usage
 from tests.support.hostile_upstream import openai_events, running_usage, xai_events
+from tests.support.relaying import relayed
 
 _KEYS = st.sampled_from(["usage", "a", "choices", "x y", "usage ", 'us"age', "}", "{"]) | st.text(
     max_size=8
@@ -132,17 +132,6 @@ def test_a_usage_split_over_data_lines_is_left_as_it_came():
 
 
 # --- the chat dialect by default -------------------------------------------------------------
-
-
-def relayed(dialect: ChatDialect, reads: list[bytes]) -> bytes:
-    framer = Framer(dialect, 1 << 20)
-    sent = b""
-    for data in reads:
-        out, _, done, _ = framer.feed(data)
-        sent += dialect.relayed(out) if out else b""
-        if done:
-            break
-    return sent
 
 
 def chunks(sent: bytes) -> list[dict[str, Any]]:
