@@ -134,6 +134,7 @@ class FixedPaths:
 def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
     """Build the ASGI app. Resources open in its lifespan and close when it ends."""
     memory_ledger = MemoryLedger(settings.usage_retention_days)
+    holder = RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds)
     services = Services(
         settings=settings,
         limiter=create_limiter(
@@ -146,13 +147,11 @@ def create_app(settings: Settings, registry: KeyRegistry) -> ASGIApp:
             ledger=memory_ledger,
         ),
         ledger=create_ledger(settings.redis_url, memory_ledger, settings.redis_timeout),
-        registry=RegistryHolder(registry, settings.keys_file or None, settings.keys_reload_seconds),
-        keys=None,
+        registry=holder,
+        keys=StoreFollower(_key_store(settings), holder),
         streams=StreamSet(settings.keepalive_seconds),
         inflight=InFlight(settings.max_inflight_body_bytes),
     )
-
-    services.keys = StoreFollower(_key_store(settings), services.registry)
 
     def api(
         route: ASGIApp,
@@ -306,7 +305,6 @@ def _lifespan(services: Services, tracing: Tracing | None = None):
         services.pool.start()
         await services.limiter.start()
         services.registry.start()
-        assert services.keys is not None
         await services.keys.start()
         services.streams.start()
         log.info(
@@ -320,8 +318,7 @@ def _lifespan(services: Services, tracing: Tracing | None = None):
         finally:
             await services.streams.aclose()
             await services.registry.aclose()
-            if services.keys is not None:
-                await services.keys.aclose()
+            await services.keys.aclose()
             await services.limiter.aclose()
             await services.ledger.aclose()
             await services.pool.aclose()

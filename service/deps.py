@@ -27,7 +27,7 @@ class Services:
     limiter: Limiter
     ledger: Ledger  # what the admin usage report reads
     registry: RegistryHolder
-    keys: StoreFollower | None  # the admin API's key store, followed by this replica
+    keys: StoreFollower  # the admin API's key store, followed by this replica
     streams: StreamSet
     inflight: InFlight  # the bodies and per-key requests this process holds
     lifecycle: Lifecycle = field(default_factory=lambda: LIFECYCLE)

@@ -42,7 +42,6 @@ class AdminRoute:
 
     @property
     def keys(self) -> StoreFollower:
-        assert self.services.keys is not None  # set by create_app
         return self.services.keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
