@@ -178,3 +178,32 @@ def test_the_charge_is_the_last_running_total():
     dialect = ChatDialect(client_wants_usage=False)
     relayed(dialect, xai_events(9))
     assert dialect.usage().total_tokens == running_usage(9)["total_tokens"]
+
+
+# --- the one-expression path for xAI's shape ---------------------------------------------------
+
+_NUMBERS = st.integers(min_value=0, max_value=10**9) | st.none()
+_USAGE_OBJECTS = st.dictionaries(
+    st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+    _NUMBERS | st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), _NUMBERS),
+    max_size=6,
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(_KEYS.filter(lambda k: k != "usage"), JSON, max_size=4),
+    _USAGE_OBJECTS,
+    st.dictionaries(
+        st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda k: k != "usage"),
+        st.text(max_size=8) | _NUMBERS | st.booleans(),
+        max_size=3,
+    ),
+)
+def test_xai_shaped_chunks_lose_exactly_their_usage(head, usage, tail):
+    """A usage object of numbers with scalar members after it, as xAI sends: the expression's
+    case, which must agree with parsing and deleting whatever else the chunk holds."""
+    doc = {**head, "usage": usage, **{k: v for k, v in tail.items() if k not in head}}
+    event = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+    del doc["usage"]
+    assert json.loads(cut_usage(event)[6:-2]) == doc
