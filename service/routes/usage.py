@@ -4,11 +4,16 @@ Reads the limiter's running sums without consuming any budget, so it sits outsid
 limiter: it spends nothing, is not in the ledger, and answers when every budget is spent. Its
 own rate (USAGE_READS_PER_SECOND a key, across replicas) is counted in the same script call. Spend
 amounts are shown in USD, exactly (see `service.usage.report`).
+
+A key refused for reading too often is refused by this replica alone until its `Retry-After`
+has passed: a client that loops on its 429s costs no Redis round trip and little CPU, so it
+slows no other tenant's requests.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
@@ -25,25 +30,30 @@ if TYPE_CHECKING:
     from service.usage.record import Totals
 
 
+_REFUSALS_KEPT = 10_000  # keys remembered as refused at once; beyond, the expired go
+
+
 class KeyUsage:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._refused_until: dict[str, float] = {}  # key id -> time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope["gateway"]
-        assert ctx.key is not None  # behind AuthMiddleware
+        key = ctx.key
+        assert key is not None  # behind AuthMiddleware
+        until = self._refused_until.get(key.id)
+        if until is not None:
+            wait = until - time.monotonic()
+            if wait > 0:
+                await self._refuse(ctx, send, wait)
+                return
+            del self._refused_until[key.id]
         try:
-            snapshot = await self.services.limiter.usage_snapshot(ctx.key.policy)
+            snapshot = await self.services.limiter.usage_snapshot(key.policy)
         except ReadsExceeded as exc:
-            ctx.reason = "rate_limit_exceeded"
-            await ApiError(
-                429,
-                f"Usage is read at most {USAGE_READS_PER_SECOND} times a second per key; "
-                "retry in a second.",
-                code="rate_limit_exceeded",
-                type="rate_limit_error",
-                headers=[(b"retry-after", b"%d" % max(1, math.ceil(exc.retry_after)))],
-            ).send(send)
+            self._remember(key.id, exc.retry_after)
+            await self._refuse(ctx, send, exc.retry_after)
             return
         except LimiterUnavailable as exc:
             ctx.reason = "rate_limiter_unavailable"
@@ -51,7 +61,25 @@ class KeyUsage:
                 f"The limiter's store {exc}, so usage cannot be read; retry shortly."
             ).send(send)
             return
-        await send_json(send, 200, json_bytes(usage_doc(ctx.key.id, ctx.key.tenant, snapshot)))
+        await send_json(send, 200, json_bytes(usage_doc(key.id, key.tenant, snapshot)))
+
+    def _remember(self, key_id: str, retry_after: float) -> None:
+        now = time.monotonic()
+        if len(self._refused_until) >= _REFUSALS_KEPT:
+            self._refused_until = {k: t for k, t in self._refused_until.items() if t > now}
+        self._refused_until[key_id] = now + retry_after
+
+    @staticmethod
+    async def _refuse(ctx: RequestContext, send: Send, retry_after: float) -> None:
+        ctx.reason = "rate_limit_exceeded"
+        await ApiError(
+            429,
+            f"Usage is read at most {USAGE_READS_PER_SECOND} times a second per key; "
+            "retry in a second.",
+            code="rate_limit_exceeded",
+            type="rate_limit_error",
+            headers=[(b"retry-after", b"%d" % max(1, math.ceil(retry_after)))],
+        ).send(send)
 
 
 def usage_doc(key_id: str, tenant: str | None, snapshot: UsageSnapshot) -> dict[str, Any]:
