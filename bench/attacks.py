@@ -20,12 +20,15 @@ import argparse
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 
 from bench.targets import PeakRss, Proc, start_gateway, start_redis, start_simulator
@@ -110,40 +113,80 @@ async def attacker(
         counts.setdefault(kind, {})
         counts[kind][status] = counts[kind].get(status, 0) + 1
 
-    async def names(http: httpx.AsyncClient, n: int) -> None:
+    async def status(answer: Any) -> int:
+        async with answer as response:
+            await response.read()
+            return response.status
+
+    async def names(http: aiohttp.ClientSession, n: int) -> None:
         i = n
         pause = 16 / rate  # sixteen senders share the rate
         while not stop.is_set():
             await asyncio.sleep(pause)
             model = MODEL if ordinary else f"made-up-{i}"
             body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
-            answer = await http.post(
-                f"{urls[i % 2]}/api/v1/chat/completions", json=body, headers=auth
-            )
-            count("ordinary requests" if ordinary else "unique model names", answer.status_code)
+            url = f"{urls[i % 2]}/api/v1/chat/completions"
+            got = await status(http.post(url, json=body, headers=auth))
+            count("ordinary requests" if ordinary else "unique model names", got)
             i += 16
 
-    async def usage(http: httpx.AsyncClient, n: int) -> None:
+    async def usage(http: aiohttp.ClientSession, n: int) -> None:
         while not stop.is_set():
-            answer = await http.get(f"{urls[n % 2]}/api/v1/usage", headers=auth)
-            count("usage reads", answer.status_code)
+            got = await status(http.get(f"{urls[n % 2]}/api/v1/usage", headers=auth))
+            count("usage reads", got)
 
-    async def export(http: httpx.AsyncClient) -> None:
+    async def export(http: aiohttp.ClientSession) -> None:
         while not stop.is_set():
-            answer = await http.get(
-                f"{urls[1]}/admin/v1/usage",
-                params={"from": today, "to": today, "format": "csv"},
-                headers={"Authorization": f"Bearer {ADMIN}"},
+            got = await status(
+                http.get(
+                    f"{urls[1]}/admin/v1/usage",
+                    params={"from": today, "to": today, "format": "csv"},
+                    headers={"Authorization": f"Bearer {ADMIN}"},
+                )
             )
-            count("admin exports", answer.status_code)
+            count("admin exports", got)
 
-    async with httpx.AsyncClient(timeout=30) as http:
+    # aiohttp, the lighter client: the attacker's own CPU is on these two cores too.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         if ordinary:
             await asyncio.gather(*(names(http, n) for n in range(16)))
             return
         await asyncio.gather(
             *(names(http, n) for n in range(16)), *(usage(http, n) for n in range(4)), export(http)
         )
+
+
+def _attacker_process(urls: list[str], rate: float, ordinary: bool, stop: Any, out: Any) -> None:
+    """`attacker` in a process of its own until `stop` is set; its counts go to `out`."""
+
+    async def main() -> dict[str, dict[int, int]]:
+        stopping, counts = asyncio.Event(), {}
+        task = asyncio.create_task(attacker(urls, stopping, counts, rate, ordinary))
+        await asyncio.to_thread(stop.wait)
+        stopping.set()
+        await task
+        return counts
+
+    out.put(asyncio.run(main()))
+
+
+class AttackerProcess:
+    """The attacker's client in its own process: its requests are not made, parsed and
+    timed on the victim's event loop, so the victim's latencies are the gateway's alone."""
+
+    def __init__(self, urls: list[str], rate: float, ordinary: bool = False) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop, self._out = context.Event(), context.Queue()
+        self._process = context.Process(
+            target=_attacker_process, args=(urls, rate, ordinary, self._stop, self._out)
+        )
+        self._process.start()
+
+    def stop(self) -> dict[str, dict[int, int]]:
+        self._stop.set()
+        counts = self._out.get(timeout=60)
+        self._process.join(30)
+        return counts
 
 
 def summary(results: list[tuple[float, int]], seconds: float) -> dict:
@@ -253,17 +296,13 @@ async def run(
             )
         urls = [proc.url for proc in procs[2:]]
         quiet = summary(await victim_load(urls, seconds, victim_rate), seconds)
-        stop, load_counts = asyncio.Event(), {}
-        load = asyncio.create_task(attacker(urls, stop, load_counts, rate, ordinary=True))
+        load = AttackerProcess(urls, rate, ordinary=True)
         ordinary = summary(await victim_load(urls, seconds, victim_rate), seconds)
-        stop.set()
-        await load
-        stop, counts = asyncio.Event(), {}
-        attack = asyncio.create_task(attacker(urls, stop, counts, rate))
+        load.stop()
+        attack = AttackerProcess(urls, rate)
         await asyncio.sleep(min(5.0, seconds / 2))  # the ledger would swell first
         under = summary(await victim_load(urls, seconds, victim_rate), seconds)
-        stop.set()
-        await attack
+        counts = attack.stop()
         slowest = slowest_redis_command_ms(redis)
         export = None
         if export_rows:
