@@ -79,7 +79,7 @@ def is_member_and_a_comma(span: bytes, usage: Any) -> bool:
     return False
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(chunks_with_usage())
 def test_the_cut_equals_parsing_and_deleting_the_member(case):
     event, members, _ = case
@@ -88,7 +88,7 @@ def test_the_cut_equals_parsing_and_deleting_the_member(case):
     assert json.loads(cut[6:-2]) == members
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(chunks_with_usage())
 def test_the_cut_removes_one_span_holding_the_member_and_a_comma_and_keeps_every_other_byte(case):
     event, _, usage = case
@@ -190,7 +190,7 @@ _USAGE_OBJECTS = st.dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     st.dictionaries(_KEYS.filter(lambda k: k != "usage"), JSON, max_size=4),
     _USAGE_OBJECTS,
