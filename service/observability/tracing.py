@@ -134,6 +134,23 @@ def _wall_ns(perf: float, now_perf: float, now_ns: int) -> int:
     return now_ns - int((now_perf - perf) * 1e9)
 
 
+class _Resource(Resource):
+    """A Resource whose hash is computed once. The OTLP encoders group every exported span by
+    its resource in a dict, and the SDK's `Resource.__hash__` serialises all the attributes to
+    JSON each time: this process has one resource, immutable, so one hash does for all."""
+
+    def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    @classmethod
+    def of(cls, resource: Resource) -> _Resource:
+        return cls(resource.attributes, resource.schema_url)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 class Tracing:
     """The SDK's providers and the gateway's instruments; records one request at a time."""
 
@@ -145,7 +162,7 @@ class Tracing:
         missing = {k: v for k, v in defaults.items() if k not in resource.attributes}
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             missing[SERVICE_NAME] = DEFAULT_SERVICE_NAME
-        resource = resource.merge(Resource(missing))
+        resource = _Resource.of(resource.merge(Resource(missing)))
         self.tracer_provider: TracerProvider | None = None
         self.meter_provider: MeterProvider | None = None
         self._tracer: trace.Tracer | None = None
