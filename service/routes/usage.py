@@ -6,12 +6,14 @@ own rate (USAGE_READS_PER_SECOND a key, across replicas) is counted in the same 
 amounts are shown in USD, exactly (see `service.usage.report`).
 
 A key refused for reading too often is refused by this replica alone until its `Retry-After`
-has passed: a client that loops on its 429s costs no Redis round trip and little CPU, so it
-slows no other tenant's requests.
+has passed, and a read that comes back before then gets its 429 only when that time is up: a
+client that loops on its 429s is paced to the permitted rate, costing no Redis round trip and
+no CPU a flood would take from other tenants' requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,7 @@ class KeyUsage:
         if until is not None:
             wait = until - time.monotonic()
             if wait > 0:
+                await asyncio.sleep(wait)  # paced: held, not answered at once
                 await self._refuse(ctx, send, wait)
                 return
             del self._refused_until[key.id]
