@@ -10,6 +10,7 @@ Behind the admin-key check, outside every tenant budget.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
@@ -58,8 +59,11 @@ class AdminUsage:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         lines = stream_lines(_following(first_day, days), query.group_by)
         try:
-            async for chunk in render_chunks(lines, query):
+            async for chunk in render_chunks(lines, query, chunk_bytes=16384):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # A send into a transport with room returns without yielding: give other
+                # requests their turn between chunks, or a long export runs unbroken.
+                await asyncio.sleep(0)
         except LedgerUnavailable as exc:
             # Too late for a status: the answer is left unfinished (the connection closes
             # without the body's end), so no client takes a cut report for a whole one.
