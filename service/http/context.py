@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from service.redis.keys import owner_of
+
 if TYPE_CHECKING:
     from service.registry.keys import AdminKey, ApiKey
     from service.registry.models import ModelCatalog
@@ -52,3 +54,10 @@ class RequestContext:
     # Headers every response of this request carries (rate-limit state, fallback flag);
     # appended to http.response.start by the observe middleware.
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def body_owner(self) -> str:
+        """Whose share of the process's bodies in flight this request's bodies count in: its
+        key's tenant (a key without one is its own), or its admin key."""
+        if self.key is not None:
+            return owner_of(self.key.id, self.key.tenant)
+        return f"admin:{self.admin.id}" if self.admin is not None else "-"

@@ -131,7 +131,7 @@ class BodyMiddleware:
             size += len(chunk)
             if size > self.max_bytes:
                 raise self._too_large()
-            ctx.held_bytes += self.inflight.take(len(chunk))
+            ctx.held_bytes += self.inflight.take(len(chunk), ctx.body_owner())
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

@@ -105,7 +105,7 @@ class ObserveMiddleware:
                 ).send(observed_send)
         finally:
             if ctx.held_bytes:  # the bodies it held (read, or an upstream answer read whole)
-                self.inflight.give(ctx.held_bytes)
+                self.inflight.give(ctx.held_bytes, ctx.body_owner())
             if api:
                 self._record(scope, ctx)
 

@@ -55,7 +55,7 @@ async def call_json(
     policy = services.upstream_policy
 
     def hold(size: int) -> None:  # an answer read whole counts against the bodies in flight
-        ctx.held_bytes += services.inflight.take(size)
+        ctx.held_bytes += services.inflight.take(size, ctx.body_owner())
 
     member: Member | None = None
     try:

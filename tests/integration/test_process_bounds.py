@@ -17,6 +17,7 @@ from tests.support.rawhttp import connect, read_response, request_head, wait_clo
 
 MODEL = "grok-4-1-fast-non-reasoning"
 BULKY, CAPPED, OTHER = "gk-bounds-bulky", "gk-bounds-capped", "gk-bounds-other"
+THIRD = "gk-bounds-third"
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +28,14 @@ def gateway(simulator: Proc, tmp_path_factory) -> Proc:
             key_entry("bulky", BULKY, tenant="bulky"),
             key_entry("capped", CAPPED, tenant="capped", extra="concurrent = 1"),
             key_entry("other", OTHER, tenant="other"),
+            key_entry("third", THIRD, tenant="third"),
         )
     )
     env = gateway_env(
         simulator,
         str(keys),
         GATEWAY_MAX_CONNECTIONS="24",
-        GATEWAY_MAX_INFLIGHT_BODY_BYTES=str(4 * 300_000),  # one 300 KB body, weighted
+        GATEWAY_MAX_INFLIGHT_BODY_BYTES=str(4 * 300_000),  # 300 KB of bodies, weighted
     )
     proc = start_gateway(env)
     yield proc
@@ -97,16 +99,38 @@ def test_connections_past_the_cap_are_closed_at_once_and_the_rest_serve(gateway:
 def test_bodies_in_flight_past_the_cap_get_503_and_the_cap_frees_when_they_end(
     gateway: Proc, simulator: Proc
 ):
-    before = chat_requests(simulator)
-    slow, result = in_background(lambda: post(gateway, BULKY, chat_body(250_000, 1500)))
-    reached_upstream(simulator, before)
-    refused = post(gateway, OTHER, chat_body(100_000))  # 250 KB + 100 KB, weighted: past it
-    slow.join()
-    assert result[0].status_code == 200
+    """Two tenants hold 140 KB each (weighted, 1,120 KB of the 1,200 KB cap): a third
+    tenant's 100 KB body is past the cap, and fits once theirs have ended."""
+    held = []
+    for secret in (BULKY, OTHER):
+        before = chat_requests(simulator)
+        held.append(in_background(lambda s=secret: post(gateway, s, chat_body(140_000, 1500))))
+        reached_upstream(simulator, before)
+    refused = post(gateway, THIRD, chat_body(100_000))
+    for thread, result in held:
+        thread.join()
+        assert result[0].status_code == 200
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "server_busy"
     assert refused.headers["retry-after"] == "1"
-    assert post(gateway, OTHER, chat_body(100_000)).status_code == 200  # freed
+    assert post(gateway, THIRD, chat_body(100_000)).status_code == 200  # freed
+
+
+def test_one_tenant_holds_at_most_half_the_cap_so_another_tenants_body_fits(
+    gateway: Proc, simulator: Proc
+):
+    """The bulky tenant's second 140 KB body would pass its half of the cap (weighted, 1,120
+    of 600 KB): refused, while another tenant's 100 KB body beside the first is served."""
+    before = chat_requests(simulator)
+    slow, result = in_background(lambda: post(gateway, BULKY, chat_body(140_000, 1500)))
+    reached_upstream(simulator, before)
+    own = post(gateway, BULKY, chat_body(140_000))
+    other = post(gateway, OTHER, chat_body(100_000))
+    slow.join()
+    assert result[0].status_code == 200
+    assert own.status_code == 503 and own.json()["error"]["code"] == "server_busy"
+    assert "share" in own.json()["error"]["message"]
+    assert other.status_code == 200
 
 
 def test_a_key_at_its_concurrency_cap_is_refused_before_its_body_is_read(
