@@ -104,13 +104,19 @@ class BodyMiddleware:
 
     async def _read(self, ctx: RequestContext, scope: Scope, receive: Receive) -> bytes | None:
         declared = header(scope, b"content-length")
+        held = 0  # bytes of this body held in the process's bodies in flight
         if declared is not None:
             try:
-                too_big = int(declared) > self.max_bytes
+                declared_size = int(declared)
+                if declared_size < 0:
+                    raise ValueError(declared)
             except ValueError:
                 raise bad_request("Content-Length is not a number.") from None
-            if too_big:
+            if declared_size > self.max_bytes:
                 raise self._too_large()
+            # Held as declared before a byte is read: a body refused for room costs no read.
+            ctx.held_bytes += self.inflight.take(declared_size, ctx.body_owner())
+            held = declared_size
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -131,7 +137,9 @@ class BodyMiddleware:
             size += len(chunk)
             if size > self.max_bytes:
                 raise self._too_large()
-            ctx.held_bytes += self.inflight.take(len(chunk), ctx.body_owner())
+            if size > held:  # no Content-Length (chunked): held as it arrives
+                ctx.held_bytes += self.inflight.take(size - held, ctx.body_owner())
+                held = size
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

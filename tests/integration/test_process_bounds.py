@@ -159,3 +159,29 @@ def test_a_key_at_its_concurrency_cap_is_refused_before_its_body_is_read(
     assert result[0].status_code == 200
     assert answer.status == 429
     assert json.loads(answer.body)["error"]["code"] == "concurrency_limit_exceeded"
+
+
+def test_a_body_with_no_room_is_refused_on_its_content_length_before_it_is_read(
+    gateway: Proc,
+):
+    """200 KB announced (800 KB weighted, past one tenant's 600 KB half of the cap), a few
+    bytes sent: the 503 comes at once, not after the rest of the body."""
+    port = int(gateway.url.rsplit(":", 1)[1])
+    sock = connect(port)
+    try:
+        sock.sendall(
+            request_head(
+                "POST",
+                "/api/v1/chat/completions",
+                f"Authorization: Bearer {BULKY}",
+                "Content-Type: application/json",
+                "Content-Length: 200000",
+            )
+            + b'{"model": "'
+        )
+        answer = read_response(sock)
+    finally:
+        sock.close()
+    assert answer.status == 503
+    assert json.loads(answer.body)["error"]["code"] == "server_busy"
+    assert post(gateway, BULKY, chat_body(100_000)).status_code == 200  # nothing stays held
