@@ -9,7 +9,9 @@ ledger over and over. Then, with `--export-rows`, the ledger is filled with that
 the victim goes on: its peak RSS and the export's time are measured. Between the quiet phase
 and the attack, the attacker tenant sends as many ordinary requests (one real model, no usage
 reads, no exports): what the same load does, so the attack's own effect shows apart from its
-load on the two cores. Prints the victim's latency and errors in each phase, what the attacker
+load on the two cores. Then, with `--body-mb`, the attacker sends requests of that many MB four
+at a time (within the 20 MiB body cap and its budgets): what heavy requests cost the others.
+Prints the victim's latency and errors in each phase, what the attacker
 got, the slowest command Redis ran (its slowlog) and the export's figures, and writes
 attacks.json.
 """
@@ -101,11 +103,14 @@ async def attacker(
     stop: asyncio.Event,
     counts: dict[str, dict[int, int]],
     rate: float,
-    ordinary: bool = False,
+    kind: str = "attack",
+    body_mb: float = 10.0,
 ) -> None:
-    """Unique model names at `rate` a second (each refused upstream), its usage read four
-    at a time (as fast as each answer comes), and the admin export over and over; or, when
-    `ordinary`, only as many requests for the one real model."""
+    """`attack`: unique model names at `rate` a second (each refused upstream), its usage
+    read four at a time (as fast as each answer comes), and the admin export over and over;
+    `ordinary`: only as many requests for the one real model; `bodies`: four senders of
+    `body_mb` MB requests in a loop (within the 20 MiB body cap and the tenant's budgets)."""
+    ordinary = kind == "ordinary"
     today = time.strftime("%Y-%m-%d", time.gmtime())
     auth = {"Authorization": f"Bearer {ATTACKER}"}
 
@@ -146,8 +151,19 @@ async def attacker(
             )
             count("admin exports", got)
 
+    async def bodies(http: aiohttp.ClientSession, n: int) -> None:
+        text = "x" * int(body_mb * 1_000_000)
+        body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}]})
+        headers = {**auth, "Content-Type": "application/json"}
+        while not stop.is_set():
+            url = f"{urls[n % 2]}/api/v1/chat/completions"
+            count("large bodies", await status(http.post(url, data=body, headers=headers)))
+
     # aiohttp, the lighter client: the attacker's own CPU is on these two cores too.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        if kind == "bodies":
+            await asyncio.gather(*(bodies(http, n) for n in range(4)))
+            return
         if ordinary:
             await asyncio.gather(*(names(http, n) for n in range(16)))
             return
@@ -156,12 +172,14 @@ async def attacker(
         )
 
 
-def _attacker_process(urls: list[str], rate: float, ordinary: bool, stop: Any, out: Any) -> None:
+def _attacker_process(
+    urls: list[str], rate: float, kind: str, body_mb: float, stop: Any, out: Any
+) -> None:
     """`attacker` in a process of its own until `stop` is set; its counts go to `out`."""
 
     async def main() -> dict[str, dict[int, int]]:
         stopping, counts = asyncio.Event(), {}
-        task = asyncio.create_task(attacker(urls, stopping, counts, rate, ordinary))
+        task = asyncio.create_task(attacker(urls, stopping, counts, rate, kind, body_mb))
         await asyncio.to_thread(stop.wait)
         stopping.set()
         await task
@@ -174,11 +192,14 @@ class AttackerProcess:
     """The attacker's client in its own process: its requests are not made, parsed and
     timed on the victim's event loop, so the victim's latencies are the gateway's alone."""
 
-    def __init__(self, urls: list[str], rate: float, ordinary: bool = False) -> None:
+    def __init__(
+        self, urls: list[str], rate: float, kind: str = "attack", body_mb: float = 10.0
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop, self._out = context.Event(), context.Queue()
         self._process = context.Process(
-            target=_attacker_process, args=(urls, rate, ordinary, self._stop, self._out)
+            target=_attacker_process,
+            args=(urls, rate, kind, body_mb, self._stop, self._out),
         )
         self._process.start()
 
@@ -277,7 +298,13 @@ async def export_under_load(
 
 
 async def run(
-    seconds: float, victim_rate: float, mode: str, rate: float, export_rows: int, workdir: Path
+    seconds: float,
+    victim_rate: float,
+    mode: str,
+    rate: float,
+    export_rows: int,
+    workdir: Path,
+    body_mb: float = 10.0,
 ) -> dict:
     procs: list[Proc] = []
     try:
@@ -302,7 +329,7 @@ async def run(
             )
         urls = [proc.url for proc in procs[2:]]
         quiet = summary(await victim_load(urls, seconds, victim_rate), seconds)
-        load = AttackerProcess(urls, rate, ordinary=True)
+        load = AttackerProcess(urls, rate, kind="ordinary")
         ordinary = summary(await victim_load(urls, seconds, victim_rate), seconds)
         load.stop()
         attack = AttackerProcess(urls, rate)
@@ -310,6 +337,12 @@ async def run(
         under = summary(await victim_load(urls, seconds, victim_rate), seconds)
         counts = attack.stop()
         slowest, slowest_command = slowest_redis_command(redis)
+        large = None
+        if body_mb:
+            flood = AttackerProcess(urls, rate, kind="bodies", body_mb=body_mb)
+            await asyncio.sleep(1.0)
+            large = summary(await victim_load(urls, seconds, victim_rate), seconds)
+            counts.update(flood.stop())
         export = None
         if export_rows:
             export = await export_under_load(
@@ -323,6 +356,8 @@ async def run(
             "quiet": quiet,
             "ordinary_load": ordinary,
             "under_attack": under,
+            "large_bodies": large,
+            "body_mb": body_mb,
             "attacker": counts,
             "slowest_redis_command_ms": slowest,
             "slowest_redis_command": slowest_command,
@@ -339,9 +374,14 @@ def markdown(runs: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
-        for phase in ("quiet", "ordinary_load", "under_attack"):
+        for phase in ("quiet", "ordinary_load", "under_attack", "large_bodies"):
             s = r[phase]
-            row = [r["mode"], phase.replace("_", " "), s["per_second"], s["errors"]]
+            if s is None:
+                continue
+            name = phase.replace("_", " ")
+            if phase == "large_bodies":
+                name = f"four {r['body_mb']:g} MB bodies at a time"
+            row = [r["mode"], name, s["per_second"], s["errors"]]
             lines.append("| " + " | ".join(map(str, [*row, s["p50_ms"], s["p99_ms"]])) + " |")
     for r in runs:
         e = r["export"]
@@ -377,6 +417,9 @@ def main() -> None:
     parser.add_argument("--export-rows", type=int, default=400_000, help="0: no export run")
     parser.add_argument("--modes", default="local,closed")
     parser.add_argument("--rate", type=float, default=100.0, help="the attacker's names a second")
+    parser.add_argument(
+        "--body-mb", type=float, default=10.0, help="the large-bodies phase's size (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     runs = []
@@ -391,6 +434,7 @@ def main() -> None:
                         args.rate,
                         args.export_rows,
                         Path(tmp),
+                        args.body_mb,
                     )
                 )
             )
@@ -400,7 +444,9 @@ def main() -> None:
     bad = [
         r
         for r in runs
-        if r["under_attack"]["errors"] or (r["export"] and r["export"]["victim"]["errors"])
+        if r["under_attack"]["errors"]
+        or (r["large_bodies"] and r["large_bodies"]["errors"])
+        or (r["export"] and r["export"]["victim"]["errors"])
     ]
     sys.exit(1 if bad else 0)
 
