@@ -49,9 +49,29 @@ class ConversationAffinity:
         elif self.derive:
             opening = conversation_opening(ctx.payload)
             if opening is not None:
-                digest = hashlib.sha256(dumps_compact([ctx.model, *opening])).hexdigest()
+                summary = _summary([ctx.model, *opening])
+                digest = hashlib.sha256(dumps_compact(summary)).hexdigest()
                 ctx.conversation = _prefix(ctx) + digest[:32].encode()
         await self.app(scope, receive, send)
+
+
+_LONG_TEXT = 4096  # characters: a longer string is named by its length and its two ends
+_END = 2048
+
+
+def _summary(value: Any) -> Any:
+    """`value` with each long string replaced by its length and its first and last 2,048
+    characters: the same for every turn of a conversation, and what a 10 MB prompt costs to
+    name stays that of a short one (encoding and hashing it whole held the event loop)."""
+    if isinstance(value, str):
+        if len(value) <= _LONG_TEXT:
+            return value
+        return ["long text", len(value), value[:_END], value[-_END:]]
+    if isinstance(value, list):
+        return [_summary(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _summary(item) for name, item in value.items()}
+    return value
 
 
 def _valid(value: bytes) -> bool:

@@ -100,3 +100,17 @@ def test_with_derivation_off_only_a_clients_id_is_sent():
 def test_a_continued_stored_response_gets_no_derived_id():
     body = {"model": MODEL, "input": "and then?", "previous_response_id": "resp_1"}
     assert run(body)[0] is None
+
+
+def test_a_long_opening_is_named_by_its_length_and_ends_every_turn_alike():
+    prompt = "x" * 5_000 + "middle" + "y" * 5_000
+    first = {"role": "user", "content": prompt}
+    one, _ = run(chat(SYSTEM, first))
+    assert one == run(chat(SYSTEM, first, REPLY, SECOND))[0]
+    longer = {"role": "user", "content": prompt + "z"}
+    other_end = {"role": "user", "content": prompt[:-1] + "z"}
+    assert one != run(chat(SYSTEM, longer))[0]
+    assert one != run(chat(SYSTEM, other_end))[0]
+    # A content-parts message summarises its long parts the same way.
+    parts = {"role": "user", "content": [{"type": "text", "text": prompt}]}
+    assert run(chat(SYSTEM, parts))[0] == run(chat(SYSTEM, parts, REPLY))[0]
