@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.keyfiles import key_entry, keys_toml
 from tests.support.processes import Proc, gateway_env, start_gateway
-from tests.support.rawhttp import connect, read_response, request_head, wait_closed
+from tests.support.rawhttp import RawResponse, connect, read_response, request_head, wait_closed
 
 MODEL = "grok-4-1-fast-non-reasoning"
 BULKY, CAPPED, OTHER = "gk-bounds-bulky", "gk-bounds-capped", "gk-bounds-other"
@@ -65,6 +65,24 @@ def in_background(call) -> tuple[threading.Thread, list]:
     thread = threading.Thread(target=lambda: result.append(call()))
     thread.start()
     return thread, result
+
+
+def announced(gateway: Proc, secret: str, length: int) -> RawResponse:
+    """The answer to a body announced as `length` bytes of which 11 are sent: it cannot
+    wait for the rest."""
+    sock = connect(int(gateway.url.rsplit(":", 1)[1]))
+    try:
+        head = request_head(
+            "POST",
+            "/api/v1/chat/completions",
+            f"Authorization: Bearer {secret}",
+            "Content-Type: application/json",
+            f"Content-Length: {length}",
+        )
+        sock.sendall(head + b'{"model": "')
+        return read_response(sock)
+    finally:
+        sock.close()
 
 
 def chat_requests(simulator: Proc) -> int:
@@ -139,22 +157,7 @@ def test_a_key_at_its_concurrency_cap_is_refused_before_its_body_is_read(
     before = chat_requests(simulator)
     slow, result = in_background(lambda: post(gateway, CAPPED, chat_body(0, 1500)))
     reached_upstream(simulator, before)
-    port = int(gateway.url.rsplit(":", 1)[1])
-    sock = connect(port)
-    try:
-        sock.sendall(
-            request_head(
-                "POST",
-                "/api/v1/chat/completions",
-                f"Authorization: Bearer {CAPPED}",
-                "Content-Type: application/json",
-                "Content-Length: 10000000",
-            )
-            + b'{"model": "'
-        )  # 10 MB announced, 11 bytes sent: the answer cannot wait for the rest
-        answer = read_response(sock)
-    finally:
-        sock.close()
+    answer = announced(gateway, CAPPED, 10_000_000)
     slow.join()
     assert result[0].status_code == 200
     assert answer.status == 429
@@ -166,22 +169,7 @@ def test_a_body_with_no_room_is_refused_on_its_content_length_before_it_is_read(
 ):
     """200 KB announced (800 KB weighted, past one tenant's 600 KB half of the cap), a few
     bytes sent: the 503 comes at once, not after the rest of the body."""
-    port = int(gateway.url.rsplit(":", 1)[1])
-    sock = connect(port)
-    try:
-        sock.sendall(
-            request_head(
-                "POST",
-                "/api/v1/chat/completions",
-                f"Authorization: Bearer {BULKY}",
-                "Content-Type: application/json",
-                "Content-Length: 200000",
-            )
-            + b'{"model": "'
-        )
-        answer = read_response(sock)
-    finally:
-        sock.close()
+    answer = announced(gateway, BULKY, 200_000)
     assert answer.status == 503
     assert json.loads(answer.body)["error"]["code"] == "server_busy"
     assert post(gateway, BULKY, chat_body(100_000)).status_code == 200  # nothing stays held
