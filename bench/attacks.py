@@ -114,9 +114,9 @@ async def attacker(
     today = time.strftime("%Y-%m-%d", time.gmtime())
     auth = {"Authorization": f"Bearer {ATTACKER}"}
 
-    def count(kind: str, status: int) -> None:
-        counts.setdefault(kind, {})
-        counts[kind][status] = counts[kind].get(status, 0) + 1
+    def count(what: str, code: int) -> None:
+        counts.setdefault(what, {})
+        counts[what][code] = counts[what].get(code, 0) + 1
 
     async def status(answer: Any) -> int:
         async with answer as response:
